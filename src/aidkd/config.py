@@ -1,0 +1,219 @@
+"""Typed, validated run configuration: small YAML files plus dotted overrides.
+
+    cfg = load_config("configs/fmnist/resnet8.yaml", ["optim.lr=0.1", "train.epochs=5"])
+
+Unknown keys and bad values are rejected with a :class:`~aidkd.errors.UserError` that names the key and what is
+allowed. Configs hold values only; code holds behaviour.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import UserError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(_Section):
+    name: str = "digits"
+    root: Optional[str] = None  # where the files are; default $AIDKD_DATA or ~/.cache/aidkd/data
+    batch_size: int = Field(64, ge=1)  # global batch size, split across processes
+    eval_batch_size: int = Field(256, ge=1)
+    val_split: float = Field(0.0, ge=0.0, lt=1.0)  # fraction of train held out for model selection
+    augment: bool = True  # the dataset's standard training augmentation
+    in_memory: Literal["auto", "on", "off"] = "auto"  # keep a small-image dataset as one tensor on the device
+    workers: int = Field(2, ge=0)
+    download: bool = True  # try to download when files are missing (needs network)
+    train_subset: Optional[int] = Field(None, ge=1)  # first N training samples (class-stratified), for quick runs
+    balanced: Optional[list[int]] = None  # [P, K]: class-balanced batches of P classes x K samples
+
+
+class ModelConfig(_Section):
+    name: str = "resnet8"
+    in_chans: Optional[int] = None  # default: the dataset's channels
+    pretrained: bool = False
+    checkpoint: Optional[str] = None  # initial weights (aidkd checkpoint or a published state dict)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeacherConfig(_Section):
+    name: Optional[str] = None
+    checkpoint: Optional[str] = None
+    pretrained: bool = False
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class MethodConfig(_Section):
+    name: str = "vanilla"
+    params: dict[str, Any] = Field(default_factory=dict)  # validated by the method's own Params class
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class SchedConfig(_Section):
+    name: Literal["multistep", "cosine", "constant", "onecycle"] = "multistep"
+    milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])  # epochs, multistep only
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    min_lr: float = Field(0.0, ge=0)  # cosine floor
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(240, ge=1)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, off on CPU
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    select_on: Literal["auto", "val", "test", "last"] = "auto"  # which split picks the best checkpoint
+    eval_every: int = Field(1, ge=1)
+    progress: bool = True
+    tensorboard: bool = True
+    wandb: bool = False
+    max_steps_per_epoch: Optional[int] = Field(None, ge=1)  # for smoke tests
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or v.startswith("cuda:"):
+            return v
+        raise ValueError("must be auto, cpu, cuda or cuda:N")
+
+
+class OutputConfig(_Section):
+    dir: str = "runs"
+    name: Optional[str] = None  # default: derived from model, method and seed
+
+
+class RunConfig(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    sched: SchedConfig = Field(default_factory=SchedConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    # free-form notes carried into the run record (e.g. the published accuracy a suite compares against)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    def run_name(self) -> str:
+        if self.output.name:
+            return self.output.name
+        parts = [self.data.name, self.model.name, self.method.name]
+        if self.teacher.name:
+            parts.insert(1, self.teacher.name)
+        return "-".join(parts) + f"-s{self.train.seed}"
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes results (not output location or progress display)."""
+        d = self.model_dump(mode="json")
+        d.pop("output", None)
+        d["train"].pop("progress", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override's value as YAML (so 0.1, true, [150, 180], null work)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    d = copy.deepcopy(d)
+    for ov in overrides:
+        if "=" not in ov:
+            raise UserError(f"override {ov!r} is not of the form key.path=value (e.g. optim.lr=0.1)")
+        key, value = ov.split("=", 1)
+        parts = key.strip().split(".")
+        node = d
+        for part in parts[:-1]:
+            if not isinstance(node.get(part, {}), dict):
+                raise UserError(f"override {key!r}: {part!r} is a value, not a section")
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parse_value(value)
+    return d
+
+
+def format_validation_error(e: ValidationError, source: str) -> str:
+    msgs = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            section = err["loc"][:-1]
+            allowed = _allowed_keys(section)
+            msgs.append(f"unknown key {loc!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
+        else:
+            msgs.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+    return f"bad config {source}: " + "; ".join(msgs)
+
+
+def _allowed_keys(section: tuple) -> list[str]:
+    model: Any = RunConfig
+    for part in section:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        model = field.annotation
+    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def config_from_dict(d: dict, source: str = "") -> RunConfig:
+    try:
+        return RunConfig.model_validate(d)
+    except ValidationError as e:
+        raise UserError(format_validation_error(e, source or "(dict)")) from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {str(p)!r} not found; give the path of a YAML file")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(d, dict):
+        raise UserError(f"config file {str(p)!r} must hold a mapping of sections (data:, model:, ...)")
+    return d
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+    d = dict(base or {})
+    if path is not None:
+        d = _deep_merge(d, read_yaml(path))
+    d = apply_overrides(d, overrides or [])
+    return config_from_dict(d, str(path) if path else "(overrides)")
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,22 @@
+"""Cross-entropy only: teachers and vanilla students."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from pydantic import Field
+
+from .base import METHODS, Batch, Method, MethodParams
+
+
+class VanillaParams(MethodParams):
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@METHODS.register("vanilla")
+class Vanilla(Method):
+    registered_name = "vanilla"
+    Params = VanillaParams
+    needs_teacher = False
+
+    def forward(self, batch: Batch, epoch: int):
+        logits = self.student(batch.images)
+        return logits, {"ce": F.cross_entropy(logits, batch.labels, label_smoothing=self.params.label_smoothing)}

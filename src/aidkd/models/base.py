@@ -1,0 +1,65 @@
+"""The feature contract every aidkd model speaks.
+
+Every model is an ``nn.Module`` whose ``forward(x)`` returns logits, and whose ``forward_features(x)`` returns a
+:class:`Features`: the logits, the list of stage features (post-activation), the pre-activation stage features
+where the architecture defines them (otherwise the post-activation ones again), and the pooled feature before
+the classifier. ``feats[0]`` is the stem output and ``feats[1:]`` are the stage outputs, deepest last.
+Distillation methods rely only on this contract, so every method works with every model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Features:
+    logits: Tensor
+    feats: list[Tensor]
+    preact_feats: list[Tensor]
+    pooled: Tensor
+
+
+class KDModel(nn.Module):
+    """Base class: subclasses implement :meth:`forward_features`."""
+
+    #: the input size (C, H, W) the model was built for; set by the constructor
+    input_size: tuple[int, int, int] = (3, 32, 32)
+
+    def forward_features(self, x: Tensor) -> Features:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_features(x).logits
+
+    def get_classifier(self) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def feature_info(self, input_size: tuple[int, int, int] | None = None) -> dict:
+        """Shapes (without the batch dimension) of every output of :meth:`forward_features`.
+
+        Runs one forward pass on a zero tensor in eval mode on the model's device; the model's train/eval state
+        is restored afterwards.
+        """
+        size = tuple(input_size or self.input_size)
+        was_training = self.training
+        self.eval()
+        try:
+            p = next(self.parameters(), None)
+            device = p.device if p is not None else torch.device("cpu")
+            out = self.forward_features(torch.zeros(1, *size, device=device))
+        finally:
+            self.train(was_training)
+        return {
+            "logits": tuple(out.logits.shape[1:]),
+            "feats": [tuple(f.shape[1:]) for f in out.feats],
+            "preact_feats": [tuple(f.shape[1:]) for f in out.preact_feats],
+            "pooled": tuple(out.pooled.shape[1:]),
+        }
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

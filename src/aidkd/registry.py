@@ -1,0 +1,48 @@
+"""One registry pattern for models, methods and datasets."""
+from __future__ import annotations
+
+from typing import Callable, Generic, Iterator, TypeVar
+
+from .errors import UserError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A name -> object table filled by a decorator.
+
+    >>> MODELS = Registry("model")
+    >>> @MODELS.register("resnet8")
+    ... def resnet8(**kw): ...
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            key = name or getattr(obj, "__name__")
+            if key in self._items:
+                raise ValueError(f"{self.kind} {key!r} is registered twice")
+            self._items[key] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UserError(
+                f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self._items))}"
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
