@@ -36,6 +36,11 @@ class DataConfig(_Section):
     train_subset: Optional[int] = Field(None, ge=1)  # first N training samples (class-stratified), for quick runs
     balanced: Optional[list[int]] = None  # [P, K]: class-balanced batches of P classes x K samples
 
+    @field_validator("in_memory", mode="before")
+    @classmethod
+    def _yaml_onoff(cls, v):  # YAML reads bare on/off as booleans
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
 
 class ModelConfig(_Section):
     name: str = "resnet8"
@@ -49,6 +54,7 @@ class TeacherConfig(_Section):
     name: Optional[str] = None
     checkpoint: Optional[str] = None
     pretrained: bool = False
+    cache: bool = False  # compute the teacher's train logits once (needs data.augment=false; logit methods only)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -88,6 +94,11 @@ class TrainConfig(_Section):
     tensorboard: bool = True
     wandb: bool = False
     max_steps_per_epoch: Optional[int] = Field(None, ge=1)  # for smoke tests
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_onoff(cls, v):  # YAML reads bare on/off as booleans
+        return {True: "bf16", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("device")
     @classmethod

@@ -1,27 +1,67 @@
-"""The model zoo. ``create_model(name, num_classes=..., in_chans=...)`` is the one entry point."""
+"""The model zoo. ``create_model(name, num_classes=..., in_chans=...)`` is the one entry point.
+
+Families (one file each): CIFAR ResNets (``resnet.py``), CIFAR ResNet18/34/50 (``resnetv2.py``), WRNs
+(``wrn.py``), VGGs (``vgg.py``), MobileNetV2 (``mobilenetv2.py``), ShuffleNetV1/V2 (``shufflenetv1.py``,
+``shufflenetv2.py``), small test CNNs (``small.py``), ImageNet models and any torchvision/timm classifier
+(``imagenet.py``, through ``hooked.py``). Weights: :func:`load_weights` (``checkpoint.py``). The table of every
+model: :func:`model_table` (``table.py``). See docs/models.md.
+"""
 from __future__ import annotations
 
-from torch import nn
+from pathlib import Path
 
 from ..errors import UserError
-from . import small  # noqa: F401  (registers models)
+from . import imagenet, mobilenetv2, resnet, resnetv2, shufflenetv1, shufflenetv2, small, vgg, wrn  # noqa: F401
 from .base import Features, KDModel, num_params
-from .registry import MODELS
+from .checkpoint import LoadReport, extract_state_dict, load_weights, read_checkpoint
+from .hooked import HookedModel, auto_stage_paths
+from .registry import ALIASES, FAMILY, MODELS, canonical_name, register_model
+from .table import count_macs, model_table
 
 
-def create_model(name: str, num_classes: int = 100, in_chans: int = 3, input_hw: int | None = None, **kwargs) -> KDModel:
-    """Build a registered model by name."""
-    builder = MODELS.get(name)
+def create_model(name: str, num_classes: int = 100, in_chans: int = 3, input_hw: int | None = None,
+                 pretrained: bool | str | Path = False, **kwargs) -> KDModel:
+    """Build a model by name.
+
+    ``name`` is a registered name (``list_models()``), or ``tv:<name>`` / ``timm:<name>`` for any torchvision or
+    timm classifier. ``input_hw`` is the input side the model is built for (default: 32 for the CIFAR zoo, 224
+    for ImageNet models). ``pretrained=True`` loads published ImageNet weights (torchvision/timm models only);
+    ``pretrained=<path>`` loads a checkpoint with :func:`load_weights`. Other keyword arguments go to the
+    builder (e.g. ``width_mult`` for MobileNetV2); an unknown one is a UserError that lists the accepted ones.
+    """
     if input_hw is not None:
         kwargs["input_hw"] = input_hw
+    path = None
+    if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
+        path, pretrained = pretrained, False
     try:
-        return builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+        if name.startswith(("tv:", "timm:")):
+            model = imagenet.build_external(name, num_classes, in_chans, pretrained=bool(pretrained), **kwargs)
+        else:
+            builder = MODELS.get(name)
+            if getattr(builder, "supports_pretrained", False):
+                kwargs["pretrained"] = bool(pretrained)
+            elif pretrained:
+                raise UserError(f"model {name!r} has no published pretrained weights to download; give a trained "
+                                "checkpoint instead (pretrained=<path>, or model.checkpoint / teacher.checkpoint)")
+            model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as e:
         raise UserError(f"model {name!r} does not accept these options ({e}); check model.kwargs") from None
+    model.arch = canonical_name(name)
+    if path is not None:
+        load_weights(model, path)
+    return model
 
 
-def list_models() -> list[str]:
-    return MODELS.names()
+def list_models(family: str | None = None) -> list[str]:
+    """Registered model names (aliases included), optionally of one family (``cifar`` or ``imagenet``)."""
+    if family is None:
+        return MODELS.names()
+    return [n for n in MODELS.names() if FAMILY.get(canonical_name(n), "cifar") == family]
 
 
-__all__ = ["MODELS", "Features", "KDModel", "create_model", "list_models", "num_params"]
+__all__ = [
+    "ALIASES", "FAMILY", "MODELS", "Features", "HookedModel", "KDModel", "LoadReport", "auto_stage_paths",
+    "canonical_name", "count_macs", "create_model", "extract_state_dict", "list_models", "load_weights",
+    "model_table", "num_params", "read_checkpoint", "register_model",
+]

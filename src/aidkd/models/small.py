@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Features, KDModel
-from .registry import MODELS
+from .registry import check_kwargs, register_model
 
 
 class PlainCNN(KDModel):
@@ -65,14 +65,16 @@ class MLP(KDModel):
         return self.fc
 
 
-@MODELS.register("cnn")
+@register_model("cnn")
 def cnn(num_classes=10, in_chans=3, widths=(16, 32, 64), input_hw=32, **kw):
+    check_kwargs("cnn", kw, ["widths"])
     return PlainCNN(num_classes, in_chans, widths, input_hw)
 
 
 def _fixed(name, widths):
-    @MODELS.register(name)
+    @register_model(name)
     def build(num_classes=10, in_chans=3, input_hw=32, **kw):
+        check_kwargs(name, kw)
         return PlainCNN(num_classes, in_chans, widths, input_hw)
 
     build.__doc__ = f"Plain 3-stage CNN of widths {widths}."
@@ -85,6 +87,7 @@ cnn_medium = _fixed("cnn_medium", (16, 32, 64))
 cnn_large = _fixed("cnn_large", (32, 64, 128))
 
 
-@MODELS.register("mlp")
+@register_model("mlp")
 def mlp(num_classes=10, in_chans=3, hidden=64, input_hw=32, **kw):
+    check_kwargs("mlp", kw, ["hidden"])
     return MLP(num_classes, in_chans, hidden, input_hw)

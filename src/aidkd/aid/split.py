@@ -1,0 +1,324 @@
+"""The L_CS / L_IC decomposition over a whole data split, grouped by class across the split, in bounded memory.
+
+:func:`aidkd.losses.decomposition.kd_decomposition` groups the samples of one batch. For analysis, the groups are
+the classes of the whole split (all the samples of class k, not the few of one batch), and the split may be far
+too large to hold all its logits. :class:`SplitAccumulator` streams over batches and keeps, per class and in
+float64, only
+
+* n_k, the class count;
+* log S_k(c) = log sum_{i in G_k} p_i(c) and log S^_k(c) (the same for q), as running log-sum-exps, so that the
+  class means m_k = S_k / n_k never underflow;
+* sum_{i in G_k} KL(p_i || q_i), the per-class sum of per-sample KL;
+* the number of correct top-1 predictions of both models.
+
+Memory is O(C^2) whatever the split size. At the end
+
+    L_KD_k = tau^2 / n_k * sum_{i in G_k} KL(p_i || q_i)      (mean per-sample KD loss of class k)
+    L_CS_k = tau^2 * KL(m_k || m^_k)
+    L_IC_k = L_KD_k - L_CS_k                                   (the exact identity of AID.md section 2)
+
+and the split totals are the n_k/N-weighted sums of these. **L_IC is obtained from the identity**, in one pass:
+every term is accumulated in float64, so the subtraction loses only float64 rounding relative to L_KD_k (a
+value below zero by rounding is clipped to 0). ``ic_mode="two_pass"`` instead computes L_IC directly from its
+definition, sum_i sum_c p_i(c) [log r_{k,c}(i) - log r^_{k,c}(i)], in a second pass over the data that reuses
+the class sums of the first; it costs a second forward pass of both models and needs a loader that yields the
+same views twice (no random augmentation). The two agree to rounding; the tests check it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+from ..losses.decomposition import group_logsumexp
+
+_F64 = torch.float64
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# result
+
+
+@dataclass
+class SplitDecomposition:
+    """The decomposition of one split. Totals are floats; per-class values are float64 tensors of shape (C,).
+
+    Per-class values are *per sample of that class* (``kd_per_class[k]`` is tau^2 times the mean KL over the
+    samples of class k), NaN for classes absent from the split; ``total = sum_k counts[k] / N * per_class[k]``.
+    Accuracies are top-1 in percent (NaN when unknown, e.g. for precomputed logits without labels).
+    """
+
+    kd: float
+    cs: float
+    ic: float
+    kd_per_class: Tensor
+    cs_per_class: Tensor
+    ic_per_class: Tensor
+    counts: Tensor
+    teacher_acc: float
+    student_acc: float
+    num_samples: int
+    temperature: float
+    ic_mode: str = "identity"
+    class_log_means_teacher: Tensor | None = field(default=None, repr=False)  # log m_k, (C, C)
+    class_log_means_student: Tensor | None = field(default=None, repr=False)  # log m^_k, (C, C)
+
+    def to_dict(self, per_class: bool = True) -> dict:
+        """A JSON-ready dict (plain floats and lists; NaN for absent classes)."""
+        out = {
+            "kd": self.kd,
+            "cs": self.cs,
+            "ic": self.ic,
+            "teacher_acc": self.teacher_acc,
+            "student_acc": self.student_acc,
+            "num_samples": self.num_samples,
+            "temperature": self.temperature,
+            "ic_mode": self.ic_mode,
+        }
+        if per_class:
+            out["per_class"] = {
+                "count": self.counts.tolist(),
+                "kd": self.kd_per_class.tolist(),
+                "cs": self.cs_per_class.tolist(),
+                "ic": self.ic_per_class.tolist(),
+            }
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the streaming accumulator
+
+
+class SplitAccumulator:
+    """Streams (teacher logits, student logits, labels) batches; :meth:`result` gives the split decomposition.
+
+    ``teacher`` is the target distribution p (first argument of the KL), ``student`` the second (q).
+    """
+
+    def __init__(self, num_classes: int, temperature: float, device: torch.device | str = "cpu"):
+        if temperature <= 0:
+            raise UserError(f"temperature must be positive, got {temperature}")
+        self.num_classes = int(num_classes)
+        self.temperature = float(temperature)
+        c = self.num_classes
+        dev = torch.device(device)
+        self.counts = torch.zeros(c, dtype=_F64, device=dev)
+        self.log_sum_p = torch.full((c, c), float("-inf"), dtype=_F64, device=dev)
+        self.log_sum_q = torch.full((c, c), float("-inf"), dtype=_F64, device=dev)
+        self.kl_sum = torch.zeros(c, dtype=_F64, device=dev)
+        self.correct_t = torch.zeros((), dtype=_F64, device=dev)
+        self.correct_s = torch.zeros((), dtype=_F64, device=dev)
+        # second pass (direct L_IC), filled by update_ic
+        self.ic_sum = torch.zeros(c, dtype=_F64, device=dev)
+
+    def _log_probs(self, t_logits: Tensor, s_logits: Tensor) -> tuple[Tensor, Tensor]:
+        dev = self.counts.device
+        log_p = torch.log_softmax(t_logits.detach().to(dev, _F64) / self.temperature, dim=1)
+        log_q = torch.log_softmax(s_logits.detach().to(dev, _F64) / self.temperature, dim=1)
+        return log_p, log_q
+
+    def _check(self, t_logits: Tensor, s_logits: Tensor, labels: Tensor) -> Tensor:
+        if t_logits.shape != s_logits.shape or t_logits.dim() != 2 or t_logits.shape[1] != self.num_classes:
+            raise UserError(
+                f"logits must both be (N, {self.num_classes}); got {tuple(t_logits.shape)} and {tuple(s_logits.shape)}"
+            )
+        labels = labels.detach().to(self.counts.device).long().view(-1)
+        if labels.numel() != t_logits.shape[0]:
+            raise UserError(f"{labels.numel()} labels for {t_logits.shape[0]} samples")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise UserError(f"labels must lie in [0, {self.num_classes - 1}]")
+        return labels
+
+    @torch.no_grad()
+    def update(self, t_logits: Tensor, s_logits: Tensor, labels: Tensor) -> None:
+        """Add one batch (first pass)."""
+        labels = self._check(t_logits, s_logits, labels)
+        if labels.numel() == 0:
+            return
+        log_p, log_q = self._log_probs(t_logits, s_logits)
+        c = self.num_classes
+        self.counts += torch.bincount(labels, minlength=c).to(_F64)
+        self.log_sum_p = torch.logaddexp(self.log_sum_p, group_logsumexp(log_p, labels, c))
+        self.log_sum_q = torch.logaddexp(self.log_sum_q, group_logsumexp(log_q, labels, c))
+        kl = (log_p.exp() * (log_p - log_q)).sum(1)
+        self.kl_sum.index_add_(0, labels, kl)
+        self.correct_t += (t_logits.detach().to(labels.device).argmax(1) == labels).sum()
+        self.correct_s += (s_logits.detach().to(labels.device).argmax(1) == labels).sum()
+
+    @torch.no_grad()
+    def update_ic(self, t_logits: Tensor, s_logits: Tensor, labels: Tensor) -> None:
+        """Add one batch to the direct computation of L_IC (second pass, after all first-pass updates)."""
+        labels = self._check(t_logits, s_logits, labels)
+        if labels.numel() == 0:
+            return
+        log_p, log_q = self._log_probs(t_logits, s_logits)
+        log_r = log_p - self.log_sum_p[labels]
+        log_rh = log_q - self.log_sum_q[labels]
+        self.ic_sum.index_add_(0, labels, (log_p.exp() * (log_r - log_rh)).sum(1))
+
+    def result(self, ic_mode: Literal["identity", "two_pass"] = "identity") -> SplitDecomposition:
+        tau2 = self.temperature**2
+        counts = self.counts
+        n = float(counts.sum())
+        if n == 0:
+            raise UserError("the split is empty: nothing to decompose")
+        present = counts > 0
+        safe_counts = torch.where(present, counts, torch.ones_like(counts))
+        log_n = torch.log(safe_counts).unsqueeze(1)
+        log_m = self.log_sum_p - log_n
+        log_mh = self.log_sum_q - log_n
+        m = log_m.exp()
+        # KL(m_k || m^_k) with the convention 0 log 0 = 0 (m_k(c) may underflow for far-off classes)
+        diff = torch.where(m > 0, log_m - log_mh, torch.zeros_like(log_m))
+        cs_k = tau2 * (m * diff).sum(1)
+        kd_k = tau2 * self.kl_sum / safe_counts
+        if ic_mode == "identity":
+            ic_k = (kd_k - cs_k).clamp_min(0.0)
+        elif ic_mode == "two_pass":
+            ic_k = tau2 * self.ic_sum / safe_counts
+        else:
+            raise UserError(f"ic_mode must be 'identity' or 'two_pass', got {ic_mode!r}")
+        nan = torch.full_like(kd_k, float("nan"))
+        kd_k, cs_k, ic_k = (torch.where(present, x, nan) for x in (kd_k, cs_k, ic_k))
+        w = counts / n
+
+        def total(x: Tensor) -> float:
+            return float((w[present] * x[present]).sum())
+
+        nan_means = torch.full_like(log_m, float("nan"))
+        return SplitDecomposition(
+            kd=total(kd_k),
+            cs=total(cs_k),
+            ic=total(ic_k),
+            kd_per_class=kd_k.cpu(),
+            cs_per_class=cs_k.cpu(),
+            ic_per_class=ic_k.cpu(),
+            counts=counts.long().cpu(),
+            teacher_acc=100.0 * float(self.correct_t) / n,
+            student_acc=100.0 * float(self.correct_s) / n,
+            num_samples=int(n),
+            temperature=self.temperature,
+            ic_mode=ic_mode,
+            class_log_means_teacher=torch.where(present.unsqueeze(1), log_m, nan_means).cpu(),
+            class_log_means_student=torch.where(present.unsqueeze(1), log_mh, nan_means).cpu(),
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# models and loaders
+
+
+def unpack_batch(batch, device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(images, labels, index) of a :class:`~aidkd.methods.base.Batch`, or of an ``(images, labels[, index])``
+    tuple, moved to ``device`` when given."""
+    if hasattr(batch, "images"):
+        images, labels, index = batch.images, batch.labels, getattr(batch, "index", None)
+    else:
+        images, labels = batch[0], batch[1]
+        index = batch[2] if len(batch) > 2 else None
+    if device is not None:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if index is not None:
+            index = index.to(device, non_blocking=True)
+    return images, labels, index
+
+
+def model_logits(model: nn.Module, images: Tensor, index: Tensor | None = None) -> Tensor:
+    """The model's logits; a model with ``indexed = True`` (a :class:`~aidkd.aid.project.TargetTeacher`, a
+    teacher-output cache) is called with the sample indices as well."""
+    if getattr(model, "indexed", False):
+        if index is None:
+            raise UserError("this teacher serves per-sample targets and needs sample indices in every batch")
+        return model(images, index)
+    return model(images)
+
+
+class _EvalMode:
+    """Puts models in eval mode and restores their train/eval state on exit."""
+
+    def __init__(self, *models: nn.Module):
+        self.models = [m for m in models if isinstance(m, nn.Module)]
+
+    def __enter__(self):
+        self.states = [m.training for m in self.models]
+        for m in self.models:
+            m.eval()
+        return self
+
+    def __exit__(self, *exc):
+        for m, s in zip(self.models, self.states):
+            m.train(s)
+        return False
+
+
+@torch.no_grad()
+def split_decomposition(
+    teacher: nn.Module,
+    student: nn.Module,
+    loader: Iterable,
+    temperature: float = 4.0,
+    num_classes: int | None = None,
+    device: torch.device | str = "cpu",
+    ic_mode: Literal["identity", "two_pass"] = "identity",
+    max_batches: int | None = None,
+) -> SplitDecomposition:
+    """Decompose tau^2 KL(teacher || student) over the whole split served by ``loader``, classes grouped across
+    the split, streaming (memory O(C^2), not O(N C)).
+
+    ``loader`` yields :class:`~aidkd.methods.base.Batch` objects (or ``(images, labels[, index])`` tuples). Both
+    models run in eval mode without gradients; their train/eval state is restored afterwards. ``num_classes``
+    defaults to the width of the first batch's logits. ``ic_mode``: see the module docstring (``"identity"``:
+    one pass, L_IC = L_KD - L_CS per class; ``"two_pass"``: L_IC from its definition in a second pass).
+    ``max_batches`` stops early (quick looks at a large split).
+    """
+    device = torch.device(device)
+    acc: SplitAccumulator | None = None
+
+    def batches():
+        for b, batch in enumerate(loader):
+            if max_batches is not None and b >= max_batches:
+                break
+            images, labels, index = unpack_batch(batch, device)
+            yield model_logits(teacher, images, index), model_logits(student, images, index), labels
+
+    with _EvalMode(teacher, student):
+        for zt, zs, labels in batches():
+            if acc is None:
+                acc = SplitAccumulator(num_classes or zt.shape[1], temperature, device)
+            acc.update(zt, zs, labels)
+        if acc is None:
+            raise UserError("the loader yielded no batches: nothing to decompose")
+        if ic_mode == "two_pass":
+            for zt, zs, labels in batches():
+                acc.update_ic(zt, zs, labels)
+    return acc.result(ic_mode)
+
+
+@torch.no_grad()
+def split_decomposition_from_logits(
+    teacher_logits: Tensor,
+    student_logits: Tensor,
+    labels: Tensor,
+    temperature: float = 4.0,
+    num_classes: int | None = None,
+    chunk_size: int = 65536,
+    ic_mode: Literal["identity", "two_pass"] = "identity",
+) -> SplitDecomposition:
+    """The same from precomputed logits (N, C) (e.g. a teacher-output cache, possibly memory-mapped), processed
+    in chunks of ``chunk_size`` rows so that only one chunk is converted to float64 at a time."""
+    if teacher_logits.shape[0] != labels.shape[0] or student_logits.shape[0] != labels.shape[0]:
+        raise UserError("teacher logits, student logits and labels must have the same number of rows")
+    device = teacher_logits.device
+    acc = SplitAccumulator(num_classes or teacher_logits.shape[1], temperature, device)
+    n = labels.shape[0]
+    for s in range(0, n, chunk_size):
+        acc.update(teacher_logits[s : s + chunk_size], student_logits[s : s + chunk_size], labels[s : s + chunk_size])
+    if ic_mode == "two_pass":
+        for s in range(0, n, chunk_size):
+            acc.update_ic(
+                teacher_logits[s : s + chunk_size], student_logits[s : s + chunk_size], labels[s : s + chunk_size]
+            )
+    return acc.result(ic_mode)

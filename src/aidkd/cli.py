@@ -1,0 +1,168 @@
+"""The ``aidkd`` command: a thin layer over the Python API.
+
+Every user error (missing file, bad config, unknown name, corrupt or mismatched checkpoint, dataset not found)
+exits with code 2 and one line on stderr, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+EXAMPLES = {
+    "train": "aidkd train --config configs/fmnist/teacher_resnet32x4.yaml train.epochs=5 optim.lr=0.1",
+    "distill": "aidkd distill --config configs/cifar100/dkd/res32x4_res8x4.yaml teacher.checkpoint=runs/t/checkpoints/best.pt",
+}
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="YAML config file (sections: data, model, teacher, method, optim, sched, train, output)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.1 train.epochs=5")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
+
+
+def cmd_train(args, require_teacher: bool = False) -> int:
+    from .config import load_config
+    from .engine import train
+
+    cfg = load_config(args.config, args.overrides)
+    if require_teacher and cfg.method.name == "vanilla":
+        raise UserError("aidkd distill needs a distillation method: set method.name (e.g. kd, dkd, dist)")
+    summary = train(cfg, overwrite=args.overwrite)
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{s['run_dir']}")
+    for col in ("model", "method", "selection", "best (sel.)", "test @ best", "last test", "best test-epoch", "wall s"):
+        t.add_column(col)
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    t.add_row(s["arch"], s["method"], s["selection"], fmt(s["best_acc"]), fmt(s["best_test_acc"]),
+              fmt(s["last_test_acc"]), fmt(s["best_test_epoch_acc"]), fmt(s["wall_time_s"]))
+    Console().print(t)
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    res = evaluate_checkpoint(args.checkpoint, dataset=args.data, split=args.split, model=args.model,
+                              overrides=args.overrides, device=args.device)
+    print(json.dumps(res) if args.json else
+          f"{res['model']} on {res['dataset']}/{res['split']}: top1 {res['top1']:.2f}  top5 {res['top5']:.2f}  "
+          f"loss {res['loss']:.4f}  (n={res['n']})")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import model_table
+
+    hw = {"cifar100": 32, "cifar10": 32, "fashion_mnist": 28, "digits": 8, "tiny_imagenet": 64, "imagenet": 224}
+    chans = {"fashion_mnist": 1, "digits": 1}
+    ncls = {"cifar100": 100, "cifar10": 10, "fashion_mnist": 10, "digits": 10, "tiny_imagenet": 200, "imagenet": 1000}
+    if args.dataset not in hw:
+        raise UserError(f"unknown dataset {args.dataset!r} for aidkd models; choose one of: {', '.join(hw)}")
+    family = args.family or ("imagenet" if args.dataset == "imagenet" else "cifar")
+    rows = model_table(num_classes=ncls[args.dataset], in_chans=chans.get(args.dataset, 3),
+                       input_hw=hw[args.dataset], family=family)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"models at {args.dataset} input size")
+    for col in ("name", "params", "MMACs", "stage feats (C,H,W)", "pooled"):
+        t.add_column(col)
+    for r in rows:
+        feats = " ".join("x".join(str(d) for d in s) for s in r["feats"])
+        t.add_row(r["name"], f"{r['params']:,}", f"{r['macs'] / 1e6:.1f}", feats, str(r["pooled"][0]))
+    Console(width=200).print(t)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out=args.out, epochs=args.epochs, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="aidkd", description="Knowledge distillation with AID teacher adaptation.")
+    ap.add_argument("--version", action="version", version=f"aidkd {__import__('aidkd').__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from scratch (a teacher or a vanilla student)",
+                       description="Train a model from scratch. Example: " + EXAMPLES["train"])
+    _add_run_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("distill", help="distil a student from a teacher checkpoint with any method",
+                       description="Distil a student. Example: " + EXAMPLES["distill"])
+    _add_run_args(p)
+    p.set_defaults(func=lambda a: cmd_train(a, require_teacher=True))
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a split")
+    p.add_argument("checkpoint", help="a checkpoint written by aidkd (best.pt / last.pt) or a published state dict")
+    p.add_argument("--data", help="dataset name (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--model", help="architecture name (needed for a published state dict)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("overrides", nargs="*", help="data overrides, e.g. data.root=/data")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("models", help="list every model with parameters, MACs and feature shapes")
+    p.add_argument("--dataset", default="cifar100", help="input size and classes of this dataset (default cifar100)")
+    p.add_argument("--family", choices=["cifar", "imagenet", "all"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo", help="the embedded demo: teacher, vanilla and KD students on scikit-learn's digits")
+    p.add_argument("--out", default="runs/demo", help="where the demo's runs go (finished runs are reused)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    _register_extra(sub)
+    return ap
+
+
+def _register_extra(sub) -> None:
+    """Commands of the AID and benchmark layers."""
+    try:
+        from .aid.cli import register as reg_aid
+    except ImportError:
+        reg_aid = None
+    if reg_aid:
+        reg_aid(sub)
+    try:
+        from .bench.cli import register as reg_bench
+    except ImportError:
+        reg_bench = None
+    if reg_bench:
+        reg_bench(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"aidkd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aidkd: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

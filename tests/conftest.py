@@ -1,0 +1,27 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def run_cfg(tmp_path):
+    """A tiny, fast config on the embedded digits data (dict form, to be edited by the test)."""
+
+    def make(**sections):
+        d = {
+            "data": {"name": "digits", "batch_size": 64, "augment": False},
+            "model": {"name": "cnn_tiny"},
+            "method": {"name": "vanilla"},
+            "optim": {"lr": 0.05},
+            "sched": {"name": "cosine"},
+            "train": {"epochs": 2, "seed": 0, "device": "cpu", "progress": False, "tensorboard": False},
+            "output": {"dir": str(tmp_path / "runs"), "name": "r"},
+        }
+        for k, v in sections.items():
+            d.setdefault(k, {}).update(v)
+        return d
+
+    return make
