@@ -124,6 +124,32 @@ def test_other_unmet_needs_are_user_errors(teacher, data):
         build_method("kd", model(), None, {}, make_ctx())
 
 
+class IndexedTeacher(torch.nn.Module):
+    """A teacher that serves fixed per-sample logits (like a teacher-output cache or AID's projection)."""
+
+    indexed = True
+
+    def __init__(self, logits):
+        super().__init__()
+        self.register_buffer("logits", logits)
+
+    def forward(self, images, index):
+        return self.logits[index]
+
+
+def test_indexed_teacher(data):
+    table = torch.randn(N_TRAIN, NUM_CLASSES)
+    teacher = IndexedTeacher(table)
+    b = batch_at(data, 1)
+    m = build_method("kd", model(), teacher, {}, make_ctx()).eval()
+    with torch.no_grad():
+        zs = m.student(b.images)
+        assert m(b, epoch=0)[1]["kd"].item() == pytest.approx(0.9 * kd_loss(zs, table[b.index], 4.0).item(), rel=1e-5)
+    for name in ("reviewkd", "fitnet", "at", "crd"):
+        with pytest.raises(UserError, match=f"'{name}'.*per-sample"):
+            build_method(name, model(), teacher, {}, make_ctx())
+
+
 # ---------------------------------------------------------------- KD and its options
 
 

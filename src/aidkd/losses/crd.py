@@ -77,19 +77,58 @@ class ContrastMemory(nn.Module):
             neg = torch.where(bad, torch.randint_like(neg, 0, self.num_data), neg)
         return torch.cat([index.unsqueeze(1), neg], dim=1)
 
-    def forward(self, v_s: Tensor, v_t: Tensor, index: Tensor, idx: Tensor, update: bool = True) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, v_s: Tensor, v_t: Tensor, index: Tensor, idx: Tensor, update: bool = True
+    ) -> tuple[Tensor, Tensor]:
         """(scores of the student embedding against the teacher memory, teacher embedding against the student
         memory), normalised by Z; with ``update`` the memories are moved towards the new embeddings."""
         out_s = contrast_scores(v_s, self.memory_t, idx, self.nce_t)
         out_t = contrast_scores(v_t, self.memory_s, idx, self.nce_t)
         if self.z_s < 0:
-            self.z_s.fill_(float(out_s.detach().mean()) * self.num_data)
+            self.z_s.fill_(float(_mean_over_ranks(out_s.detach().mean())) * self.num_data)
         if self.z_t < 0:
-            self.z_t.fill_(float(out_t.detach().mean()) * self.num_data)
+            self.z_t.fill_(float(_mean_over_ranks(out_t.detach().mean())) * self.num_data)
         out_s, out_t = out_s / self.z_s, out_t / self.z_t
         if update:
-            with torch.no_grad():
-                for mem, v in ((self.memory_s, v_s), (self.memory_t, v_t)):
-                    new = mem[index] * self.momentum + v.detach().to(mem.dtype) * (1 - self.momentum)
-                    mem.index_copy_(0, index, F.normalize(new, dim=1))
+            self.update(v_s, v_t, index)
         return out_s, out_t
+
+    @torch.no_grad()
+    def update(self, v_s: Tensor, v_t: Tensor, index: Tensor, labels: Tensor | None = None) -> None:
+        """Momentum update of the slots ``index`` (and their labels). Under DDP every rank applies the updates of
+        all ranks, so the banks stay identical (DDP's buffer broadcast then changes nothing)."""
+        v_s, v_t, index = _gather(v_s.detach()), _gather(v_t.detach()), _gather(index)
+        for mem, v in ((self.memory_s, v_s), (self.memory_t, v_t)):
+            new = mem[index] * self.momentum + v.to(mem.dtype) * (1 - self.momentum)
+            mem.index_copy_(0, index, F.normalize(new, dim=1))
+        if labels is not None:
+            self.labels[index] = _gather(labels).long()
+
+
+def _distributed() -> bool:
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _gather(t: Tensor) -> Tensor:
+    """Concatenate ``t`` (first dimension may differ) from every rank; ``t`` itself when not distributed."""
+    if not _distributed():
+        return t
+    dist = torch.distributed
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[: t.shape[0]] = t
+    parts = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def _mean_over_ranks(x: Tensor) -> Tensor:
+    if _distributed():
+        x = x.clone()
+        torch.distributed.all_reduce(x)
+        x /= torch.distributed.get_world_size()
+    return x

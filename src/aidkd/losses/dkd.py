@@ -60,4 +60,4 @@ def dkd_warmup(epoch: int, warmup_epochs: int) -> float:
     """mdistiller's ``min(epoch / warmup, 1)`` with its 1-indexed epoch, from the engine's 0-indexed one."""
     if warmup_epochs <= 0:
         return 1.0
-    return min(epoch / warmup_epochs, 1.0)
+    return min((epoch + 1) / warmup_epochs, 1.0)

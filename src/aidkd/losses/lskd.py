@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .kd import as_float
+
 
 def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
-    """(z - mean) / (std + eps) over the class dimension (the last), unbiased std."""
+    """(z - mean) / (std + eps) over the class dimension (the last), unbiased std, in float32 at least."""
+    logits = as_float(logits)
     mean = logits.mean(dim=-1, keepdim=True)
     std = logits.std(dim=-1, keepdim=True)  # unbiased, as torch.std in LSKD's code
     return (logits - mean) / (std + eps)

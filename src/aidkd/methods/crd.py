@@ -67,9 +67,9 @@ class CRD(Method):
         use_labels = batch.labels if p.negatives == "other_class" else None
         idx = self.memory.sample(index, use_labels)
         v_s, v_t = self.embed_s(out.pooled), self.embed_t(t_out.pooled)
-        out_s, out_t = self.memory(v_s, v_t, index, idx, update=self.training)
+        out_s, out_t = self.memory(v_s, v_t, index, idx, update=False)
         if self.training:
-            self.memory.labels[index] = batch.labels.long()
+            self.memory.update(v_s, v_t, index, batch.labels)
         losses = {
             "ce": p.ce_weight * F.cross_entropy(out.logits, batch.labels),
             "crd": p.crd_weight * (nce_loss(out_s, self.memory.num_data) + nce_loss(out_t, self.memory.num_data)),

@@ -25,7 +25,8 @@ def feature_info(method: str, role: str, model, ctx: MethodContext) -> dict:
 def require_feature_teacher(method: str, teacher) -> None:
     if getattr(teacher, "indexed", False):
         raise UserError(f"method {method!r} needs the teacher's features, but this teacher "
-                        f"({model_label(teacher)}) serves fixed per-sample targets; use a logit method")
+                        f"({model_label(teacher)}) serves fixed per-sample logits (a teacher-output cache: set "
+                        "teacher.cache=false; an AID projection: use a logit method)")
 
 
 def stage_shapes(method: str, role: str, model, shapes: list, min_stages: int = 1) -> list[tuple[int, int, int]]:

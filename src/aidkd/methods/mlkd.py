@@ -54,9 +54,10 @@ def strong_view(
     u8 = ((images.float() * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8)
     if num_ops > 0:
         mags = torch.randint(0, RANDAUG_BINS, (u8.shape[0],)).tolist()
-        u8 = torch.stack(
-            [v2.RandAugment(num_ops=num_ops, magnitude=m, num_magnitude_bins=RANDAUG_BINS)(img) for img, m in zip(u8, mags)]
-        )
+        u8 = torch.stack([
+            v2.RandAugment(num_ops=num_ops, magnitude=m, num_magnitude_bins=RANDAUG_BINS)(img)
+            for img, m in zip(u8, mags)
+        ])
     x = u8.float() / 255
     if cutout_max > 0:
         cutout_(x, cutout_max, mean_t.view(-1))

@@ -8,8 +8,9 @@
 
 as a path or as an already loaded dict. Keys lose a ``module.`` prefix (``DataParallel``); for a
 :class:`~aidkd.models.hooked.HookedModel` a state dict of the bare torchvision/timm network gains the wrapper's
-``model.`` prefix. Files are read with ``torch.load(map_location='cpu', weights_only=True)`` (numpy scalars and
-dtypes, which some published checkpoints carry in their metadata, are allowed). A missing or unreadable file,
+``model.`` prefix; from a whole distiller's state dict (``student.*`` and ``teacher.*`` keys, as mdistiller saves
+them) the student's part is taken. Files are read with ``torch.load(map_location='cpu', weights_only=True)``
+(numpy scalars and dtypes, which some published checkpoints carry in their metadata, are allowed). A missing or unreadable file,
 or weights that do not fit the model, raise a one-line :class:`~aidkd.errors.UserError` that names the file and
 the first offending key with both shapes.
 """
@@ -69,7 +70,8 @@ def read_checkpoint(path: str | Path):
         try:
             import numpy as np
 
-            dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")] if hasattr(np, "dtypes") else []
+            dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")] \
+                if hasattr(np, "dtypes") else []
             with torch.serialization.safe_globals([_resolve(u) for u in unsafe] + dtypes):
                 return torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
@@ -102,9 +104,12 @@ def _strip(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
 
 
 def _align(sd: dict[str, Tensor], own: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Drop ``module.`` prefixes; add or drop the HookedModel's ``model.`` prefix when that fits better."""
+    """Drop ``module.`` prefixes; add or drop the HookedModel's ``model.`` prefix when that fits better; take
+    the ``student.`` part of a whole distiller's state dict (mdistiller saves those)."""
     sd = _strip(sd, "module.")
     candidates = [sd, {f"model.{k}": v for k, v in sd.items()}, _strip(sd, "model.")]
+    if any(k.startswith("student.") for k in sd):
+        candidates.append({k[len("student."):]: v for k, v in sd.items() if k.startswith("student.")})
     return max(candidates, key=lambda c: sum(k in own for k in c))
 
 

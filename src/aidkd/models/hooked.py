@@ -5,7 +5,9 @@ classifier) and speaks the feature contract: ``feats[i]`` is the output of the m
 (``stage_paths[0]`` is the stem), ``preact_feats[i]`` the *input* of the module at ``preact_paths[i]`` (e.g. the
 last ReLU of a stage, whose input is the stage's pre-activation) or ``feats[i]`` where no such path is given,
 and ``pooled`` the input of the classifier module. A module called several times in one forward pass (a ReLU
-shared inside a block) yields its last call.
+shared inside a block) yields its last call. Inputs of in-place modules (``ReLU(inplace=True)``) are copied
+before the module overwrites them; outputs are not copied, so a stage path must name a module whose output the
+network does not later modify in place (true of block and stage outputs in torchvision and timm models).
 
 Hooks are registered for the duration of one :meth:`HookedModel.forward_features` call only, so a plain
 ``model(x)`` costs nothing extra and a ``copy.deepcopy`` of the wrapper (an EMA teacher) works. The wrapped
@@ -82,13 +84,15 @@ class HookedModel(KDModel):
         self.stage_paths = list(stage_paths)
         self.preact_paths = list(preact_paths) if preact_paths is not None else [None] * len(self.stage_paths)
         if len(self.preact_paths) != len(self.stage_paths):
-            raise UserError(f"preact_paths has {len(self.preact_paths)} entries but stage_paths has {len(self.stage_paths)}")
+            raise UserError(f"preact_paths has {len(self.preact_paths)} entries but stage_paths has "
+                            f"{len(self.stage_paths)}")
         for p in [*self.stage_paths, *(q for q in self.preact_paths if q)]:
             self._module(p)  # fail early on a bad path
         if classifier is None:
             found = find_classifier(model)
             if found is None:
-                raise UserError(f"cannot find the classifier of {type(model).__name__}; pass classifier='<module path>'")
+                raise UserError(f"cannot find the classifier of {type(model).__name__}; "
+                                "pass classifier='<module path>'")
             classifier = found[0]
         self.classifier_path = classifier
         self._module(classifier)
@@ -97,8 +101,9 @@ class HookedModel(KDModel):
         try:
             return self.model.get_submodule(path)
         except AttributeError:
-            raise UserError(f"{type(self.model).__name__} has no module {path!r}; "
-                            f"its top-level modules are: {', '.join(n for n, _ in self.model.named_children())}") from None
+            top = ", ".join(n for n, _ in self.model.named_children())
+            raise UserError(f"{type(self.model).__name__} has no module {path!r}; its top-level modules are: {top}") \
+                from None
 
     def forward(self, x: Tensor) -> Tensor:
         return _logits(self.model(x))

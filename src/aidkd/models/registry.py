@@ -43,4 +43,5 @@ def check_kwargs(model: str, kw: dict, allowed: Iterable[str] = ()) -> None:
     extra = sorted(set(kw) - set(allowed))
     if extra:
         accepted = ", ".join(["num_classes", "in_chans", "input_hw", *allowed])
-        raise UserError(f"model {model!r} does not accept option(s) {', '.join(map(repr, extra))}; it accepts: {accepted}")
+        raise UserError(f"model {model!r} does not accept option(s) {', '.join(map(repr, extra))}; "
+                        f"it accepts: {accepted}")
