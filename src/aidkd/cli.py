@@ -13,8 +13,8 @@ from pathlib import Path
 from .errors import UserError
 
 EXAMPLES = {
-    "train": "aidkd train --config configs/fmnist/teacher_resnet32x4.yaml train.epochs=5 optim.lr=0.1",
-    "distill": "aidkd distill --config configs/cifar100/dkd/res32x4_res8x4.yaml teacher.checkpoint=runs/t/checkpoints/best.pt",
+    "train": "aidkd train --config fmnist/teacher train.epochs=5 optim.lr=0.1",
+    "distill": "aidkd distill --config cifar100/dkd/res32x4_res8x4 teacher.checkpoint=runs/t/checkpoints/best.pt",
 }
 
 
