@@ -182,3 +182,24 @@ def test_ddp_two_processes_match_one(run_cfg, tmp_path):
     s2 = json.loads((tmp_path / "runs/two/summary.json").read_text())
     s1 = json.loads((tmp_path / "runs/one/summary.json").read_text())
     assert s2["world_size"] == 2 and abs(s1["last_test_acc"] - s2["last_test_acc"]) < 0.5
+
+
+def test_takd_chain_links_and_skips(run_cfg, tmp_path):
+    from aidkd.takd import run_takd
+
+    t = train(config_from_dict(run_cfg(model={"name": "cnn_small"}, output={"dir": str(tmp_path), "name": "t"},
+                                       train={"epochs": 1})))
+    ck = str(Path(t["run_dir"], "checkpoints/best.pt"))
+    cfg = config_from_dict(run_cfg(method={"name": "kd"}, teacher={"name": "cnn_small", "checkpoint": ck},
+                                   train={"epochs": 1}, output={"name": "chain"}))
+    links = run_takd(cfg, ["cnn_tiny"])
+    assert [Path(s["run_dir"]).name for s in links] == ["chain-link1-cnn_tiny", "chain-link2-cnn_tiny"]
+    import yaml
+
+    second = yaml.safe_load(Path(links[1]["run_dir"], "config.yaml").read_text())
+    assert second["teacher"]["checkpoint"] == str(Path(links[0]["run_dir"], "checkpoints/best.pt"))
+    mtime = Path(links[0]["run_dir"], "summary.json").stat().st_mtime
+    assert run_takd(cfg, ["cnn_tiny"])[0]["run_dir"] == links[0]["run_dir"]  # finished links are skipped
+    assert Path(links[0]["run_dir"], "summary.json").stat().st_mtime == mtime
+    with pytest.raises(UserError, match="assistant"):
+        run_takd(cfg, [])

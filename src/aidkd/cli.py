@@ -49,6 +49,16 @@ def _print_summary(s: dict) -> None:
     Console().print(t)
 
 
+def cmd_takd(args) -> int:
+    from .config import load_config
+    from .takd import run_takd
+
+    cfg = load_config(args.config, args.overrides)
+    for s in run_takd(cfg, [a for a in args.assistants.split(",") if a], overwrite=args.overwrite):
+        _print_summary(s)
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .evaluate import evaluate_checkpoint
 
@@ -108,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Distil a student. Example: " + EXAMPLES["distill"])
     _add_run_args(p)
     p.set_defaults(func=lambda a: cmd_train(a, require_teacher=True))
+
+    p = sub.add_parser("takd", help="TAKD: distil through assistant(s), teacher -> assistants -> student",
+                       description="Each link is a run of the config's method from the previous link's best "
+                                   "checkpoint; finished links are skipped, an interrupted one resumes.")
+    _add_run_args(p)
+    p.add_argument("--assistants", required=True, help="comma-separated assistant models, largest first")
+    p.set_defaults(func=cmd_takd)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a split")
     p.add_argument("checkpoint", help="a checkpoint written by aidkd (best.pt / last.pt) or a published state dict")

@@ -62,7 +62,7 @@ def write_report(root: Path, profile: str, jobs: dict, report_path: str) -> Path
 
     R = _load(root, jobs)
     seeds = PROFILES[profile]["seeds"]
-    fig_dir = Path(report_path).parent / "fmnist_gap"
+    fig_dir = Path(report_path).parent / Path(report_path).stem
     fig_dir.mkdir(parents=True, exist_ok=True)
 
     def acc(job: str, key: str = "last_test_acc"):
