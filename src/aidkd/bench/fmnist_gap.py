@@ -28,6 +28,9 @@ from pathlib import Path
 PROFILES = {
     "full": dict(seeds=[0, 1, 2], teacher_epochs=6, student_epochs=5, train_subset=20000, variants="all"),
     "quick": dict(seeds=[0], teacher_epochs=2, student_epochs=2, train_subset=12000, variants="quick"),
+    # the whole flow on scikit-learn's digits in about a minute: for the tests, not for conclusions
+    "test": dict(seeds=[0, 1], teacher_epochs=1, student_epochs=1, train_subset=None, variants="quick",
+                 dataset="digits"),
 }
 TEACHERS = ["cnn_small", "cnn_medium", "cnn_large"]
 LARGEST = TEACHERS[-1]
@@ -108,7 +111,7 @@ def plan(profile: str) -> list[Job]:
 # ------------------------------------------------------------------------------------------------------ job bodies
 def _data_cfg(profile: str, **kw) -> dict:
     p = PROFILES[profile]
-    d = {"name": "fashion_mnist", "batch_size": 128, "eval_batch_size": 1000, "val_split": 0.1, "augment": False,
+    d = {"name": p.get("dataset", "fashion_mnist"), "batch_size": 128, "eval_batch_size": 1000, "val_split": 0.1, "augment": False,
          "train_subset": p["train_subset"], "workers": 0}
     d.update(kw)
     return d
@@ -131,14 +134,10 @@ def _run_cfg(root: Path, profile: str, name: str, model: str, method: str, param
     }, f"fmnist-gap:{name}")
 
 
-def _load_model(run_dir: Path, device="cpu"):
-    from ..engine.checkpoint import load_checkpoint
-    from ..models import create_model, load_weights
+def _load_model(run_dir: Path, spec):
+    from ..aid.stages import load_model
 
-    ck = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    m = create_model(ck["arch"], num_classes=ck["num_classes"], in_chans=ck["in_chans"], input_hw=ck["input_hw"])
-    load_weights(m, ck)
-    return m.to(device).eval()
+    return load_model(run_dir / "checkpoints" / "best.pt", spec).eval()
 
 
 def _train_logits(model, data) -> "torch.Tensor":
@@ -216,17 +215,15 @@ def _run_training(root: Path, profile: str, job: Job) -> dict:
     if s is None or s.get("fingerprint") != cfg.fingerprint():
         s = train(cfg, overwrite=s is not None, teacher=teacher)
     # this model's own training logits: the teacher cache of any job that distils from it
-    logits_file = root / "logits" / f"{job.id}.pt"
-    if not logits_file.exists():
-        data = build_data(DataConfig(**_data_cfg(profile)), device="cpu")
-        model = _load_model(run_dir)
-        logits = _train_logits(model, data)
-        from ..engine.checkpoint import save_checkpoint
-
-        save_checkpoint(logits, logits_file)  # type: ignore[arg-type]
+    from ..engine.checkpoint import save_checkpoint
     from ..models import num_params
 
-    return {"kind": job.kind, "summary": s, "params": num_params(_load_model(run_dir))}
+    data = build_data(DataConfig(**_data_cfg(profile)), device="cpu")
+    model = _load_model(run_dir, data.spec)
+    logits_file = root / "logits" / f"{job.id}.pt"
+    if not logits_file.exists():
+        save_checkpoint(_train_logits(model, data), logits_file)  # type: ignore[arg-type]
+    return {"kind": job.kind, "summary": s, "params": num_params(model)}
 
 
 def _run_adapt(root: Path, profile: str, job: Job) -> dict:
@@ -247,8 +244,8 @@ def _run_adapt(root: Path, profile: str, job: Job) -> dict:
     data = build_data(DataConfig(**_data_cfg(profile)), device="cpu", seed=a["seed"])
     labels = data.train.labels
     t0 = time.time()
-    teacher = _load_model(root / "runs" / a["teacher"])
-    reference = _load_model(root / "runs" / a["reference"])
+    teacher = _load_model(root / "runs" / a["teacher"], data.spec)
+    reference = _load_model(root / "runs" / a["reference"], data.spec)
     t_logits = torch.load(root / "logits" / f"{a['teacher']}.pt", weights_only=True)
     r_logits = torch.load(root / "logits" / f"{a['reference']}.pt", weights_only=True)
     val_t, val_y = _eval_logits(teacher, data.val)

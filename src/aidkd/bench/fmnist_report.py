@@ -268,6 +268,9 @@ def _verdicts(R, seeds, accs, decomp) -> list[str]:
         out.append(f"4. **Moderate adaptation is best** (lambda_ic sweep, AID+KD from {LARGEST}: "
                    + ", ".join(f"{lam}: {means[lam]:.2f}" for lam in sorted(means))
                    + f"; best {best} vs strongest {top}: {_fmt_cmp(c) if c['n'] else 'same'}). Verdict: **{v}**.")
+    else:
+        out.append(f"4. **Moderate adaptation is best**: not measured (the lambda_ic sweep needs at least 3 values; "
+                   f"this profile ran {len(have)}).")
     # 5. composes with DKD and DIST
     for m in ("dkd", "dist"):
         c = paired(accs(f"s{{s}}_aid-ft+{m}_{LARGEST}"), accs(f"s{{s}}_{m}_{LARGEST}"))

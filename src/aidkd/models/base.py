@@ -8,6 +8,7 @@ Distillation methods rely only on this contract, so every method works with ever
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +60,23 @@ class KDModel(nn.Module):
             "preact_feats": [tuple(f.shape[1:]) for f in out.preact_feats],
             "pooled": tuple(out.pooled.shape[1:]),
         }
+
+
+def init_fan_out_normal(model: nn.Module) -> None:
+    """The initialisation of the published CIFAR VGG and MobileNetV2: convolutions N(0, 2/fan_out), batch norms
+    (1, 0), linear layers N(0, 0.01) with zero bias."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            m.weight.data.normal_(0, math.sqrt(2.0 / fan))
+            if m.bias is not None:
+                m.bias.data.zero_()
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
+        elif isinstance(m, nn.Linear):
+            m.weight.data.normal_(0, 0.01)
+            m.bias.data.zero_()
 
 
 def num_params(model: nn.Module) -> int:

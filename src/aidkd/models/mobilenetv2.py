@@ -12,11 +12,9 @@ width 0.5 have 16, 12, 16, 48, 160 channels at 16, 16, 8, 4, 2 pixels for a 32x3
 """
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
-from .base import Features, KDModel
+from .base import Features, KDModel, init_fan_out_normal
 from .registry import check_kwargs, register_model
 
 
@@ -80,18 +78,7 @@ class MobileNetV2(KDModel):
         self.feat_channels = [int(32 * width_mult)] + [widths[g] for g in self.FEATURE_GROUPS]
         self.num_features = self.last_channel
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                m.weight.data.normal_(0, math.sqrt(2.0 / fan))
-                if m.bias is not None:
-                    m.bias.data.zero_()
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.data.fill_(1)
-                m.bias.data.zero_()
-            elif isinstance(m, nn.Linear):
-                m.weight.data.normal_(0, 0.01)
-                m.bias.data.zero_()
+        init_fan_out_normal(self)
 
     def forward_features(self, x: Tensor) -> Features:
         x = self.conv1(x)

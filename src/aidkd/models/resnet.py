@@ -78,6 +78,17 @@ class Stage(nn.Sequential):
         return x, pre
 
 
+def run_stages(x: Tensor, stages) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Run the stem output ``x`` through stages that return ``(out, preact)``; return the last output and the
+    feature lists of the contract (stem first, then every stage's output / pre-activation)."""
+    feats, pre = [x], [x]
+    for stage in stages:
+        x, p = stage(x)
+        feats.append(x)
+        pre.append(p)
+    return x, feats, pre
+
+
 class CifarResNet(KDModel):
     """He et al.'s CIFAR ResNet: a 3x3 stem and 3 stages of ``n`` blocks at strides 1, 2, 2."""
 
@@ -125,11 +136,7 @@ class CifarResNet(KDModel):
 
     def forward_features(self, x: Tensor) -> Features:
         x = F.relu(self.bn1(self.conv1(x)))
-        feats, pre = [x], [x]
-        for layer in (self.layer1, self.layer2, self.layer3):
-            x, p = layer(x)
-            feats.append(x)
-            pre.append(p)
+        x, feats, pre = run_stages(x, (self.layer1, self.layer2, self.layer3))
         pooled = self.avgpool(x).flatten(1)
         return Features(self.fc(pooled), feats, pre, pooled)
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .base import Features, KDModel
 from .registry import check_kwargs, register_model
-from .resnet import Stage
+from .resnet import Stage, run_stages
 
 
 def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
@@ -101,11 +101,7 @@ class CifarResNetV2(KDModel):
 
     def forward_features(self, x: Tensor) -> Features:
         x = F.relu(self.bn1(self.conv1(x)))
-        feats, pre = [x], [x]
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x, p = layer(x)
-            feats.append(x)
-            pre.append(p)
+        x, feats, pre = run_stages(x, (self.layer1, self.layer2, self.layer3, self.layer4))
         pooled = self.avgpool(x).flatten(1)
         return Features(self.linear(pooled), feats, pre, pooled)
 

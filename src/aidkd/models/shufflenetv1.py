@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .base import Features, KDModel
 from .registry import check_kwargs, register_model
-from .resnet import Stage
+from .resnet import Stage, run_stages
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
@@ -90,11 +90,7 @@ class ShuffleNetV1(KDModel):
 
     def forward_features(self, x: Tensor) -> Features:
         x = F.relu(self.bn1(self.conv1(x)))
-        feats, pre = [x], [x]
-        for layer in (self.layer1, self.layer2, self.layer3):
-            x, p = layer(x)
-            feats.append(x)
-            pre.append(p)
+        x, feats, pre = run_stages(x, (self.layer1, self.layer2, self.layer3))
         pooled = self.avgpool(x).flatten(1)
         return Features(self.linear(pooled), feats, pre, pooled)
 

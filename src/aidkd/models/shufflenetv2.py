@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..errors import UserError
 from .base import Features, KDModel
 from .registry import check_kwargs, register_model
-from .resnet import Stage
+from .resnet import Stage, run_stages
 from .shufflenetv1 import ShuffleBlock
 
 CONFIGS = {
@@ -115,11 +115,7 @@ class ShuffleNetV2(KDModel):
 
     def forward_features(self, x: Tensor) -> Features:
         x = F.relu(self.bn1(self.conv1(x)))
-        feats, pre = [x], [x]
-        for layer in (self.layer1, self.layer2, self.layer3):
-            x, p = layer(x)
-            feats.append(x)
-            pre.append(p)
+        x, feats, pre = run_stages(x, (self.layer1, self.layer2, self.layer3))
         pooled = self.avgpool(F.relu(self.bn2(self.conv2(x)))).flatten(1)
         return Features(self.linear(pooled), feats, pre, pooled)
 

@@ -14,12 +14,10 @@ same before it, ``pooled`` the global average of ``block4``.
 """
 from __future__ import annotations
 
-import math
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Features, KDModel
+from .base import Features, KDModel, init_fan_out_normal
 from .registry import check_kwargs, register_model
 
 CFG = {
@@ -61,18 +59,7 @@ class VGG(KDModel):
         self.feat_channels = [c[-1] for c in cfg]
         self.num_features = cfg[4][-1]
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                m.weight.data.normal_(0, math.sqrt(2.0 / fan))
-                if m.bias is not None:
-                    m.bias.data.zero_()
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.data.fill_(1)
-                m.bias.data.zero_()
-            elif isinstance(m, nn.Linear):
-                m.weight.data.normal_(0, 0.01)
-                m.bias.data.zero_()
+        init_fan_out_normal(self)
 
     def forward_features(self, x: Tensor) -> Features:
         h = x.shape[2]

@@ -1,0 +1,63 @@
+"""The capacity-gap benchmark: its plan, its statistics, and the whole flow on digits (the `test` profile)."""
+import math
+import statistics
+
+import pytest
+
+from aidkd.bench.fmnist_gap import PROFILES, plan, run_benchmark
+from aidkd.bench.fmnist_report import _verdict, paired
+from aidkd.errors import UserError
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_plan_is_a_valid_dag(profile):
+    jobs = {j.id: j for j in plan(profile)}
+    assert len(jobs) == len(plan(profile))  # ids are unique
+    done: set[str] = set()
+    while len(done) < len(jobs):  # every job becomes runnable once its dependencies are done
+        ready = [j for j in jobs if j not in done and all(d in done for d in jobs[j].deps)]
+        assert ready, "a dependency cycle or an unknown dependency"
+        done.update(ready)
+    seeds = PROFILES[profile]["seeds"]
+    for s in seeds:  # every claim's comparison is planned for every seed
+        for j in (f"s{s}_vanilla", f"s{s}_kd_cnn_large", f"s{s}_aid-ft+kd_cnn_large", f"s{s}_takd_cnn_large",
+                  f"s{s}_ban_cnn_large", f"s{s}_aid-ft+dkd_cnn_large", f"s{s}_dkd_cnn_large"):
+            assert j in jobs, j
+
+
+def test_paired_statistics():
+    a, b = [80.0, 81.0, 79.5], [79.0, 80.5, 79.0]
+    d = [x - y for x, y in zip(a, b)]
+    c = paired(a, b)
+    assert c["n"] == 3 and math.isclose(c["mean"], statistics.mean(d)) and math.isclose(c["std"], statistics.stdev(d))
+    t = statistics.mean(d) / (statistics.stdev(d) / math.sqrt(3))
+    from scipy import stats
+
+    assert math.isclose(c["p"], 2 * stats.t.sf(abs(t), df=2), rel_tol=1e-9)
+    assert _verdict({"n": 3, "mean": 1.0, "std": 0.1, "p": 0.01}) == "confirmed"
+    assert _verdict({"n": 3, "mean": -1.0, "std": 0.1, "p": 0.01}) == "refuted"
+    assert _verdict({"n": 3, "mean": 1.0, "std": 2.0, "p": 0.5}) == "not significant"
+    assert _verdict(paired([1.0], [0.0])).startswith("not significant")
+
+
+def test_unknown_profile():
+    with pytest.raises(UserError, match="unknown profile"):
+        run_benchmark("huge")
+
+
+def test_whole_benchmark_on_digits_and_rerun_skips(tmp_path):
+    report = tmp_path / "docs" / "gap.md"
+    out = run_benchmark("test", out=str(tmp_path / "runs"), workers=2, report=str(report))
+    text = out.read_text()
+    n_jobs = len(plan("test"))
+    assert f"{n_jobs} of {n_jobs} jobs finished" in text
+    for section in ("## Teachers", "## Students", "## Adaptation", "## The decomposition", "## Verdicts", "## Plots"):
+        assert section in text, section
+    for claim in range(1, 8):
+        assert f"\n{claim}. **" in text, f"no verdict for claim {claim}"
+    for png in ("student_acc_vs_teacher.png", "components_vs_teacher.png", "lambda_sweep.png"):
+        assert (tmp_path / "docs" / "gap" / png).stat().st_size > 1000
+    results = sorted((tmp_path / "runs" / "results").iterdir())
+    mtimes = [f.stat().st_mtime for f in results]
+    run_benchmark("test", out=str(tmp_path / "runs"), workers=2, report=str(report))  # everything is reused
+    assert [f.stat().st_mtime for f in sorted((tmp_path / "runs" / "results").iterdir())] == mtimes
