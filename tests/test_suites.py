@@ -2,17 +2,34 @@
 import pytest
 import torch
 
-from aidkd.bench.suites import CONFIG_DIR, all_entries, band, suite_configs
+from aidkd.bench.suites import CONFIG_DIR, all_entries, band, suite_configs, suite_pipeline_configs
 from aidkd.config import load_config
 from aidkd.methods import Batch, MethodContext, build_method
 from aidkd.models import create_model
 
+def calibrate_bn(model, input_size, n=8):
+    """Give a randomly initialised model's batch norms the statistics of real forward passes (a cumulative
+    average over one batch), as a trained model has; eval-mode outputs of a random model are otherwise huge."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(n, *input_size))
+    for bn in bns:
+        bn.momentum = 0.1
+    model.eval()
+
+
 PATHS = suite_configs("cifar100") + suite_configs("imagenet")
+AID_PATHS = suite_pipeline_configs("cifar100")
 
 
 def test_shipped_configs_match_the_generator():
     entries = all_entries()
-    assert len(PATHS) == len(entries)
+    assert len(AID_PATHS) == 11
+    assert {str(p.relative_to(CONFIG_DIR)) for p in PATHS + AID_PATHS} == set(entries)
     for rel, d in entries.items():
         assert (CONFIG_DIR / rel).exists(), rel
 
@@ -33,9 +50,7 @@ def test_suite_config_trains_two_steps(path):
     teacher = None
     if cfg.teacher.name:
         teacher = create_model(cfg.teacher.name, num_classes=ncls, in_chans=3, input_hw=hw)  # random weights
-        with torch.no_grad():  # give the random teacher's batch norms real statistics, as a trained one has
-            teacher.train()
-            teacher(torch.randn(4, 3, hw, hw))
+        calibrate_bn(teacher, (3, hw, hw), n=4)
     ctx = MethodContext(num_classes=ncls, input_size=(3, hw, hw), num_train=64, epochs=cfg.train.epochs,
                         steps_per_epoch=10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     method = build_method(cfg.method.name, student, teacher, cfg.method.params, ctx)
@@ -50,3 +65,51 @@ def test_suite_config_trains_two_steps(path):
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+@pytest.mark.parametrize("path", AID_PATHS, ids=[p.stem for p in AID_PATHS])
+def test_aid_suite_entry_adapts_two_steps_and_distils(path):
+    """An AID entry is a pipeline config: it loads, its teacher takes two L_AID steps towards the student, and
+    each of its methods takes a step on the student from the adapted teacher."""
+    from aidkd.aid.adapt import aid_loss
+    from aidkd.aid.pipeline import load_pipeline_config
+
+    cfg = load_pipeline_config(path)
+    assert [m.name for m in cfg.methods] == ["kd", "dkd"] and cfg.reference == "distilled"
+    torch.manual_seed(0)
+    hw, ncls, b = 32, 100, 4
+    student = create_model(cfg.student.name, num_classes=ncls, input_hw=hw)
+    teacher = create_model(cfg.teacher.name, num_classes=ncls, input_hw=hw)
+    t0 = create_model(cfg.teacher.name, num_classes=ncls, input_hw=hw)
+    for m in (student, teacher):
+        calibrate_bn(m, (3, hw, hw))
+    t0.load_state_dict(teacher.state_dict())
+    t0.eval(), student.eval()
+    # a random deep network's gradients are ~100x a trained one's: a 10x smaller step than the config's keeps the
+    # adapted random teacher's outputs in a realistic range for the distillation step below
+    opt = torch.optim.SGD(teacher.parameters(), lr=cfg.aid.lr / 10, momentum=0.9)
+    x, y = torch.randn(b, 3, hw, hw), torch.tensor([0, 0, 1, 1])
+    for _ in range(2):
+        with torch.no_grad():
+            z0, zr = t0(x), student(x)
+        terms, _ = aid_loss(teacher(x), z0, zr, y, tau=cfg.aid.tau, lambda_ic=cfg.aid.lambda_ic,
+                            lambda_cs=cfg.aid.lambda_cs)
+        loss = sum(terms.values())
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(p.grad is None for p in t0.parameters())
+    ctx = MethodContext(num_classes=ncls, input_size=(3, hw, hw), num_train=64, epochs=240, steps_per_epoch=10)
+    teacher.eval()
+    teacher.zero_grad(set_to_none=True)
+    for m in cfg.methods:  # one step of each method from the adapted teacher: finite loss and gradients
+        method = build_method(m.name, student, teacher, m.params, ctx)
+        logits, losses = method(Batch(x, y, torch.arange(b)), epoch=30)
+        loss = sum(losses.values())
+        assert torch.isfinite(loss) and set(losses) >= {"ce"}
+        method.zero_grad()
+        loss.backward()
+        grads = [p.grad for p in student.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        assert all(p.grad is None for p in teacher.parameters())  # the frozen teacher gets no gradient
