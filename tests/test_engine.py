@@ -137,6 +137,7 @@ def test_cli_user_errors(capsys, tmp_path, run_cfg):
     assert "cannot be read" in _cli_error(capsys, ["eval", str(bad), "--model", "cnn_tiny", "--data", "digits"])
     assert "not found" in _cli_error(capsys, ["eval", str(tmp_path / "missing.pt")])
     assert "needs a teacher" in _cli_error(capsys, ["distill", "--config", str(base), "method.name=kd"])
+    assert "unknown suite 'nosuch'" in _cli_error(capsys, ["bench", "nosuch"])
     # a teacher checkpoint of another architecture: a mismatch naming a key
     assert main(["train", "--config", str(base), "output.name=t", "train.epochs=1"]) == 0
     ck = tmp_path / "runs/t/checkpoints/last.pt"

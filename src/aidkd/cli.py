@@ -155,14 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_extra(sub) -> None:
     """Commands of the AID and benchmark layers."""
     from .aid.cli import register as reg_aid
+    from .bench.cli import register as reg_bench
 
     reg_aid(sub)
-    try:
-        from .bench.cli import register as reg_bench
-    except ImportError:
-        reg_bench = None
-    if reg_bench:
-        reg_bench(sub)
+    reg_bench(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
