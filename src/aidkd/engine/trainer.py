@@ -298,7 +298,9 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, teacher, on_epoch_end) -
                     for k, v in losses.items():
                         sums[k] = sums.get(k, 0.0) + v.detach().float() * n
                     correct += (logits.detach().argmax(1) == batch.labels).sum()
-                    bar.update(seen * dist_info.world_size, loss.item() if step % 20 == 0 else float("nan"))
+                    if step % 20 == 0:  # .item() synchronises with the device: not every step
+                        shown_loss = loss.item()
+                    bar.update(seen * dist_info.world_size, shown_loss)
                 bar.end_epoch()
                 train_time = time.perf_counter() - t0
 
