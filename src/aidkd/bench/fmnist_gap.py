@@ -54,6 +54,7 @@ VARIANTS = {
     "proj_b0.8": dict(mode="projection", reference="distilled", ic_target="tempered", beta=0.8, alpha=1.0),
 }
 QUICK_VARIANTS = ["ft", "ft_lam4", "proj", "proj_tempered"]
+LAMBDA_SWEEP = [(0.25, "ft_lam0.25"), (1.0, "ft"), (4.0, "ft_lam4"), (16.0, "ft_lam16")]  # lambda_ic -> variant
 
 METHOD_PARAMS = {  # published settings, with warm-ups/curricula scaled to the short schedule (see the report)
     "kd": {},
