@@ -57,7 +57,7 @@ def make_batch(counts: list[int], scale: float, seed: int, dtype=torch.float64):
 
 
 def loop_decomposition(zs: torch.Tensor, zt: torch.Tensor, labels: torch.Tensor, tau: float):
-    """L_KD, L_CS, L_IC by the formulas of AID.md section 2, with plain Python loops and float64 math."""
+    """L_KD, L_CS, L_IC by the formulas of docs/aid.md section 1, with plain Python loops and float64 math."""
     zs, zt = zs.double().tolist(), zt.double().tolist()
     y = labels.tolist()
     n, c = len(y), len(zs[0])
@@ -396,7 +396,7 @@ def digits():
 def models(digits):
     xtr, ytr, _, _ = digits
     teacher = train_ce(create_model("cnn_small", num_classes=10, in_chans=1, input_hw=8), xtr, ytr, 12, seed=0)
-    # a distilled reference (AID.md 4.1, reference: distilled)
+    # a distilled reference (reference: distilled)
     reference = train_ce(create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8), xtr, ytr, 6, seed=1,
                          teacher=teacher)
     return teacher, reference

@@ -61,3 +61,23 @@ def test_whole_benchmark_on_digits_and_rerun_skips(tmp_path):
     mtimes = [f.stat().st_mtime for f in results]
     run_benchmark("test", out=str(tmp_path / "runs"), workers=2, report=str(report))  # everything is reused
     assert [f.stat().st_mtime for f in sorted((tmp_path / "runs" / "results").iterdir())] == mtimes
+    # a folder holding another profile's results is refused, not reused under the wrong settings
+    with pytest.raises(UserError, match="holds results of profile 'test'.*--out"):
+        run_benchmark("quick", out=str(tmp_path / "runs"), workers=2, report=str(tmp_path / "q.md"), only_report=True)
+    assert [f.stat().st_mtime for f in sorted((tmp_path / "runs" / "results").iterdir())] == mtimes
+
+
+def test_changed_profile_settings_are_refused(tmp_path, monkeypatch):
+    import json
+
+    (tmp_path / "profile.json").write_text(json.dumps({"profile": "test", "settings": {**PROFILES["test"],
+                                                                                       "student_epochs": 99}}))
+    with pytest.raises(UserError, match="student_epochs': 99"):
+        run_benchmark("test", out=str(tmp_path), report=str(tmp_path / "r.md"), only_report=True)
+
+
+def test_cli_profile_flags(capsys):
+    from aidkd.cli import main
+
+    assert main(["bench", "fmnist-gap", "--quick", "--profile", "short", "--report-only"]) == 2
+    assert "contradict" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from aidkd.models import (
 )
 
 # parameter counts with 100 classes, as the published code (RepDistiller / mdistiller) builds them
-# (shared/spec/BASELINES.md; ResNet34, not in that table, is its CIFAR variant of the same code)
+# (the published RepDistiller/mdistiller counts; ResNet34, not in that table, is its CIFAR variant of the same code)
 PARAMS = {
     "resnet8": 83_892, "resnet14": 181_108, "resnet20": 278_324, "resnet32": 472_756, "resnet44": 667_188,
     "resnet56": 861_620, "resnet110": 1_736_564, "resnet8x4": 1_233_540, "resnet32x4": 7_433_860,
@@ -97,7 +97,7 @@ def test_parameter_table_and_state_dict_layout_match_the_published_code():
 
 
 def test_published_macs_at_32x32():
-    # BASELINES.md, per-image MACs in millions (rounded as published)
+    # published per-image MACs in millions (rounded as published)
     for name, mmacs in {"resnet20": 41, "wrn_40_1": 83, "vgg8": 96, "MobileNetV2": 6.5, "ShuffleV2": 45}.items():
         got = count_macs(create_model(name), (3, 32, 32)) / 1e6
         assert abs(got - mmacs) <= 0.5, (name, got)
@@ -165,7 +165,7 @@ def test_one_channel_28x28(name):
 
 
 def test_reviewkd_feature_shapes():
-    # BASELINES.md: ReviewKD's stage features (feats[1:]) and pooled feature, channels @ sizes at 32x32
+    # ReviewKD's published stage features (feats[1:]) and pooled feature, channels @ sizes at 32x32
     expected = {
         "resnet20": ([16, 32, 64, 64], [32, 16, 8, 1]),
         "resnet8x4": ([64, 128, 256, 256], [32, 16, 8, 1]),
@@ -364,3 +364,15 @@ def test_pretrained_offline_and_missing_timm_are_user_errors(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "timm", None)
     with pytest.raises(UserError, match=r"pip install aidkd\[timm\]"):
         create_model("timm:resnet18")
+
+
+@pytest.mark.parametrize("name,widths", [("cnn_tiny", (4, 8, 16)), ("cnn_mini", (6, 12, 24)),
+                                         ("cnn_small", (8, 16, 32)), ("cnn_medium", (16, 32, 64)),
+                                         ("cnn_large", (32, 64, 128))])
+def test_plain_cnn_parameter_counts(name, widths):
+    # 3x3 stem conv + BN, one 3x3 conv + BN per stage, linear head (the Fashion-MNIST ladder: 1 channel, 10 classes)
+    a, b, c = widths
+    convs = 9 * (1 * a + a * a + a * b + b * c)
+    bns = 2 * (a + a + b + c)
+    expected = convs + bns + c * 10 + 10
+    assert num_params(create_model(name, num_classes=10, in_chans=1, input_hw=28)) == expected

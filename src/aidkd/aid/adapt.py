@@ -1,11 +1,11 @@
-"""AID: adapt the teacher to what the student can learn, before distillation (AID.md section 4).
+"""AID: adapt the teacher to what the student can learn, before distillation (docs/aid.md section 3).
 
 Fine-tuning mode: a copy T of the trained teacher T0 is fine-tuned for E_a epochs on class-balanced batches with
 
     L_AID = lambda_ce CE(z^T, y) + lambda_ic L_IC(T -> X) + lambda_cs L_CS(T0 -> T)
 
 where X is the reference student S_ref (``ic_target="reference"``) or the tempered targets computed per batch
-from T0's outputs (``ic_target="tempered"``, AID.md 4c); S_ref and T0 are frozen in eval mode and only T
+from T0's outputs (``ic_target="tempered"``, docs/aid.md); S_ref and T0 are frozen in eval mode and only T
 receives gradients. Projection mode (``mode="projection"``) computes the adapted targets in closed form instead
 (:mod:`aidkd.aid.project`) and returns a :class:`~aidkd.aid.project.TargetTeacher`.
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class AIDParams(BaseModel):
-    """Every AID option, with the spec's starting defaults (AID.md section 4)."""
+    """Every AID option, with its default (docs/aid.md section 4)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 

@@ -1,4 +1,4 @@
-"""Online AID (``aid_online``): teacher adaptation and distillation interleaved in one run (AID.md section 4).
+"""Online AID (``aid_online``): teacher adaptation and distillation interleaved in one run (docs/aid.md section 3).
 
 Every ``teacher_every`` training steps, before the student's step, the teacher takes one L_AID step towards the
 *current* student (the student's logits on the same batch, detached):

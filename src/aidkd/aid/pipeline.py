@@ -1,4 +1,4 @@
-"""The AID pipeline (AID.md section 5): from one config, the whole flow, each stage skipped when already done.
+"""The AID pipeline (docs/aid.md section 6): from one config, the whole flow, each stage skipped when already done.
 
     teacher (trained unless a checkpoint is given)
       -> vanilla student, per seed (the baseline every benchmark trains)

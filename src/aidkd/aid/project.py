@@ -1,4 +1,4 @@
-"""AID in closed form: adapted per-sample targets by iterative proportional fitting (AID.md 4b, 4c).
+"""AID in closed form: adapted per-sample targets by iterative proportional fitting (docs/aid.md, projection mode and tempered target).
 
 For every class group G_k (the samples of ground-truth class k, n_k of them), a target inner-class distribution
 rho_{k,c}(i) (a distribution over i in G_k for every output class c) is combined with the teacher's class-wise
@@ -62,7 +62,7 @@ def inner_log_dist(log_p: Tensor, labels: Tensor, num_groups: int) -> Tensor:
 
 
 def tempered_inner_log_dist(log_p: Tensor, labels: Tensor, num_groups: int, beta: float) -> Tensor:
-    """log r^beta_{y_i,c}(i) with r^beta proportional to r^beta within every group (AID.md 4c).
+    """log r^beta_{y_i,c}(i) with r^beta proportional to r^beta within every group (docs/aid.md, tempered target).
 
     beta * log p_i(c) differs from beta * log r_{k,c}(i) by a constant per (group, column), which the
     renormalisation removes, so the teacher's log-probabilities can be passed directly."""
@@ -151,7 +151,7 @@ def find_beta(
     iters: int = 40,
 ) -> tuple[float, dict]:
     """The beta in [beta_min, 1] whose tempered teacher inner-class distributions have the reference student's
-    weighted mean entropy (AID.md 4c); returns (beta, info).
+    weighted mean entropy (docs/aid.md, tempered target); returns (beta, info).
 
     The weights are (n_k/N) m_k(c), the teacher's class means (the weights of L_IC(T -> S_ref)), for both sides;
     ``entropy_weights="own"`` weights the reference's entropies with its own class means instead. The entropy of
@@ -226,7 +226,7 @@ def projection_targets(
     entropy_weights: Literal["teacher", "own"] = "teacher",
     dtype: torch.dtype = torch.float64,
 ) -> ProjectionResult:
-    """The adapted targets log p*_i (N, C) at temperature ``temperature`` (AID.md 4b / 4c).
+    """The adapted targets log p*_i (N, C) at temperature ``temperature`` (docs/aid.md, projection mode).
 
     ``teacher_logits``, ``reference_logits``: (N, C) logits of the teacher and the reference student on the same
     samples (the groups are the classes of ``labels`` over these N samples). ``reference_logits`` may be None for

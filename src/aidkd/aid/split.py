@@ -15,7 +15,7 @@ Memory is O(C^2) whatever the split size. At the end
 
     L_KD_k = tau^2 / n_k * sum_{i in G_k} KL(p_i || q_i)      (mean per-sample KD loss of class k)
     L_CS_k = tau^2 * KL(m_k || m^_k)
-    L_IC_k = L_KD_k - L_CS_k                                   (the exact identity of AID.md section 2)
+    L_IC_k = L_KD_k - L_CS_k                                   (the exact identity of docs/aid.md section 1)
 
 and the split totals are the n_k/N-weighted sums of these. **L_IC is obtained from the identity**, in one pass:
 every term is accumulated in float64, so the subtraction loses only float64 rounding relative to L_KD_k (a

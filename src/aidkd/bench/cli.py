@@ -6,6 +6,8 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="run a benchmark: fmnist-gap (CPU) or a reproduction suite (GPU)")
     p.add_argument("suite", help="fmnist-gap, or a suite name (see `aidkd bench list`)")
     p.add_argument("--quick", action="store_true", help="fmnist-gap: 1 seed, short runs (about 20 min on 2 cores)")
+    p.add_argument("--profile", help="fmnist-gap: full (default), quick (= --quick) or short (the first, 5-epoch "
+                   "setting, kept as a record)")
     p.add_argument("--out", help="where the runs go (default ~/aidkd-runs/<suite>)")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes (one thread each)")
     p.add_argument("--report", help="where the Markdown report goes (default docs/results/<suite>.md)")
@@ -20,8 +22,13 @@ def cmd_bench(args) -> int:
     if args.suite == "fmnist-gap":
         from .fmnist_gap import run_benchmark
 
-        out = run_benchmark("quick" if args.quick else "full", out=args.out, workers=args.workers,
-                            report=args.report or ("docs/results/fmnist_gap_quick.md" if args.quick else None),
+        profile = args.profile or ("quick" if args.quick else "full")
+        if args.quick and profile != "quick":
+            from ..errors import UserError
+
+            raise UserError(f"--quick and --profile {profile} contradict each other; pass one of them")
+        default_report = "docs/results/fmnist_gap.md" if profile == "full" else f"docs/results/fmnist_gap_{profile}.md"
+        out = run_benchmark(profile, out=args.out, workers=args.workers, report=args.report or default_report,
                             only_report=args.report_only)
         print(f"report written to {out}")
         return 0

@@ -26,18 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROFILES = {
-    "full": dict(seeds=[0, 1, 2], teacher_epochs=6, student_epochs=5, train_subset=20000, variants="all"),
-    "quick": dict(seeds=[0], teacher_epochs=2, student_epochs=2, train_subset=12000, variants="quick"),
+    "full": dict(seeds=[0, 1, 2], teacher_epochs=20, student_epochs=5, train_subset=20000, variants="all",
+                 student="cnn_mini"),
+    # the first full run: teachers too short to beat the student by much, and KD below vanilla (kept as a record)
+    "short": dict(seeds=[0, 1, 2], teacher_epochs=6, student_epochs=5, train_subset=20000, variants="all",
+                  student="cnn_tiny"),
+    "quick": dict(seeds=[0], teacher_epochs=2, student_epochs=2, train_subset=12000, variants="quick",
+                  student="cnn_tiny"),
     # the whole flow on scikit-learn's digits in about a minute: for the tests, not for conclusions
     "test": dict(seeds=[0, 1], teacher_epochs=1, student_epochs=1, train_subset=None, variants="quick",
-                 dataset="digits"),
+                 dataset="digits", student="cnn_tiny"),
 }
 TEACHERS = ["cnn_small", "cnn_medium", "cnn_large"]
 LARGEST = TEACHERS[-1]
-STUDENT = "cnn_tiny"
 ASSISTANT = "cnn_small"  # TAKD's assistant, from the ladder
 
-# AID variants: id -> AIDParams fields. "ft" is the default setting (AID.md section 4 defaults, distilled reference).
+# AID variants: id -> AIDParams fields. "ft" is the default setting (AIDParams defaults, distilled reference).
 VARIANTS = {
     "ft": dict(mode="finetune", reference="distilled", ic_target="reference", lambda_ic=1.0, epochs=1),
     "ft_vanref": dict(mode="finetune", reference="vanilla", ic_target="reference", lambda_ic=1.0, epochs=1),
@@ -203,7 +207,7 @@ def _run_training(root: Path, profile: str, job: Job) -> dict:
         cfg = _run_cfg(root, profile, job.id, a["model"], "vanilla", {}, 0, p["teacher_epochs"], None, None)
         teacher = None
     else:
-        model = a.get("model", STUDENT)
+        model = a.get("model", p["student"])
         tname = None
         teacher = None
         if a["teacher"]:
@@ -293,12 +297,27 @@ def run_benchmark(profile: str = "full", out: str | None = None, workers: int = 
     (root / "results").mkdir(parents=True, exist_ok=True)
     (root / "logits").mkdir(parents=True, exist_ok=True)
     jobs = {j.id: j for j in plan(profile)}
-    (root / "profile.json").write_text(json.dumps({"profile": profile}))
+    _check_root(root, profile)
     if not only_report:
         _schedule(root, profile, jobs, workers)
     from .fmnist_report import write_report
 
     return write_report(root, profile, jobs, report or "docs/results/fmnist_gap.md")
+
+
+def _check_root(root: Path, profile: str) -> None:
+    """Finished jobs are reused by name: refuse a folder that holds the results of other settings."""
+    from ..errors import UserError
+
+    settings = {"profile": profile, "settings": PROFILES[profile]}
+    f = root / "profile.json"
+    if f.exists():
+        have = json.loads(f.read_text())
+        if have != settings:
+            raise UserError(f"{root} holds results of profile {have.get('profile')!r} with settings "
+                            f"{have.get('settings')}, not of {profile!r} {PROFILES[profile]}; pass --out NEW_DIR "
+                            "(the finished jobs there are kept)")
+    f.write_text(json.dumps(settings))
 
 
 def _schedule(root: Path, profile: str, jobs: dict[str, Job], workers: int) -> None:
@@ -315,7 +334,8 @@ def _schedule(root: Path, profile: str, jobs: dict[str, Job], workers: int) -> N
         while pending or running:
             ready = [j for j in pending if all(d in done for d in jobs[j].deps)]
             # the longest jobs first: teachers, then adaptations, then students
-            ready.sort(key=lambda j: {"teacher": 0, "adapt": 1, "student": 2}[jobs[j].kind])
+            ready.sort(key=lambda j: ({"teacher": 0, "adapt": 1, "student": 2}[jobs[j].kind],
+                                      -TEACHERS.index(jobs[j].args["model"]) if jobs[j].kind == "teacher" else 0))
             while ready and len(running) < workers:
                 j = ready.pop(0)
                 pending.remove(j)

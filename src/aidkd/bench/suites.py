@@ -35,7 +35,7 @@ CIFAR_PAIRS = {
     "res32x4_shv2": ("resnet32x4", "ShuffleV2", 79.42, 71.82),
     "wrn40_2_shv1": ("wrn_40_2", "ShuffleV1", 75.61, 70.50),
 }
-# published CIFAR-100 top-1 per method and pair (BASELINES.md section 8); None = not published
+# published CIFAR-100 top-1 per method and pair (the methods' papers; DKD's and ReviewKD's tables); None = not published
 _COLS = ["kd", "dkd", "dist", "ctkd", "reviewkd", "kd_ls", "dkd_ls", "mlkd"]
 CIFAR_PUBLISHED = {
     "res56_res20": [70.66, 71.97, 71.75, 71.19, 71.89, 71.43, 72.32, 72.19],
@@ -170,7 +170,7 @@ def imagenet_entries() -> dict[str, dict]:
 
 
 def cifar_aid_entries() -> dict[str, dict]:
-    """AID+KD and AID+DKD per CIFAR-100 pair: pipeline configs (AID.md section 5) with the published recipe, the
+    """AID+KD and AID+DKD per CIFAR-100 pair: pipeline configs (docs/aid.md section 6) with the published recipe, the
     default AID settings (E_a = 10% of the 240 distillation epochs) and a distilled reference, which is the
     pipeline's own KD baseline."""
     out: dict[str, dict] = {}

@@ -1,7 +1,7 @@
 """Small plain CNNs and an MLP: for tests, the embedded digits demo and CPU benchmarks.
 
 ``cnn`` is a stack of 3 stages (conv-BN-ReLU, then a stride-2 conv-BN-ReLU for stages 2-3) with configurable
-widths; ``cnn_tiny``/``cnn_small``/``cnn_medium``/``cnn_large`` fix the widths. ``mlp`` has one hidden layer and
+widths; ``cnn_tiny``/``cnn_mini``/``cnn_small``/``cnn_medium``/``cnn_large`` fix the widths. ``mlp`` has one hidden layer and
 no batch norm (used where a test needs a model whose output does not depend on the batch composition).
 """
 from __future__ import annotations
@@ -82,6 +82,7 @@ def _fixed(name, widths):
 
 
 cnn_tiny = _fixed("cnn_tiny", (4, 8, 16))
+cnn_mini = _fixed("cnn_mini", (6, 12, 24))
 cnn_small = _fixed("cnn_small", (8, 16, 32))
 cnn_medium = _fixed("cnn_medium", (16, 32, 64))
 cnn_large = _fixed("cnn_large", (32, 64, 128))
