@@ -74,6 +74,11 @@ def test_changed_profile_settings_are_refused(tmp_path, monkeypatch):
                                                                                        "student_epochs": 99}}))
     with pytest.raises(UserError, match="student_epochs': 99"):
         run_benchmark("test", out=str(tmp_path), report=str(tmp_path / "r.md"), only_report=True)
+    # more (or fewer) seeds only add (or leave out) jobs: allowed
+    (tmp_path / "profile.json").write_text(json.dumps({"profile": "test", "settings": {**PROFILES["test"],
+                                                                                       "seeds": [0, 1, 2, 3]}}))
+    run_benchmark("test", out=str(tmp_path), report=str(tmp_path / "r.md"), only_report=True)
+    assert json.loads((tmp_path / "profile.json").read_text())["settings"] == PROFILES["test"]
 
 
 def test_cli_profile_flags(capsys):

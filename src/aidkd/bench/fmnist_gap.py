@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROFILES = {
-    "full": dict(seeds=[0, 1, 2], teacher_epochs=20, student_epochs=5, train_subset=20000, variants="all",
+    "full": dict(seeds=[0, 1, 2, 3, 4], teacher_epochs=20, student_epochs=5, train_subset=20000, variants="all",
                  student="cnn_mini"),
     # the first full run: teachers too short to beat the student by much, and KD below vanilla (kept as a record)
     "short": dict(seeds=[0, 1, 2], teacher_epochs=6, student_epochs=5, train_subset=20000, variants="all",
@@ -306,14 +306,16 @@ def run_benchmark(profile: str = "full", out: str | None = None, workers: int = 
 
 
 def _check_root(root: Path, profile: str) -> None:
-    """Finished jobs are reused by name: refuse a folder that holds the results of other settings."""
+    """Finished jobs are reused by name: refuse a folder that holds the results of other settings (a different
+    list of seeds only adds or leaves out jobs, so it is allowed)."""
     from ..errors import UserError
 
     settings = {"profile": profile, "settings": PROFILES[profile]}
     f = root / "profile.json"
     if f.exists():
         have = json.loads(f.read_text())
-        if have != settings:
+        strip = lambda d: {**d, "settings": {k: v for k, v in d.get("settings", {}).items() if k != "seeds"}}  # noqa: E731
+        if strip(have) != strip(settings):
             raise UserError(f"{root} holds results of profile {have.get('profile')!r} with settings "
                             f"{have.get('settings')}, not of {profile!r} {PROFILES[profile]}; pass --out NEW_DIR "
                             "(the finished jobs there are kept)")

@@ -18,6 +18,11 @@ def _load(root: Path, jobs) -> dict[str, dict]:
     return out
 
 
+def _wall(r: dict) -> float:
+    """A job's wall time; a training run interrupted and resumed counts the time of all its sessions."""
+    return max(r["job_wall_s"], (r.get("summary") or {}).get("wall_time_s", 0.0))
+
+
 def _ms(xs: list[float]) -> str:
     xs = [x for x in xs if x is not None and not math.isnan(x)]
     if not xs:
@@ -116,7 +121,7 @@ def write_report(root: Path, profile: str, jobs: dict, report_path: str) -> Path
         n = sum(x is not None for x in last)
         if n == 0:
             continue
-        walls = [R[fmt.format(s=s)]["job_wall_s"] for s in seeds if fmt.format(s=s) in R]
+        walls = [_wall(R[fmt.format(s=s)]) for s in seeds if fmt.format(s=s) in R]
         lines.append(f"| {name} | {t} | {_ms(last)} | {_ms(sel)} | {n} | {statistics.mean(walls):.0f} |")
     lines.append("")
 
@@ -169,7 +174,7 @@ def write_report(root: Path, profile: str, jobs: dict, report_path: str) -> Path
     # wall time per stage
     kinds: dict[str, list[float]] = {}
     for j, r in R.items():
-        kinds.setdefault(r["kind"], []).append(r["job_wall_s"])
+        kinds.setdefault(r["kind"], []).append(_wall(r))
     lines += ["## Wall time per stage", "", "| stage | jobs | total min | mean s |", "|---|---|---|---|"]
     for k, v in sorted(kinds.items()):
         lines.append(f"| {k} | {len(v)} | {sum(v) / 60:.1f} | {statistics.mean(v):.0f} |")
@@ -264,8 +269,12 @@ def _verdicts(R, seeds, accs, decomp) -> list[str]:
         txt = ", ".join(f"{t} {_fmt_cmp(gains[t])}" for t in TEACHERS if gains[t]["n"])
         v = _verdict(g_l)
         largest_is_max = all(g_l["mean"] >= gains[t]["mean"] for t in TEACHERS if gains[t]["n"])
+        if all(gains[t]["mean"] <= 0 for t in TEACHERS if gains[t]["n"]):
+            shape = "no teacher shows a gain (every mean difference is negative)"
+        else:
+            shape = f"the gain is {'largest' if largest_is_max else 'not largest'} for the largest gap"
         out.append(f"3. **AID+KD beats KD** (default fine-tuning; gain by teacher: {txt}). Verdict for the largest "
-                   f"teacher: **{v}**; the gain is {'largest' if largest_is_max else 'not largest'} for the largest gap.")
+                   f"teacher: **{v}**; {shape}.")
     # 4. degree of adaptation
     vals = {lam: accs(f"s{{s}}_aid-{v}+kd_{LARGEST}") for lam, v in LAMBDA_SWEEP}
     have = {lam: v for lam, v in vals.items() if all(x is not None for x in v)}
@@ -318,17 +327,32 @@ def _verdicts(R, seeds, accs, decomp) -> list[str]:
     drops = [R[f"s{s}_adapt-ft_{LARGEST}"]["teacher_val_acc_before"] - R[f"s{s}_adapt-ft_{LARGEST}"]["teacher_val_acc_after"]
              for s in seeds if f"s{s}_adapt-ft_{LARGEST}" in R]
     if drops:
-        ok = max(drops) <= 1.0
+        tol = 1.0  # AIDParams.acc_tolerance's default
+        over = sum(d > tol for d in drops)
+        v = ("confirmed" if over == 0 else "refuted" if over == len(drops) else
+             f"borderline: {over} of {len(drops)} seeds past the tolerance, mean drop {statistics.mean(drops):.2f}")
         out.append(f"7. **The adapted teacher keeps its accuracy** (default fine-tuning, {LARGEST}, val drop per seed: "
-                   + ", ".join(f"{d:+.2f}" for d in drops) + f"; tolerance 1.0). Verdict: **{'confirmed' if ok else 'refuted'}**.")
+                   + ", ".join(f"{d:+.2f}" for d in drops) + f"; tolerance {tol}). Verdict: **{v}**.")
+    # a control: where the entropy bisection leaves the teacher as it is, the projection is KD up to rounding
+    aa = f"s{{s}}_aid-proj_tempered+kd_{LARGEST}"
+    betas = [(R.get(f"s{s}_adapt-proj_tempered_{LARGEST}") or {}).get("beta") for s in seeds]
+    c = paired(accs(aa), kd[LARGEST])
+    if c["n"] >= 2 and all(b is not None and b >= 0.999 for b in betas):
+        out.append("")
+        out.append(f"**Noise floor (an A/A control).** The entropy bisection gave beta = 1 on every seed: the teacher "
+                   "is already as smooth as the reference, the tempered target is the teacher's own distribution, and "
+                   f"AID+KD (proj_tempered) is plain KD from {LARGEST} up to float rounding. Its paired difference "
+                   f"from KD, {_fmt_cmp(c)}, is how far two runs with the same targets drift apart. Differences of "
+                   "that size are noise whatever their p-value, and with some twenty comparisons a few p < 0.05 are "
+                   "expected by chance alone.")
     return out
 
 
 def _costs(R, seeds) -> dict | None:
     from .fmnist_gap import LARGEST
 
-    a = [R[f"s{s}_adapt-ft_{LARGEST}"]["job_wall_s"] for s in seeds if f"s{s}_adapt-ft_{LARGEST}" in R]
-    t = [R[f"s{s}_takd-assistant_{LARGEST}"]["job_wall_s"] for s in seeds if f"s{s}_takd-assistant_{LARGEST}" in R]
+    a = [_wall(R[f"s{s}_adapt-ft_{LARGEST}"]) for s in seeds if f"s{s}_adapt-ft_{LARGEST}" in R]
+    t = [_wall(R[f"s{s}_takd-assistant_{LARGEST}"]) for s in seeds if f"s{s}_takd-assistant_{LARGEST}" in R]
     if a and t:
         return {"aid": statistics.mean(a), "takd": statistics.mean(t)}
     return None
