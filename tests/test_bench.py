@@ -1,4 +1,5 @@
 """The capacity-gap benchmark: its plan, its statistics, and the whole flow on digits (the `test` profile)."""
+import json
 import math
 import statistics
 
@@ -67,9 +68,7 @@ def test_whole_benchmark_on_digits_and_rerun_skips(tmp_path):
     assert [f.stat().st_mtime for f in sorted((tmp_path / "runs" / "results").iterdir())] == mtimes
 
 
-def test_changed_profile_settings_are_refused(tmp_path, monkeypatch):
-    import json
-
+def test_changed_profile_settings_are_refused(tmp_path):
     (tmp_path / "profile.json").write_text(json.dumps({"profile": "test", "settings": {**PROFILES["test"],
                                                                                        "student_epochs": 99}}))
     with pytest.raises(UserError, match="student_epochs': 99"):

@@ -27,8 +27,7 @@ def cmd_bench(args) -> int:
             from ..errors import UserError
 
             raise UserError(f"--quick and --profile {profile} contradict each other; pass one of them")
-        default_report = "docs/results/fmnist_gap.md" if profile == "full" else f"docs/results/fmnist_gap_{profile}.md"
-        out = run_benchmark(profile, out=args.out, workers=args.workers, report=args.report or default_report,
+        out = run_benchmark(profile, out=args.out, workers=args.workers, report=args.report,
                             only_report=args.report_only)
         print(f"report written to {out}")
         return 0

@@ -302,12 +302,14 @@ def run_benchmark(profile: str = "full", out: str | None = None, workers: int = 
         _schedule(root, profile, jobs, workers)
     from .fmnist_report import write_report
 
-    return write_report(root, profile, jobs, report or "docs/results/fmnist_gap.md")
+    default_report = "docs/results/fmnist_gap.md" if profile == "full" else f"docs/results/fmnist_gap_{profile}.md"
+    return write_report(root, profile, jobs, report or default_report)
 
 
 def _check_root(root: Path, profile: str) -> None:
     """Finished jobs are reused by name: refuse a folder that holds the results of other settings (a different
     list of seeds only adds or leaves out jobs, so it is allowed)."""
+    from ..engine.checkpoint import atomic_write_json
     from ..errors import UserError
 
     settings = {"profile": profile, "settings": PROFILES[profile]}
@@ -319,7 +321,7 @@ def _check_root(root: Path, profile: str) -> None:
             raise UserError(f"{root} holds results of profile {have.get('profile')!r} with settings "
                             f"{have.get('settings')}, not of {profile!r} {PROFILES[profile]}; pass --out NEW_DIR "
                             "(the finished jobs there are kept)")
-    f.write_text(json.dumps(settings))
+    atomic_write_json(f, settings)
 
 
 def _schedule(root: Path, profile: str, jobs: dict[str, Job], workers: int) -> None:

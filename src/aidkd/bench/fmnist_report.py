@@ -324,10 +324,10 @@ def _verdicts(R, seeds, accs, decomp) -> list[str]:
         out.append(f"   Cost beyond the KD student it reuses: AID adaptation {cost['aid']:.0f} s + distillation; "
                    f"TAKD assistant {cost['takd']:.0f} s + distillation (mean wall s per seed, on a shared machine).")
     # 7. teacher accuracy kept
-    drops = [R[f"s{s}_adapt-ft_{LARGEST}"]["teacher_val_acc_before"] - R[f"s{s}_adapt-ft_{LARGEST}"]["teacher_val_acc_after"]
-             for s in seeds if f"s{s}_adapt-ft_{LARGEST}" in R]
+    ft = [R[f"s{s}_adapt-ft_{LARGEST}"] for s in seeds if f"s{s}_adapt-ft_{LARGEST}" in R]
+    drops = [r["teacher_val_acc_before"] - r["teacher_val_acc_after"] for r in ft]
     if drops:
-        tol = 1.0  # AIDParams.acc_tolerance's default
+        tol = ft[0]["params"]["acc_tolerance"]
         over = sum(d > tol for d in drops)
         v = ("confirmed" if over == 0 else "refuted" if over == len(drops) else
              f"borderline: {over} of {len(drops)} seeds past the tolerance, mean drop {statistics.mean(drops):.2f}")
