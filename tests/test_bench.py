@@ -6,7 +6,7 @@ import statistics
 import pytest
 
 from aidkd.bench.fmnist_gap import PROFILES, plan, run_benchmark
-from aidkd.bench.fmnist_report import _verdict, paired
+from aidkd.bench.fmnist_report import _fmt_cmp, _verdict, _verdicts, paired
 from aidkd.errors import UserError
 
 
@@ -85,3 +85,39 @@ def test_cli_profile_flags(capsys):
 
     assert main(["bench", "fmnist-gap", "--quick", "--profile", "short", "--report-only"]) == 2
     assert "contradict" in capsys.readouterr().err
+
+
+def _fake_results(kd_acc, aa_acc, drops, betas):
+    """Results of the jobs the premise, claim 7 and the A/A control read, for 3 seeds on cnn_large."""
+    from aidkd.aid.adapt import AIDParams
+
+    R = {}
+    for s in range(3):
+        R[f"s{s}_vanilla"] = {"summary": {"last_test_acc": 80.0}, "job_wall_s": 1.0}
+        for t in ("cnn_small", "cnn_medium", "cnn_large"):
+            R[f"s{s}_kd_{t}"] = {"summary": {"last_test_acc": kd_acc[s]}, "job_wall_s": 1.0}
+        R[f"s{s}_aid-proj_tempered+kd_cnn_large"] = {"summary": {"last_test_acc": aa_acc[s]}, "job_wall_s": 1.0}
+        R[f"s{s}_adapt-proj_tempered_cnn_large"] = {"beta": betas[s], "job_wall_s": 1.0}
+        R[f"s{s}_adapt-ft_cnn_large"] = {"teacher_val_acc_before": 90.0, "teacher_val_acc_after": 90.0 - drops[s],
+                                         "params": AIDParams().model_dump(), "job_wall_s": 1.0}
+    accs = lambda fmt, key="last_test_acc": [  # noqa: E731
+        R[fmt.format(s=s)]["summary"][key] if fmt.format(s=s) in R else None for s in range(3)]
+    return R, accs
+
+
+def test_verdicts_premise_teacher_accuracy_and_aa_control():
+    kd, aa = [81.0, 82.0, 81.5], [81.4, 81.7, 82.3]
+    R, accs = _fake_results(kd, aa, drops=[0.5, 1.5, 0.9], betas=[1.0, 1.0, 1.0])
+    lines = _verdicts(R, [0, 1, 2], accs, {})
+    text = "\n".join(lines)
+    premise = next(x for x in lines if x.startswith("0. "))
+    assert premise.count("from cnn_") == 3 and premise.count("**yes**") == 3  # +1.50 +- 0.50 from every teacher
+    assert "borderline: 1 of 3 seeds past the tolerance, mean drop 0.97" in text
+    assert "Noise floor (an A/A control)" in text and _fmt_cmp(paired(aa, kd)) in text
+    # every seed past the tolerance: refuted; none: confirmed
+    for drops, verdict in (([1.2, 1.5, 1.1], "**refuted**"), ([0.2, 0.5, 1.0], "**confirmed**")):
+        R, accs = _fake_results(kd, aa, drops, betas=[1.0, 1.0, 1.0])
+        assert f"tolerance 1.0). Verdict: {verdict}" in "\n".join(_verdicts(R, [0, 1, 2], accs, {}))
+    # a real tempering on some seed: the projection is no longer KD, so no A/A line
+    R, accs = _fake_results(kd, aa, drops=[0.5, 0.5, 0.5], betas=[1.0, 0.7, 1.0])
+    assert "Noise floor" not in "\n".join(_verdicts(R, [0, 1, 2], accs, {}))
