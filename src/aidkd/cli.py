@@ -60,7 +60,7 @@ def cmd_takd(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate_checkpoint
+    from .evaluation import evaluate_checkpoint
 
     res = evaluate_checkpoint(args.checkpoint, dataset=args.data, split=args.split, model=args.model,
                               overrides=args.overrides, device=args.device)

@@ -255,8 +255,10 @@ def _run_adapt(root: Path, profile: str, job: Job) -> dict:
     r_logits = torch.load(root / "logits" / f"{a['reference']}.pt", weights_only=True)
     val_t, val_y = _eval_logits(teacher, data.val)
     val_r, _ = _eval_logits(reference, data.val)
-    before_val = split_decomposition_from_logits(val_t, val_r, val_y, params.tau, 10)
-    before_train = split_decomposition_from_logits(t_logits, r_logits, labels, params.tau, 10)
+    before_val = split_decomposition_from_logits(teacher_logits=val_t, student_logits=val_r, labels=val_y,
+                                     temperature=params.tau, num_classes=10)
+    before_train = split_decomposition_from_logits(teacher_logits=t_logits, student_logits=r_logits, labels=labels,
+                                     temperature=params.tau, num_classes=10)
     res: dict = {"kind": "adapt", "variant": a["variant"], "params": params.model_dump(),
                  "teacher_val_acc_before": float((val_t.argmax(1) == val_y).float().mean() * 100),
                  "train_cs_before": before_train.cs, "train_ic_before": before_train.ic,
@@ -277,9 +279,11 @@ def _run_adapt(root: Path, profile: str, job: Job) -> dict:
         new_logits = _train_logits(adapted, data)
         val_a, _ = _eval_logits(adapted, data.val)
         res["teacher_val_acc_after"] = float((val_a.argmax(1) == val_y).float().mean() * 100)
-        after_val = split_decomposition_from_logits(val_a, val_r, val_y, params.tau, 10)
+        after_val = split_decomposition_from_logits(teacher_logits=val_a, student_logits=val_r, labels=val_y,
+                                     temperature=params.tau, num_classes=10)
         res["val_cs_after"], res["val_ic_after"] = after_val.cs, after_val.ic
-    after_train = split_decomposition_from_logits(new_logits, r_logits, labels, params.tau, 10)
+    after_train = split_decomposition_from_logits(teacher_logits=new_logits, student_logits=r_logits, labels=labels,
+                                     temperature=params.tau, num_classes=10)
     res["train_cs_after"], res["train_ic_after"] = after_train.cs, after_train.ic
     res["adapt_wall_s"] = time.time() - t0
     save_checkpoint(new_logits, root / "logits" / f"{job.id}.pt")  # type: ignore[arg-type]

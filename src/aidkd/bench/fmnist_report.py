@@ -212,7 +212,8 @@ def _decomposition(root: Path, seeds, R, teachers) -> dict:
                     continue
                 if labels is None:
                     labels = _train_labels(root)
-                dec = split_decomposition_from_logits(tl, torch.load(f, weights_only=True), labels, 4.0, 10)
+                dec = split_decomposition_from_logits(teacher_logits=tl, student_logits=torch.load(f, weights_only=True),
+                                                      labels=labels, temperature=4.0, num_classes=10)
                 d[f"{key}_cs"].append(dec.cs)
                 d[f"{key}_ic"].append(dec.ic)
         out[t] = d
