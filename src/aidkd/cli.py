@@ -157,7 +157,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     _register_extra(sub)
+    _register_results(sub)
     return ap
+
+
+def cmd_report(args) -> int:
+    from .report import print_report, write_report
+
+    groups, written = write_report(args.runs, None if args.out == "-" else args.out, overwrite=args.overwrite)
+    print_report(groups)
+    if written is not None:
+        print(f"written: {written}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_safetensors
+
+    if args.format != "safetensors":
+        raise UserError(f"unknown export format {args.format!r}; choose safetensors")
+    weights, meta = export_safetensors(args.source, args.out, overwrite=args.overwrite)
+    print(f"written: {weights}\nwritten: {meta}")
+    return 0
+
+
+def _register_results(sub) -> None:
+    """Commands that compare and share finished runs."""
+    p = sub.add_parser("report", help="compare finished runs: best / last accuracy, mean +- std over seeds, wall time",
+                       description="Each RUN is a run directory or a folder above run directories (a pipeline's "
+                                   "output, runs/). Runs that differ only in the seed are one row.")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", default="report.md", help="the Markdown file to write (default report.md; - for none)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="write a run's student (or a checkpoint) as safetensors plus a JSON of its "
+                                      "architecture, classes and normalisation")
+    p.add_argument("source", metavar="RUN_OR_CKPT", help="a run directory (its checkpoints/best.pt) or a checkpoint")
+    p.add_argument("--format", default="safetensors", help="safetensors (the only format)")
+    p.add_argument("--out", help="output file (default: beside the source, <name>.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=cmd_export)
 
 
 def _register_extra(sub) -> None:

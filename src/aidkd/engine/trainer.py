@@ -79,7 +79,7 @@ def build_model_from_config(mcfg, spec, role: str) -> nn.Module:
     in_chans = getattr(mcfg, "in_chans", None) or spec.input_size[0]
     kwargs = dict(mcfg.kwargs)
     if getattr(mcfg, "pretrained", False):
-        kwargs["pretrained"] = True
+        kwargs["pretrained"] = mcfg.pretrained
     model = create_model(mcfg.name, num_classes=spec.num_classes, in_chans=in_chans, input_hw=spec.input_size[1], **kwargs)
     if mcfg.checkpoint:
         load_weights(model, mcfg.checkpoint)
