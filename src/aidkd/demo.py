@@ -38,17 +38,6 @@ def demo_config(quick: bool = False, out: str | None = None, seeds: list[int] | 
     return load_pipeline_config(QUICK_CONFIG if quick else CONFIG, ov + list(overrides or []))
 
 
-def _epochs_of(cfg):
-    def epochs(stage: str) -> int | None:
-        if stage == "teacher":
-            return cfg.teacher.epochs or cfg.base.train.epochs
-        if stage == "reference":
-            return cfg.reference_epochs or cfg.base.train.epochs
-        return cfg.base.train.epochs
-
-    return epochs
-
-
 def run_demo(out: str = "runs/demo", quick: bool = False, seeds: list[int] | None = None, quiet: bool = False,
              overwrite: bool = False, overrides: list[str] | None = None) -> dict:
     """Run (or reuse) the demo's pipeline into ``out``, print its tables and write ``demo.png``.
@@ -56,15 +45,17 @@ def run_demo(out: str = "runs/demo", quick: bool = False, seeds: list[int] | Non
     Returns the pipeline's dict (``results``, ``stages``, ``table``, ``out_dir``) with ``plot`` (the PNG)."""
     from .aid.pipeline import run_pipeline
     from .engine.logging import console
-    from .progress import StageProgress, progress_enabled
+    from .progress import StageProgress, progress_enabled, set_quiet, stage_epochs
 
     cfg = demo_config(quick, out, seeds, overrides)
+    if quiet:
+        set_quiet()
     bar = progress_enabled(quiet)
     if not quiet:
         console.print(f"[bold]aidkd demo[/]{' --quick' if quick else ''}: digits (8x8, 10 classes), teacher "
                       f"{cfg.teacher.name} -> student {cfg.student.name}, seeds {cfg.seeds}; finished stages in "
                       f"{cfg.output.dir} are reused")
-    with StageProgress(bar, _epochs_of(cfg)) as progress:
+    with StageProgress(bar, stage_epochs(cfg)) as progress:
         res = run_pipeline(cfg, overwrite=overwrite, on_epoch_end=progress.hook, verbose=not quiet and not bar)
     r = res["results"]
     out_dir = Path(res["out_dir"])

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..losses.decomposition import kd_decomposition
+from ..progress import progress_enabled, track_images
 from .project import project_teacher, projection_targets
 from .split import SplitDecomposition, split_decomposition, split_decomposition_from_logits, unpack_batch
 
@@ -302,7 +303,7 @@ def _adapt_finetune(teacher, reference, train_loader, eval_loader, params, devic
             adapted.train(not params.freeze_bn)
             sums: dict[str, float] = {}
             nb = 0
-            for batch in train_loader:
+            for batch in track_images(train_loader, f"AID adaptation, epoch {epoch + 1}/{epochs}", progress_enabled()):
                 images, labels, _ = unpack_batch(batch, device)
                 with torch.no_grad():
                     z0 = teacher(images) if need_t0 else None

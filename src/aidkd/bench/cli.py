@@ -15,10 +15,15 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, default=1, help="suites: seeds per run")
     p.add_argument("--filter", help="suites: run only entries whose name contains this")
     p.add_argument("overrides", nargs="*", help="suites: config overrides applied to every run, e.g. train.epochs=2")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
+    if args.quiet:
+        from ..progress import set_quiet
+
+        set_quiet()
     if args.suite == "fmnist-gap":
         from .fmnist_gap import run_benchmark
 

@@ -332,13 +332,15 @@ def _schedule(root: Path, profile: str, jobs: dict[str, Job], workers: int) -> N
     import multiprocessing as mp
 
     from ..engine.logging import console
+    from ..progress import JobProgress, progress_enabled
 
     done = {j for j in jobs if (root / "results" / f"{j}.json").exists()}
     pending = [j for j in jobs if j not in done]
     console.print(f"fmnist-gap ({profile}): {len(done)} of {len(jobs)} jobs done, {len(pending)} to run, root {root}")
     running = {}
     t_start = time.time()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+    bar = JobProgress(progress_enabled(), len(jobs), len(done), f"fmnist-gap ({profile})")
+    with bar, ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
         while pending or running:
             ready = [j for j in pending if all(d in done for d in jobs[j].deps)]
             # the longest jobs first: teachers, then adaptations, then students
@@ -355,5 +357,6 @@ def _schedule(root: Path, profile: str, jobs: dict[str, Job], workers: int) -> N
                 j = running.pop(fut)
                 fut.result()  # re-raise a job's error
                 done.add(j)
+                bar.advance(j)
                 el = time.time() - t_start
                 console.print(f"[{len(done)}/{len(jobs)}] {j} done ({el / 60:.1f} min elapsed)")

@@ -242,12 +242,13 @@ def run_suite(suite: str, seeds: int = 1, out: str | None = None, name_filter: s
     """Train every entry of a suite (teachers first) and write the table against the published numbers."""
     from ..config import load_config
     from ..engine import read_summary, train
+    from ..progress import progress_enabled, track_jobs
 
     out_dir = out or "runs"
     paths = [p for p in suite_configs(suite) if not name_filter or name_filter in str(p)]
     paths.sort(key=lambda p: (p.parent.name != "teachers", str(p)))
     rows = []
-    for path in paths:
+    for path in track_jobs(paths, f"{suite} suite", progress_enabled(), lambda p: p.stem):
         summaries = []
         is_teacher = path.parent.name == "teachers"
         for seed in range(1 if is_teacher else seeds):  # one teacher per architecture, as published
