@@ -17,7 +17,7 @@ def test_demo_quick_runs_the_aid_flow_and_reuses_it(tmp_path, capsys):
     assert {"teacher", "vanilla-s0", "reference", "adapt", "kd-s0", "aid-kd-s0", "dkd-s0", "aid-dkd-s0"} <= set(stages)
     assert all(s["status"] in ("ran", "reused") for s in stages.values())
     # (a) the student table, (b) the decomposition, (c) the teacher's accuracy, then the two closing lines
-    for part in ("(a) students", "AID + KD", "AID + DKD", "(b) KD loss", "L_IC inner-class", "(c) teacher"):
+    for part in ("(a) students", "AID + KD", "AID + DKD", "(b) KD loss, teacher vs S_ref", "L_IC inner-class", "(c) teacher"):
         assert part in text, part
     d = r["decomposition"]
     assert d["kd_before"] == pytest.approx(d["cs_before"] + d["ic_before"], rel=1e-6)

@@ -66,7 +66,7 @@ def run_demo(out: str = "runs/demo", quick: bool = False, seeds: list[int] | Non
         stdout = Console(width=max(100, console.width or 100))
         stdout.print(student_table(r))
         stdout.print(decomposition_table(r))
-        stdout.print(teacher_line(r))
+        stdout.print(teacher_line(r), soft_wrap=True)
         for line in closing_lines(r, out_dir, plot):
             stdout.print(line, soft_wrap=True)
     return {**res, "plot": str(plot)}
@@ -87,7 +87,7 @@ def student_table(r: dict):
     n = len(r["seeds"])
     t = Table(title=f"(a) students ({r['student']}), test top-1 %, "
                     f"{'mean ± std over ' + str(n) + ' seeds' if n > 1 else 'one seed'}")
-    for col in ("student", "teacher", "last epoch", "selected epoch (val)", "AID gain (last)"):
+    for col in ("student", "teacher", "last epoch", f"selected epoch ({r['vanilla']['selection']})", "AID gain (last)"):
         t.add_column(col, justify="left" if col in ("student", "teacher") else "right")
     v = r["vanilla"]
     t.add_row("vanilla (CE only)", "-", _pm(v["last_stats"]), _pm(v["best_stats"]), "")
@@ -106,8 +106,7 @@ def decomposition_table(r: dict):
     from rich.table import Table
 
     d = r["decomposition"]
-    t = Table(title=f"(b) KD loss of the teacher against S_ref on the {d['split']} split, tau {r['aid']['tau']:g}: "
-                    "L_KD = L_CS + L_IC")
+    t = Table(title=f"(b) KD loss, teacher vs S_ref ({d['split']}, tau {r['aid']['tau']:g}): L_KD = L_CS + L_IC")
     for col in ("", "T0 (before AID)", "T (after AID)", "change"):
         t.add_column(col, justify="left" if not col else "right")
     for key, label in (("kd", "L_KD (total)"), ("cs", "L_CS class-wise similarity"),
