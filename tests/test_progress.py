@@ -85,3 +85,14 @@ def test_teacher_cache_and_adaptation_draw_their_bars(terminal):
     assert "teacher-output cache" in terminal.getvalue()
     adapt_teacher(teacher, student, batches, batches, AIDParams(epochs=1, K=4), "cpu")
     assert "AID adaptation, epoch 1/1" in terminal.getvalue()
+
+
+def test_bars_nest_inside_a_stage_bar(terminal):
+    """The adaptation / cache / epoch bars run inside a pipeline stage, under the stage bar."""
+    batch = (torch.zeros(4, 1), torch.zeros(4))
+    with progress.StageProgress(True, lambda s: 2) as bar:
+        bar.hook("adapt", 0, {})
+        assert len(list(progress.track_images([batch, batch], "AID adaptation, epoch 1/1", True))) == 2
+        bar.hook("aid-kd-s0", 0, {"train.img_per_s": 10.0})
+    out = terminal.getvalue()
+    assert "AID adaptation, epoch 1/1" in out and "stage adapt" in out
