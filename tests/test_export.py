@@ -114,6 +114,14 @@ def test_torchvision_pretrained_from_cache_directory_never_downloads(tmp_path, m
     assert torch.equal(m10.model.features[0][0].weight, ref.features[0][0].weight)
     with pytest.raises(UserError, match="never downloads"):
         create_model(f"tv:{name}", pretrained=str(tmp_path))  # a folder without the file
+    # a teacher config naming the folder: teacher.pretrained: <dir>
+    from types import SimpleNamespace
+
+    from aidkd.engine.trainer import build_model_from_config
+
+    cfg = config_from_dict({"teacher": {"name": f"tv:{name}", "pretrained": str(tmp_path / "torch" / "hub")}})
+    t = build_model_from_config(cfg.teacher, SimpleNamespace(num_classes=10, input_size=(3, 64, 64)), "teacher")
+    assert torch.equal(t.model.features[0][0].weight, ref.features[0][0].weight)
 
 
 def test_timm_pretrained_from_hub_cache_layout_never_downloads(tmp_path, no_network):

@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -46,7 +46,7 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     name: str = "resnet8"
     in_chans: Optional[int] = None  # default: the dataset's channels
-    pretrained: Union[bool, str] = False  # published weights: true = the local cache, or a cache directory
+    pretrained: bool | str = False  # published weights: true = the local cache, or a cache directory
     checkpoint: Optional[str] = None  # initial weights (aidkd checkpoint or a published state dict)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
@@ -54,7 +54,7 @@ class ModelConfig(_Section):
 class TeacherConfig(_Section):
     name: Optional[str] = None
     checkpoint: Optional[str] = None
-    pretrained: Union[bool, str] = False  # published weights: true = the local cache, or a cache directory
+    pretrained: bool | str = False  # published weights: true = the local cache, or a cache directory
     cache: bool = False  # compute the teacher's train logits once (needs data.augment=false; logit methods only)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
