@@ -115,9 +115,11 @@ StageFn = Callable[[Path, bool], tuple[dict, str]]
 class StageStore:
     """The stages of one plan, in folders under ``root``; their results in the order they were asked for."""
 
-    def __init__(self, root: str | Path, overwrite: bool = False, verbose: bool = True):
+    def __init__(self, root: str | Path, overwrite: bool = False, verbose: bool = True, reuse_only: bool = False):
+        """``reuse_only``: find finished stages, run nothing (:meth:`run` returns None for a missing one)."""
         self.root = Path(root).expanduser()
         self.overwrite = overwrite
+        self.reuse_only = reuse_only
         self.verbose = verbose
         self.results: dict[str, StageResult] = {}
 
@@ -161,7 +163,7 @@ class StageStore:
         return None
 
     def run(self, name: str, kind: str, config: dict, files: dict[str, str | Path], fn: StageFn,
-            folder: str | Path | None = None) -> StageResult:
+            folder: str | Path | None = None) -> StageResult | None:
         """Run the stage ``name`` (or find it finished); see the module docstring for the contract."""
         fp = self.fingerprint(kind, config, files)
         folder = Path(folder) if folder is not None else self.root / f"{safe_name(name)}-{fp[:FP_LEN]}"
@@ -171,6 +173,8 @@ class StageStore:
                 where, rec, status = found
                 return self._done(StageResult(name, kind, where, status, fp, rec.get("result", {}),
                                               rec.get("wall_time_s")))
+        if self.reuse_only:
+            return None
         folder.mkdir(parents=True, exist_ok=True)
         (folder / RECORD).unlink(missing_ok=True)  # unfinished until the new record is written
         t0 = time.time()

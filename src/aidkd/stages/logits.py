@@ -12,15 +12,13 @@ from .core import StageResult, StageStore
 
 
 def logits_stage(store: StageStore, name: str, checkpoint: str | Path, data: dict, device: str = "cpu",
-                 arch: str | None = None, kwargs: dict | None = None) -> StageResult:
+                 arch: str | None = None, kwargs: dict | None = None) -> StageResult | None:
     """The training-split logits of the model in ``checkpoint`` (``arch``/``kwargs`` for a published state dict)
     on the data of the data config ``data`` (a dict), as the stage's ``logits.pt``. The result also holds the
     model's parameter count and its accuracy on the training views."""
     config = {"data": data, "device": device, "arch": arch, "kwargs": kwargs or {}}
 
     def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
-        import torch
-
         from ..config import DataConfig
         from ..data import build_data
         from ..engine.teacher_cache import CachedTeacher, teacher_logits_on_train

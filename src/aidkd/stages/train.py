@@ -45,7 +45,7 @@ def finished_summary(run_dir: Path, cfg: RunConfig) -> dict | None:
 
 
 def train_stage(store: StageStore, name: str, cfg: RunConfig, *, folder: str | Path | None = None,
-                on_epoch_end: EpochHook | None = None) -> StageResult:
+                on_epoch_end: EpochHook | None = None) -> StageResult | None:
     """Train ``cfg`` as the stage ``name`` of ``store`` (its ``output`` is replaced by the stage's folder), or
     find it finished. ``folder``: a folder the user named instead of the fingerprint-keyed one.
     ``on_epoch_end(name, epoch, record)`` is called after each epoch that runs."""

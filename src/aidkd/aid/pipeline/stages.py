@@ -36,13 +36,14 @@ class AdaptResult:
 def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teacher_arch: str,
           teacher_kwargs: dict, reference_arch: str, reference_kwargs: dict, data: DataConfig, params: AIDParams,
           seed: int, distill_epochs: int, device: str = "cpu", deterministic: bool = False,
-          eval_split: Literal["test", "val"] = "test", on_warning=None) -> AdaptResult:
+          eval_split: Literal["test", "val"] = "test", on_warning=None) -> AdaptResult | None:
     """Adapt the teacher in ``teacher`` (T0) towards the student in ``reference`` (S_ref) with ``params``.
 
     Fine-tuning writes an aidkd checkpoint (``teacher.pt``, a model teacher) and measures before/after on
     ``eval_split``; projection writes a :class:`~aidkd.aid.project.TargetTeacher` (``teacher.kind: targets``),
     measured on the projected training samples, and T0's accuracy on ``eval_split``. The report is returned and
-    also written to ``report.json`` for the reader. ``teacher_arch`` / ``reference_arch`` are used for files that
+    also written to ``report.json`` for the reader (None from a ``reuse_only`` store that has not got it).
+    ``teacher_arch`` / ``reference_arch`` are used for files that
     are not aidkd checkpoints (published state dicts)."""
     ref_arch = None if checkpoint_config(reference) is not None else reference_arch
     config = {
@@ -102,7 +103,7 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
         return {"checkpoint": "teacher.pt", "teacher_kind": kind, "report": rd}, "ran"
 
     res = store.run(name, "adapt", config, {"teacher": teacher, "reference": reference}, run)
-    return AdaptResult(res, res.result["report"])
+    return None if res is None else AdaptResult(res, res.result["report"])
 
 
 # ------------------------------------------------------------------------------------------------ the plan's stages
