@@ -290,12 +290,8 @@ class TargetTeacher(IndexedTeacher):
         self.meta = dict(meta or {})
 
     @property
-    def num_classes(self) -> int:
-        return self.log_targets.shape[1]
-
-    @property
-    def num_samples(self) -> int:
-        return self.log_targets.shape[0]
+    def table(self) -> Tensor:
+        return self.log_targets
 
     def logits_at(self, index: Tensor) -> Tensor:
         return self.temperature * self.log_targets[index.to(self.log_targets.device)]

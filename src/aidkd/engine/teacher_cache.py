@@ -24,12 +24,17 @@ class IndexedTeacher(nn.Module):
     source = "per-sample outputs"
 
     @property
-    def num_samples(self) -> int:
+    def table(self) -> Tensor:
+        """The (num_samples, num_classes) buffer the logits are made from."""
         raise NotImplementedError
 
     @property
+    def num_samples(self) -> int:
+        return self.table.shape[0]
+
+    @property
     def num_classes(self) -> int:
-        raise NotImplementedError
+        return self.table.shape[1]
 
     def logits_at(self, index: Tensor) -> Tensor:
         raise NotImplementedError
@@ -63,12 +68,8 @@ class CachedTeacher(IndexedTeacher):
         self.source = source
 
     @property
-    def num_samples(self) -> int:
-        return self.logits.shape[0]
-
-    @property
-    def num_classes(self) -> int:
-        return self.logits.shape[1]
+    def table(self) -> Tensor:
+        return self.logits
 
     def logits_at(self, index: Tensor) -> Tensor:
         return self.logits[index.to(self.logits.device)]
