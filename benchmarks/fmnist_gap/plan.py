@@ -182,7 +182,7 @@ def plan(profile: str) -> list[list[str]]:
     return [w1, w2, w3, w4]
 
 
-def _parse(job_id: str) -> dict:
+def parse_id(job_id: str) -> dict:
     """The parts of a student or adapt id ``s<seed>_<what>[_<teacher>]``."""
     seed, rest = job_id.split("_", 1)
     for t in TEACHERS:
@@ -200,7 +200,7 @@ def make_job(profile: str, job_id: str, R: dict) -> Job:
     if job_id.startswith("teacher_"):
         cfg = run_config(profile, job_id[len("teacher_"):], "vanilla", 0, p["teacher_epochs"], None)
         return Job(job_id, "train", {"config": cfg})
-    j = _parse(job_id)
+    j = parse_id(job_id)
     s, what, t = j["seed"], j["what"], j["teacher"]
 
     def student(method: str, teacher: dict | None, model: str | None = None) -> Job:
@@ -242,7 +242,7 @@ def teaching(wave: list[str]) -> list[str]:
         if job_id.startswith("teacher_"):
             out.append(job_id)
             continue
-        what = _parse(job_id)["what"]
+        what = parse_id(job_id)["what"]
         if what in ("vanilla", "kd", "takd-assistant") or (
                 what.startswith("adapt-") and VARIANTS[what[len("adapt-"):]].mode == "finetune"):
             out.append(job_id)

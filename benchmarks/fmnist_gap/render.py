@@ -11,7 +11,7 @@ import math
 import statistics
 from pathlib import Path
 
-from .plan import LAMBDA_SWEEP, LARGEST, PROFILES, TEACHERS, VARIANTS, data_config, logits_id
+from .plan import LAMBDA_SWEEP, LARGEST, PROFILES, TEACHERS, VARIANTS, data_config, logits_id, parse_id
 from .verdicts import SIG, fmt_cmp, judge
 
 
@@ -56,10 +56,9 @@ def records(profile: str, R: dict) -> tuple[dict, dict]:
                            "job_wall_s": res.wall_time_s}
             continue
         rep = res.result["report"]
-        s, rest = job_id.split("_", 1)
-        var, t = rest[len("adapt-"):].rsplit("_cnn_", 1)
-        t = "cnn_" + t
-        ref = f"{s}_kd_{t}" if VARIANTS[var].reference == "distilled" else f"{s}_vanilla"
+        j = parse_id(job_id)
+        s, var, t = j["seed"], j["what"][len("adapt-"):], j["teacher"]
+        ref = f"s{s}_kd_{t}" if VARIANTS[var].reference == "distilled" else f"s{s}_vanilla"
         rec = {"kind": "adapt", "variant": var, "params": rep["params"], "beta": rep.get("beta"), "report": rep,
                "job_wall_s": res.wall_time_s, "adapt_wall_s": rep.get("wall_time_s")}
         if res.result["teacher_kind"] == "targets":

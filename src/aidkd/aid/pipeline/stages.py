@@ -129,7 +129,8 @@ def _uses_cache(cfg: PipelineConfig, method: str) -> bool:
     return cfg.teacher.cache and method not in NEEDS_TEACHER_MODEL
 
 
-def _train(cfg: PipelineConfig, store: StageStore, name: str, d: dict, on_epoch_end) -> StageResult:
+def _train(store: StageStore, name: str, d: dict, on_epoch_end) -> StageResult:
+    """The train stage ``name`` of the RunConfig dict ``d`` (without ``output``)."""
     run = config_from_dict({**d, "output": {"dir": str(store.root), "name": name}}, f"stage {name}")
     return train_stage(store, name, run, on_epoch_end=on_epoch_end)
 
@@ -142,11 +143,11 @@ def teacher_stage(cfg: PipelineConfig, store: StageStore, on_epoch_end=None) -> 
     d = cfg.run_dict({"name": cfg.teacher.name, "kwargs": dict(cfg.teacher.kwargs)}, {"name": "vanilla"},
                      cfg.teacher.seed if cfg.teacher.seed is not None else cfg.seeds[0],
                      epochs=cfg.teacher.epochs, lr=cfg.teacher.lr)
-    return _train(cfg, store, "teacher", d, on_epoch_end)
+    return _train(store, "teacher", d, on_epoch_end)
 
 
 def vanilla_stage(cfg: PipelineConfig, store: StageStore, seed: int, on_epoch_end=None) -> StageResult:
-    return _train(cfg, store, f"vanilla-s{seed}", cfg.run_dict(_student(cfg), {"name": "vanilla"}, seed), on_epoch_end)
+    return _train(store, f"vanilla-s{seed}", cfg.run_dict(_student(cfg), {"name": "vanilla"}, seed), on_epoch_end)
 
 
 def reference_stage(cfg: PipelineConfig, store: StageStore, t0: StageResult, on_epoch_end=None) -> StageResult:
@@ -159,7 +160,7 @@ def reference_stage(cfg: PipelineConfig, store: StageStore, t0: StageResult, on_
     d = cfg.run_dict(_student(cfg), _method("kd", cfg.reference_params), cfg.seeds[0],
                      teacher=_teacher_section(cfg, t0.checkpoint, cache=_uses_cache(cfg, "kd")),
                      epochs=cfg.reference_epochs)
-    return _train(cfg, store, "reference", d, on_epoch_end)
+    return _train(store, "reference", d, on_epoch_end)
 
 
 def adapt_stage(cfg: PipelineConfig, store: StageStore, t0: StageResult, ref: StageResult) -> AdaptResult:
@@ -187,13 +188,13 @@ def distill_stage(cfg: PipelineConfig, store: StageStore, m: MethodSpec, seed: i
         ckpt = teacher.teacher if aid else teacher.checkpoint
         section = _teacher_section(cfg, ckpt, cache=_uses_cache(cfg, m.name))
     d = cfg.run_dict(_student(cfg), _method(m.name, m.params), seed, teacher=section)
-    return _train(cfg, store, name, d, on_epoch_end)
+    return _train(store, name, d, on_epoch_end)
 
 
 def online_stage(cfg: PipelineConfig, store: StageStore, seed: int, t0: StageResult, on_epoch_end=None) -> StageResult:
     d = cfg.run_dict(_student(cfg), _method("aid_online", cfg.online_method_params()), seed,
                      teacher=_teacher_section(cfg, t0.checkpoint))
-    return _train(cfg, store, f"aid_online-s{seed}", d, on_epoch_end)
+    return _train(store, f"aid_online-s{seed}", d, on_epoch_end)
 
 
 __all__ = ["AdaptResult", "adapt", "adapt_stage", "distill_stage", "online_stage", "reference_stage", "teacher_stage",
