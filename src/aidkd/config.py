@@ -153,6 +153,8 @@ class RunConfig(_Section):
         d = self.model_dump(mode="json")
         d.pop("output", None)
         d["train"].pop("progress", None)
+        if d["teacher"]["kind"] == "model":  # the default kind: fingerprints of runs from before it are unchanged
+            d["teacher"].pop("kind")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
