@@ -129,7 +129,8 @@ class StageStore:
 
             console.print(msg)
 
-    def _done(self, res: StageResult) -> StageResult:
+    def add(self, res: StageResult) -> StageResult:
+        """Keep ``res`` among this plan's results (also one obtained in another process) and log it."""
         self.results[res.name] = res
         where = f" -> {res.dir}" if res.dir is not None else f" ({res.checkpoint})"
         self.log(f"[bold]stage {res.name}[/]: {res.status}{where}")
@@ -143,11 +144,11 @@ class StageStore:
         """A file the user gave (a trained teacher, a reference student): a stage with nothing to run."""
         p = Path(path).expanduser()
         fp = file_hash(p)
-        return self._done(StageResult(name, "given", None, "given", fp, {"checkpoint": str(p.resolve())}))
+        return self.add(StageResult(name, "given", None, "given", fp, {"checkpoint": str(p.resolve())}))
 
     def alias(self, name: str, res: StageResult) -> StageResult:
         """``res`` under a second name (a plan that uses one stage's output in two roles)."""
-        return self._done(StageResult(name, res.kind, res.dir, "reused", res.fingerprint, res.result,
+        return self.add(StageResult(name, res.kind, res.dir, "reused", res.fingerprint, res.result,
                                       res.wall_time_s))
 
     def find(self, kind: str, fp: str, folder: Path) -> tuple[Path, dict, str] | None:
@@ -171,7 +172,7 @@ class StageStore:
             found = self.find(kind, fp, folder)
             if found is not None:
                 where, rec, status = found
-                return self._done(StageResult(name, kind, where, status, fp, rec.get("result", {}),
+                return self.add(StageResult(name, kind, where, status, fp, rec.get("result", {}),
                                               rec.get("wall_time_s")))
         if self.reuse_only:
             return None
@@ -184,7 +185,7 @@ class StageStore:
                "files": {k: {"path": str(v), "sha256": file_hash(v)} for k, v in files.items()},
                "result": result, "wall_time_s": wall, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_json(folder / RECORD, json_safe(rec))
-        return self._done(StageResult(name, kind, folder, status, fp, json_safe(result), wall))
+        return self.add(StageResult(name, kind, folder, status, fp, json_safe(result), wall))
 
 
 __all__ = ["FP_LEN", "RECORD", "StageResult", "StageStore", "dict_hash", "file_hash", "json_safe", "read_record",

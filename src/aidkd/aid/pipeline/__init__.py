@@ -51,12 +51,23 @@ def run_adapt(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=None
             "stage": str(ad.stage.dir), "stages": {n: r.status for n, r in store.results.items()}}
 
 
-def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=None, verbose: bool = True) -> dict:
+def _distill_job(job: tuple) -> object:
+    """One distillation of the last wave, in whichever process the executor runs it."""
+    cfg, root, overwrite, m, seed, teacher = job
+    store = StageStore(root, overwrite=overwrite, verbose=False)
+    if m is None:
+        return online_stage(cfg, store, seed, teacher)
+    return distill_stage(cfg, store, m, seed, teacher)
+
+
+def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=None, verbose: bool = True,
+                 executor=None) -> dict:
     """Run every stage (skipping the finished ones) and write ``results.md`` / ``results.json`` and
     ``pipeline.json`` (the config and the stages) into ``cfg.output.dir``.
 
-    ``on_epoch_end(stage_name, epoch, record)`` is called after every epoch of every engine stage that runs.
-    Returns ``{"results": the results dict (see :func:`collect_results`), "stages": {name: status}, "table":
+    ``on_epoch_end(stage_name, epoch, record)`` is called after every epoch of every engine stage that runs in
+    this process. ``executor`` (:mod:`aidkd.stages.executor`; default: here, one after the other) runs the
+    distillations, which are independent of each other, e.g. in a process pool or on SLURM. Returns ``{"results": the results dict (see :func:`collect_results`), "stages": {name: status}, "table":
     path of results.md, "out_dir": path}``."""
     t_start = time.time()
     store = _store(cfg, overwrite, verbose)
@@ -65,12 +76,21 @@ def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=N
         vanilla_stage(cfg, store, s, on_epoch_end)
     ref = reference_stage(cfg, store, t0, on_epoch_end)
     ad = adapt_stage(cfg, store, t0, ref)
+    jobs = []
     for s in cfg.seeds:
         for m in cfg.methods:
-            distill_stage(cfg, store, m, s, t0, on_epoch_end)
-            distill_stage(cfg, store, m, s, ad, on_epoch_end)
+            jobs += [(m, s, t0), (m, s, ad)]
         if cfg.online:
-            online_stage(cfg, store, s, t0, on_epoch_end)
+            jobs.append((None, s, t0))
+    if executor is None:
+        for m, s, teacher in jobs:
+            if m is None:
+                online_stage(cfg, store, s, teacher, on_epoch_end)
+            else:
+                distill_stage(cfg, store, m, s, teacher, on_epoch_end)
+    else:
+        for res in executor.map(_distill_job, [(cfg, str(store.root), overwrite, *j) for j in jobs]):
+            store.add(res)
     results = collect_results(cfg, store.results, ad.report, time.time() - t_start)
     out = store.root
     atomic_write_json(out / "results.json", json_safe(results))
