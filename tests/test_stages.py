@@ -107,3 +107,18 @@ def test_executors_map_in_order(tmp_path):
         make_executor("threads")
     with pytest.raises(UserError, match="folder"):
         make_executor("slurm")
+
+
+def test_named_folder_of_another_config_is_refused_and_kept(run_cfg, tmp_path):
+    store = StageStore(tmp_path / "runs", verbose=False)
+    folder = tmp_path / "runs" / "mine"
+    first = train_stage(store, "mine", config_from_dict(run_cfg(train={"epochs": 1})), folder=folder)
+    record = (folder / RECORD).read_bytes()
+    with pytest.raises(UserError, match="--overwrite"):
+        train_stage(store, "mine", config_from_dict(run_cfg(train={"epochs": 1}, optim={"lr": 0.1})), folder=folder)
+    assert (folder / RECORD).read_bytes() == record and first.checkpoint.is_file()
+    again = train_stage(store, "mine", config_from_dict(run_cfg(train={"epochs": 1})), folder=folder)
+    assert again.status == "skipped"
+    redone = train_stage(StageStore(tmp_path / "runs", overwrite=True, verbose=False), "mine",
+                         config_from_dict(run_cfg(train={"epochs": 1}, optim={"lr": 0.1})), folder=folder)
+    assert redone.status == "ran" and json.loads((folder / RECORD).read_text())["fingerprint"] == redone.fingerprint

@@ -177,7 +177,8 @@ class StageStore:
         if self.reuse_only:
             return None
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / RECORD).unlink(missing_ok=True)  # unfinished until the new record is written
+        if self.overwrite:  # redone in place: unfinished until the new record is written
+            (folder / RECORD).unlink(missing_ok=True)
         t0 = time.time()
         result, status = fn(folder, self.overwrite)
         wall = result.pop("wall_time_s", None) or (time.time() - t0)
