@@ -39,15 +39,16 @@ PROFILES = {
 }
 # The noise-floor probes (docs/results/fmnist_gap_probes.notes.md): 10 seeds each, the full profile's teachers
 # (20 epochs on the 20k subset: ``teacher_subset``), one lever changed at a time on the student side.
-_PROBE = dict(seeds=list(range(10)), teacher_epochs=20, teacher_subset=20000, student="cnn_mini", plan="probe")
+_PROBE = {"seeds": list(range(10)), "teacher_epochs": 20, "teacher_subset": 20000, "student": "cnn_mini",
+          "plan": "probe"}
 PROFILES |= {
-    "probe-base": _PROBE | dict(student_epochs=5, train_subset=20000),  # the full profile's instrument
-    "probe-54k": _PROBE | dict(student_epochs=5, train_subset=None),  # the whole 54k training split
-    "probe-long": _PROBE | dict(student_epochs=15, train_subset=20000),  # 3x the schedule, cosine to 0
-    "probe-54k-long": _PROBE | dict(student_epochs=10, train_subset=None),
+    "probe-base": _PROBE | {"student_epochs": 5, "train_subset": 20000},  # the full profile's instrument
+    "probe-54k": _PROBE | {"student_epochs": 5, "train_subset": None},  # the whole 54k training split
+    "probe-long": _PROBE | {"student_epochs": 15, "train_subset": 20000},  # 3x the schedule, cosine to 0
+    "probe-54k-long": _PROBE | {"student_epochs": 10, "train_subset": None},
     # the probe plan on digits, for the tests
-    "probe-test": dict(seeds=[0, 1], teacher_epochs=1, student_epochs=1, train_subset=None, dataset="digits",
-                       student="cnn_tiny", plan="probe"),
+    "probe-test": {"seeds": [0, 1], "teacher_epochs": 1, "student_epochs": 1, "train_subset": None,
+                   "dataset": "digits", "student": "cnn_tiny", "plan": "probe"},
 }
 TEACHERS = ["cnn_small", "cnn_medium", "cnn_large"]
 LARGEST = TEACHERS[-1]

@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 
 from .plan import LAMBDA_SWEEP, LARGEST, PROFILES, TEACHERS, VARIANTS, data_config, logits_id, parse_id
-from .verdicts import SIG, fmt_cmp, judge
+from .verdicts import SIG, corrected, fmt_cmp, judge, noise_goal
 
 
 # -------------------------------------------------------------------------------------------------- the records
@@ -164,6 +164,14 @@ def verdict_lines(recs: list[dict]) -> list[str]:
             out.append(f"7. **{r['title']}** (default fine-tuning, {LARGEST}, val drop per seed: "
                        + ", ".join(f"{d:+.2f}" for d in c["val_drops"]) + f"; tolerance {c['tolerance']}). "
                        f"Verdict: **{v}**.")
+        elif k == "C":
+            want = "match or beat" if r["part"] == "cs" else "fall behind"
+            txt = ", ".join(f"{t} {fmt_cmp(x)}" for t, x in c[f"kd_{r['part']}_minus_kd"].items())
+            out.append(f"C. **{r['title']}** (the decomposition's causal test: from {LARGEST} it should {want} KD; "
+                       f"by teacher: {txt}). Verdict for {LARGEST}: **{v}**.")
+        elif k == "A/A" and "teacher" in r:
+            out.append(f"A/A. **{r['title']}** (KD computed as L_CS + (1 + 1e-6) L_IC, the same objective up to float "
+                       f"rounding, minus KD, same seeds): {fmt_cmp(c['kd_aa_minus_kd'])}.")
         elif k == "A/A":
             out += ["", f"**{r['title']}.** The entropy bisection gave beta = 1 on every seed: the teacher is already as "
                     "smooth as the reference, the tempered target is the teacher's own distribution, and AID+KD "
@@ -171,6 +179,47 @@ def verdict_lines(recs: list[dict]) -> list[str]:
                     f"{fmt_cmp(c['same_targets_minus_kd'])}, is how far two runs with the same targets drift apart. "
                     "Differences of that size are noise whatever their p-value, and with some twenty comparisons a "
                     "few p < 0.05 are expected by chance alone."]
+    return out
+
+
+def noise_floor_lines(recs: list[dict]) -> list[str]:
+    """The report's first section: the A/A controls' std, what it lets the instrument detect, and the goal."""
+    goal = noise_goal(recs)
+    aa = [r for r in recs if r["claim"] == "A/A"]
+    if not aa:
+        return ["## Noise floor", "", "No A/A control finished: the report cannot say how large a difference is "
+                "noise.", ""]
+    out = ["## Noise floor", "", "Two runs with the same targets and the same seeds differ by float rounding only; "
+           "the std of their paired difference is the instrument's noise floor. MDE: the smallest true difference "
+           f"a paired t-test at {SIG} detects with 80% power at that std and number of seeds.", ""]
+    out += ["| control | n | std of the paired difference | mean | 95% CI | MDE |", "|---|---|---|---|---|---|"]
+    for r in aa:
+        c = next(iter(r["comparison"].values()))
+        out.append(f"| {r['title']} | {c['n']} | **{c['std']:.2f}** | {c['mean']:+.2f} | [{c['ci'][0]:+.2f}, "
+                   f"{c['ci'][1]:+.2f}] | {c['mde']:.2f} |")
+    out.append("")
+    if goal:
+        largest = {None: "not measured", True: "yes (not the capacity-gap regime)", False: "no"}[goal["largest_best"]]
+        out.append(f"Goal: A/A std at most {goal['goal']} (here {goal['floor']:.2f}); KD at least 1 point above the "
+                   f"vanilla student at p < 0.01 from two teachers (here: {', '.join(goal['kd_gain_teachers']) or 'none'});"
+                   f" the largest teacher the best: {largest}. **{'Reached' if goal['reached'] else 'Not reached'}.**")
+        out.append("")
+    return out
+
+
+def comparison_table(recs: list[dict]) -> list[str]:
+    """Every claim comparison with its CI, MDE, p and Holm-corrected p (the A/A controls are not in the family)."""
+    rows = corrected(recs)
+    if not rows:
+        return []
+    out = [f"### All comparisons, Holm-corrected ({len(rows)} in the family, level {SIG})", "",
+           "Accuracy points, except claim 2 (loss units, x tau^2).", "",
+           "| comparison | n | mean +- std | 95% CI | MDE | p | Holm p | survives |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['label']} | {r['n']} | {r['mean']:+.2f} +- {r['std']:.2f} | [{r['ci'][0]:+.2f}, "
+                   f"{r['ci'][1]:+.2f}] | {r['mde']:.2f} | {r['p']:.3f} | {r['p_holm']:.3f} | "
+                   f"{'yes' if r['survives'] else 'no'} |")
+    out.append("")
     return out
 
 
@@ -201,6 +250,9 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
              f"{', '.join('`' + t + '`' for t in TEACHERS)}. Accuracies are test top-1 (%), mean +- std over seeds: "
              "**last** = last epoch, **sel** = the epoch chosen on the validation split.", ""]
 
+    verdicts = judge(seeds, acc, lambda j: recs.get(j),
+                     decomp, lambda j: _wall(recs[j]) if j in recs else None)
+    lines += noise_floor_lines(verdicts)
     lines += ["## Teachers", "", "| teacher | params | val (sel) | test last | test sel | wall s |", "|---|---|---|---|---|---|"]
     tparams = {}
     for t in TEACHERS:
@@ -221,6 +273,9 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
              ("TAKD (via cnn_small)", LARGEST, f"s{{s}}_takd_{LARGEST}"),
              ("born-again KD", LARGEST, f"s{{s}}_ban_{LARGEST}")]
     rows += [(f"AID+KD ({v})", LARGEST, f"s{{s}}_aid-{v}+kd_{LARGEST}") for v in VARIANTS if v != "ft"]
+    rows += [(name, t, f"s{{s}}_{what}_{t}") for what, name in (("kd-cs", "KD, L_CS only"), ("kd-ic", "KD, L_IC only"),
+                                                                  ("kd-aa", "KD via L_CS + L_IC (A/A)"))
+             for t in TEACHERS]
     lines += ["## Students", "", "| method | teacher | test last | test sel | seeds | wall s (mean) |", "|---|---|---|---|---|---|"]
     for name, t, fmt in rows:
         last, sel = accs(fmt), accs(fmt, "best_test_acc")
@@ -256,13 +311,12 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
                          f"{_ms(d['kd_cs'])} | {_ms(d['kd_ic'])} |")
     lines.append("")
 
-    verdicts = judge(seeds, acc, lambda j: recs.get(j),
-                     decomp, lambda j: _wall(recs[j]) if j in recs else None)
     lines += ["## Verdicts (the claims of docs/aid.md section 7)", "",
               f"Paired over seeds (same seed = same student initialisation and batch order); two-sided t-test, "
               f"level {SIG}. Differences in accuracy points of last-epoch test accuracy.", ""]
     lines += verdict_lines(verdicts)
     lines.append("")
+    lines += comparison_table(verdicts)
 
     figs = _plots(fig_dir, seeds, accs, decomp, tparams)
     if figs:
@@ -281,7 +335,8 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text("\n".join(lines))
     report_path.with_suffix(".json").write_text(json.dumps(
-        {"profile": profile, "results": recs, "decomposition": decomp, "verdicts": verdicts}, indent=1, default=str))
+        {"profile": profile, "results": recs, "decomposition": decomp, "verdicts": verdicts,
+         "noise_goal": noise_goal(verdicts), "holm": corrected(verdicts)}, indent=1, default=str))
     return report_path
 
 
