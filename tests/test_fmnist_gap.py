@@ -231,6 +231,16 @@ def test_whole_study_on_digits_and_rerun_runs_nothing(tmp_path):
             assert r["train_ic_after"] is not None and r["teacher_val_acc_after"] is not None
         else:
             assert 0 <= r["summary"]["last_test_acc"] <= 100
+    # the A/A control is a real perturbation: its student's weights differ from KD's, by float rounding only
+    import torch
+
+    def weights(job: str) -> dict:
+        (ck,) = (tmp_path / "runs" / "stages").glob(f"{job}-*/checkpoints/last.pt")
+        return torch.load(ck, map_location="cpu", weights_only=False)["model"]
+
+    kd, aa = weights("s0_kd_cnn_large"), weights("s0_kd-aa_cnn_large")
+    gaps = [(kd[k] - aa[k]).abs().max().item() for k in kd if kd[k].is_floating_point()]
+    assert 0 < max(gaps) < 1e-3
     for png in ("student_acc_vs_teacher.png", "components_vs_teacher.png", "lambda_sweep.png"):
         assert (tmp_path / "docs" / "gap" / png).stat().st_size > 1000
     records = sorted((tmp_path / "runs" / "stages").glob("*/stage.json"))
