@@ -4,6 +4,11 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def _private_teacher_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own teacher view-cache folder, never the user's."""
+    monkeypatch.setenv("AIDKD_CACHE", str(tmp_path_factory.mktemp("teacher_views")))
+
 
 @pytest.fixture
 def run_cfg(tmp_path):

@@ -55,8 +55,19 @@ class TeacherConfig(_Section):
     name: Optional[str] = None
     checkpoint: Optional[str] = None
     pretrained: bool = False
-    cache: bool = False  # compute the teacher's train logits once (needs data.augment=false; logit methods only)
+    #: serve the teacher's logits from the shared view cache (docs/speed.md; logit methods only): "views" = every
+    #: view of the augmentation (exact), "sampled" = cache_views views per image (a change of recipe), "off"
+    cache: Literal["off", "views", "sampled"] = "off"
+    cache_views: int = Field(8, ge=1)  # sampled mode: views stored per image
+    cache_topk: Optional[int] = Field(None, ge=1)  # store only the top-k logits per view (approximate)
+    cache_budget_gb: float = Field(8.0, gt=0)  # refuse to build a cache larger than this
+    lean: bool = True  # fold the frozen teacher's batch norms into its convolutions (logit methods)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_bool(cls, v):  # true/false (and YAML's on/off) from older configs: the exact cache or none
+        return {True: "views", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class MethodConfig(_Section):

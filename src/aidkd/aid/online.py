@@ -55,6 +55,7 @@ class AIDOnline(Method):
     """KD from a teacher that takes an L_AID step towards the current student between student steps."""
 
     registered_name = "aid_online"
+    teacher_use = "training"
     Params = AIDOnlineParams
 
     def __init__(self, student, teacher, params: AIDOnlineParams, ctx):

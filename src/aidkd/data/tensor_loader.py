@@ -5,6 +5,10 @@ default for small-image datasets): a batch is one index gather, the augmentation
 on the device, and float conversion + normalisation is one fused multiply-add. No worker processes, no PIL,
 no host-to-device copies per step. With ``in_memory=off`` the tensor stays in host memory and each finished
 batch is copied to the device.
+
+Each training batch records which view of each sample it holds (``Batch.view``, the augmentation's view id;
+all 0 without augmentation), so that a teacher-output cache can serve the teacher's logits for exactly that
+view. :meth:`TensorLoader.replay_views` restricts the draw to a fixed set of stored views per sample.
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ class TensorLoader:
     Evaluation (``train=False``): the split in order, rank ``r`` taking positions ``r, r + world_size, ...``
     without padding (``num_samples`` is its count), no augmentation.
 
-    ``index`` in each batch is the sample's position in this split.
+    ``index`` in each batch is the sample's position in this split; ``view`` (training only) the view id of
+    each image under ``augment`` (:func:`aidkd.data.augment.decode_views`).
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class TensorLoader:
         self.balanced = tuple(balanced) if (balanced and train) else None
         self.drop_last = drop_last and train
         self.epoch = 0
+        self.view_table: Optional[Tensor] = None  # (N, K) view ids to draw from, per sample (replay_views)
         self._pin = self.device.type == "cuda" and images.device.type == "cpu"
         self._affine = uint8_affine(self.mean, self.std, self.device)
         if self.balanced:
@@ -124,6 +130,23 @@ class TensorLoader:
             out.pop()
         return out
 
+    def replay_views(self, table: Tensor) -> None:
+        """From now on draw each training image's view uniformly among its row of ``table`` ``(N, K)`` (view ids
+        of this loader's augmentation, one row per sample of the split) instead of among all its views."""
+        if not self.train or self.augment is None:
+            raise ValueError("replay_views needs a training loader with augmentation")
+        if table.shape[0] != self.dataset_size or table.dim() != 2:
+            raise ValueError(f"view table of shape {tuple(table.shape)} does not fit a split of {self.dataset_size}")
+        self.view_table = table.to(self.images.device, torch.long)
+
+    def _views(self, idx: Tensor, gen: Optional[torch.Generator]) -> Tensor:
+        if self.augment is None:
+            return torch.zeros(idx.shape[0], dtype=torch.long, device=idx.device)
+        if self.view_table is None:
+            return self.augment.draw(idx.shape[0], gen, idx.device)
+        k = torch.randint(0, self.view_table.shape[1], (idx.shape[0],), device=idx.device, generator=gen)
+        return self.view_table[idx, k]
+
     # ------------------------------------------------------------------------------------------------ batches
     def __iter__(self) -> Iterator[Batch]:
         gen = None
@@ -139,15 +162,17 @@ class TensorLoader:
         for idx_cpu, idx in zip(order, on_store):
             x = self.images.index_select(0, idx)
             y = self.labels_store.index_select(0, idx)
+            view = self._views(idx, gen) if self.train else None
             if self.augment is not None:
-                x = self.augment(x, gen)
+                x = self.augment.apply(x, view)
             if x.device != self.device:
                 if self._pin:
                     x, y = x.pin_memory(), y.pin_memory()
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
                 idx = idx_cpu.to(self.device, non_blocking=True)
-            yield Batch(to_float_normalized(x, affine=self._affine), y, idx)
+                view = view.to(self.device, non_blocking=True) if view is not None else None
+            yield Batch(to_float_normalized(x, affine=self._affine), y, idx, view)
 
     def as_eval(self, batch_size: Optional[int] = None) -> "TensorLoader":
         """The same split as an evaluation loader: in order, sharded without padding, no augmentation (e.g. to

@@ -16,6 +16,7 @@ Rerunning the same config resumes an unfinished run from ``last.pt``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import platform
 import shutil
@@ -30,8 +31,9 @@ from torch import nn
 from .. import __version__
 from ..config import RunConfig, config_from_dict, dump_config
 from ..errors import UserError
-from ..methods import Batch, MethodContext, build_method
+from ..methods import MethodContext, build_method
 from .checkpoint import FORMAT, atomic_write_json, atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .frozen_teacher import serve_teacher
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup_distributed, init_distributed
 from .logging import EpochProgress, MetricsLogger, console, truncate_metrics
 from .schedule import lr_factor
@@ -200,9 +202,8 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, teacher, on_epoch_end) -
     if teacher is None:
         teacher = build_teacher(cfg, spec)
     if teacher is not None:
-        teacher.to(device).eval()
-        if cfg.teacher.cache and not getattr(teacher, "indexed", False):
-            teacher = _cache_teacher(cfg, teacher, data, device)
+        teacher = serve_teacher(cfg, teacher.to(device).eval(), data, device, amp_dtype(cfg, device),
+                                is_main=dist_info.is_main, wait=barrier, log=console.print)
     ctx = MethodContext(
         num_classes=spec.num_classes, input_size=tuple(spec.input_size), num_train=spec.num_train,
         epochs=cfg.train.epochs, steps_per_epoch=len(data.train), mean=tuple(spec.mean), std=tuple(spec.std),
@@ -281,7 +282,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, teacher, on_epoch_end) -
                     if step >= steps_per_epoch:
                         break
                     if cfg.train.channels_last:
-                        batch = Batch(batch.images.contiguous(memory_format=torch.channels_last), batch.labels, batch.index)
+                        batch = dataclasses.replace(batch, images=batch.images.contiguous(memory_format=torch.channels_last))
                     with autocast(device, dtype):
                         logits, losses = step_fn(batch, epoch)
                     loss = sum(losses.values())
@@ -373,15 +374,6 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, teacher, on_epoch_end) -
         atomic_write_json(run_dir / "summary.json", summary)
     barrier()
     return summary
-
-
-def _cache_teacher(cfg: RunConfig, teacher: nn.Module, data, device: torch.device) -> nn.Module:
-    from .teacher_cache import CachedTeacher, teacher_logits_on_train
-
-    if cfg.data.augment:
-        raise UserError("teacher.cache=true needs data.augment=false: augmented views change the teacher's outputs")
-    logits = teacher_logits_on_train(teacher, data.train, data.spec.num_train, device, amp_dtype(cfg, device))
-    return CachedTeacher(logits, source=str(cfg.teacher.checkpoint))
 
 
 def _recorded_time(run_dir: Path) -> float:

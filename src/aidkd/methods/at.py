@@ -19,6 +19,7 @@ class ATParams(MethodParams):
 @METHODS.register("at")
 class AT(Method):
     registered_name = "at"
+    teacher_use = "features"
     Params = ATParams
 
     def __init__(self, student, teacher, params: ATParams, ctx):

@@ -28,6 +28,9 @@ class Batch:
     images: Tensor
     labels: Tensor
     index: Tensor | None = None  # position of each sample in the training set (CRD's memory bank needs it)
+    #: which view of each sample the images are (``aidkd.data.augment.decode_views``); set by the training
+    #: loader, None for any other images (e.g. a method's own extra view)
+    view: Tensor | None = None
 
 
 @dataclass
@@ -53,6 +56,9 @@ class Method(nn.Module):
 
     Params: type[MethodParams] = MethodParams
     needs_teacher: bool = True
+    #: what the method needs of its teacher: "logits" (a teacher-output cache can serve them), "features" (the
+    #: model's intermediate features), or "training" (it updates the teacher's weights)
+    teacher_use: str = "logits"
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: MethodParams, ctx: MethodContext):
         super().__init__()
@@ -84,10 +90,13 @@ class Method(nn.Module):
     @torch.no_grad()
     def teacher_logits(self, batch: Batch) -> Tensor:
         """The teacher's logits for a batch. A teacher that serves fixed per-sample targets (AID's projection, a
-        teacher-output cache) sets ``indexed = True`` and is called with the batch's sample indices."""
+        teacher-output cache) sets ``indexed = True`` and is called with the batch's sample indices; one that
+        serves per-view targets (the view cache) also sets ``per_view = True`` and gets the batch's view ids."""
         if getattr(self.teacher, "indexed", False):
             if batch.index is None:
                 raise UserError("this teacher serves per-sample targets and needs sample indices in every batch")
+            if getattr(self.teacher, "per_view", False):
+                return self.teacher(batch.images, batch.index, batch.view)
             return self.teacher(batch.images, batch.index)
         return self.teacher(batch.images)
 

@@ -31,6 +31,7 @@ class CRDParams(MethodParams):
 @METHODS.register("crd")
 class CRD(Method):
     registered_name = "crd"
+    teacher_use = "features"
     Params = CRDParams
 
     def __init__(self, student, teacher, params: CRDParams, ctx):

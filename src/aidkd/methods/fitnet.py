@@ -50,6 +50,7 @@ class FitNetParams(MethodParams):
 @METHODS.register("fitnet")
 class FitNet(Method):
     registered_name = "fitnet"
+    teacher_use = "features"
     Params = FitNetParams
 
     def __init__(self, student, teacher, params: FitNetParams, ctx):

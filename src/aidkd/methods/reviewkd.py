@@ -27,6 +27,7 @@ class ReviewKDParams(MethodParams):
 @METHODS.register("reviewkd")
 class ReviewKD(Method):
     registered_name = "reviewkd"
+    teacher_use = "features"
     Params = ReviewKDParams
 
     def __init__(self, student, teacher, params: ReviewKDParams, ctx):
