@@ -287,3 +287,24 @@ def test_folded_teacher_gives_the_same_logits(name):
     assert list(lean.state_dict()) == ["model." + k for k in m.state_dict()]
     folded, why = fold_batchnorm(m)
     assert (folded is not m) == lean.folded
+
+
+# ------------------------------------------------------------------------------------------- the benchmark
+def test_throughput_benchmark_measures_every_variant_and_writes_its_report(tmp_path):
+    from aidkd.bench.throughput import full_run_estimate, run_throughput
+
+    report = tmp_path / "throughput.md"
+    (r,) = run_throughput(rounds=3, steps=1, pairs=(("cnn_tiny", "cnn_tiny"),), num_train=128, cache_images=64,
+                          report=report, log=lambda *a: None)
+    med = {k: v[0] for k, v in r["img_per_s"].items()}
+    assert set(med) == {"a", "b", "c", "d"} and min(med.values()) > 0
+    assert r["a/c"][0] == pytest.approx(med["a"] / med["c"]) and r["a/c"][1] <= r["a/c"][2]
+    assert r["build_images"] == 64 * 162 and r["build_img_per_s"] > 0
+    assert set(r["options"]) >= {"teacher no_grad", "teacher folded", "student channels_last"}
+    text = report.read_text()
+    assert "Command: `aidkd bench throughput" in text and "| cnn_tiny -> cnn_tiny | cpu |" in text
+    with pytest.raises(UserError, match="at least 3 rounds"):
+        run_throughput(rounds=2)
+    rows = full_run_estimate("cnn_tiny", "cnn_tiny", device="cpu", measured_epochs=1, total_epochs=240,
+                             num_train=128, num_test=64, caches=("off",), log=lambda *a: None)
+    assert rows[0]["estimate_s"] == pytest.approx(rows[0]["setup_s"] + 240 * rows[0]["epoch_s"])

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="run a benchmark: fmnist-gap (CPU) or a reproduction suite (GPU)")
-    p.add_argument("suite", help="fmnist-gap, or a suite name (see `aidkd bench list`)")
+    p = sub.add_parser("bench", help="run a benchmark: fmnist-gap (CPU), throughput, or a reproduction suite (GPU)")
+    p.add_argument("suite", help="fmnist-gap, throughput, or a suite name (see `aidkd bench list`)")
     p.add_argument("--quick", action="store_true", help="fmnist-gap: 1 seed, short runs (about 20 min on 2 cores)")
     p.add_argument("--profile", help="fmnist-gap: full (default), quick (= --quick) or short (the first, 5-epoch "
                    "setting, kept as a record)")
@@ -14,6 +14,14 @@ def register(sub) -> None:
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished jobs")
     p.add_argument("--seeds", type=int, default=1, help="suites: seeds per run")
     p.add_argument("--filter", help="suites: run only entries whose name contains this")
+    p.add_argument("--rounds", type=int, default=3, help="throughput: interleaved rounds (at least 3)")
+    p.add_argument("--steps", type=int, default=10, help="throughput: timed steps per variant and round")
+    p.add_argument("--device", default="cpu", help="throughput: cpu, cuda, or cpu,cuda")
+    p.add_argument("--full-run", action="store_true", help="throughput: instead, time a whole 240-epoch "
+                   "resnet32x4 -> resnet8x4 KD run extrapolated from --epochs real epochs")
+    p.add_argument("--epochs", type=int, default=2, help="throughput --full-run: epochs actually run")
+    p.add_argument("--num-train", type=int, default=50000, help="throughput --full-run: training images")
+    p.add_argument("--note", default="", help="throughput: a sentence for the report (e.g. the machine)")
     p.add_argument("overrides", nargs="*", help="suites: config overrides applied to every run, e.g. train.epochs=2")
     p.set_defaults(func=cmd_bench)
 
@@ -30,6 +38,16 @@ def cmd_bench(args) -> int:
         out = run_benchmark(profile, out=args.out, workers=args.workers, report=args.report,
                             only_report=args.report_only)
         print(f"report written to {out}")
+        return 0
+    if args.suite == "throughput":
+        from .throughput import run_full_run, run_throughput
+
+        if args.full_run:
+            run_full_run(device=args.device, measured_epochs=args.epochs, num_train=args.num_train,
+                         report=args.report, note=args.note)
+        else:
+            run_throughput(rounds=args.rounds, steps=args.steps, devices=tuple(args.device.split(",")),
+                           report=args.report, note=args.note)
         return 0
     from .suites import run_suite
 

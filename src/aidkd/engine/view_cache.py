@@ -233,7 +233,8 @@ def load_or_build(teacher: nn.Module, weights: nn.Module, loader, spec: CacheSpe
                             "(teacher.cache=sampled)")
         table = stored_view_table(images.shape[0], spec)
         t0 = time.perf_counter()
-        tensors = build_view_logits(teacher, images, loader.mean, loader.std, table, spec, device)
+        tensors = build_view_logits(teacher, images, loader.mean, loader.std, table, spec, device,
+                                    batch_size=4096 if device.type == "cuda" else 512)
         took = time.perf_counter() - t0
         rate = table.numel() / max(took, 1e-9)
         save_checkpoint({"format": FORMAT, "spec": asdict(spec), "num_classes": num_classes,
