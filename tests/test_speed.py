@@ -21,7 +21,7 @@ from aidkd.engine.view_cache import (
     stored_view_table,
 )
 from aidkd.errors import UserError
-from aidkd.methods import Batch, MethodContext, build_method
+from aidkd.methods import MethodContext, build_method
 from aidkd.models import create_model
 
 
@@ -100,7 +100,10 @@ def test_every_view_equals_torchvision_functional_crop_and_flip():
     assert len({tuple(g.flatten().tolist()) for g in got[:20]}) == 20  # distinct views are distinct images
 
 
-def _loader(n=40, c=1, hw=8, augment=TensorAugment(2, True), batch=16, seed=3):
+PAD2_FLIP = TensorAugment(2, True)
+
+
+def _loader(n=40, c=1, hw=8, augment=PAD2_FLIP, batch=16, seed=3):
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n, c, hw, hw), dtype=torch.uint8, generator=g)
     y = torch.arange(n) % 4
@@ -228,7 +231,7 @@ def test_training_with_the_view_cache_is_training_with_the_teacher(run_cfg, teac
     assert stored["tensors"]["logits"].shape == (1437, 9, 10)  # digits' training split; crop padding 1, no flip
     assert stored["tensors"]["logits"].dtype == torch.float16 and stored["build_img_per_s"] > 0
     rec = lambda s: [json.loads(l) for l in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    for a, b in zip(rec(plain), rec(cached)):
+    for a, b in zip(rec(plain), rec(cached), strict=True):
         assert abs(a["train.loss"] - b["train.loss"]) < 2e-3 * a["train.loss"]
     assert abs(plain["last_test_acc"] - cached["last_test_acc"]) <= 1.0
     assert cached["last_test_acc"] > 30  # chance is 10%

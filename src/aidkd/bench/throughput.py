@@ -275,7 +275,7 @@ def summary(rates: list[float]) -> tuple[float, float, float]:
 
 def ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """The ratio of medians, and the range of the per-round ratios (rounds are interleaved)."""
-    per_round = [x / y for x, y in zip(a, b)]
+    per_round = [x / y for x, y in zip(a, b, strict=True)]
     return statistics.median(a) / statistics.median(b), min(per_round), max(per_round)
 
 
