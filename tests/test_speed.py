@@ -178,6 +178,28 @@ def test_cached_and_uncached_kd_give_the_same_loss(mode):
     assert torch.equal(cached(batch.images, batch.index, None), teacher(batch.images))
 
 
+@pytest.mark.parametrize("method,params", [("kd", {"logit_standardization": True}), ("dkd", {}), ("dist", {}),
+                                           ("ctkd", {}), ("mlkd", {"randaug_ops": 1})])
+def test_every_logit_method_gives_the_same_losses_from_the_cache(method, params):
+    ld = _loader()
+    teacher = _teacher()
+    spec = CacheSpec("views", 2, True)
+    table = stored_view_table(40, spec)
+    cached = ViewCachedTeacher(ViewStore(build_view_logits(teacher, ld.images, ld.mean, ld.std, table, spec,
+                                                           torch.device("cpu")), table, spec, 4), teacher)
+    batch = next(iter(ld))
+    ctx = MethodContext(num_classes=4, input_size=(1, 8, 8), mean=(0.5,), std=(0.25,), epochs=2, steps_per_epoch=3)
+    out = []
+    for t in (teacher, cached):
+        torch.manual_seed(1)
+        m = build_method(method, create_model("cnn_tiny", num_classes=4, in_chans=1, input_hw=8), t, params, ctx)
+        torch.manual_seed(2)  # MLKD's strong view is random: the same draw for both
+        out.append(m(batch, 1)[1])
+    assert out[0].keys() == out[1].keys()
+    for k in out[0]:
+        assert torch.allclose(out[0][k], out[1][k], rtol=3e-3, atol=1e-5), k
+
+
 def test_topk_storage_keeps_the_top_logits_and_serves_the_rest_at_their_mean():
     ld = _loader()
     teacher = _teacher()
