@@ -333,3 +333,14 @@ def test_throughput_benchmark_measures_every_variant_and_writes_its_report(tmp_p
     rows = full_run_estimate("cnn_tiny", "cnn_tiny", device="cpu", measured_epochs=1, total_epochs=240,
                              num_train=128, num_test=64, caches=("off",), log=lambda *a: None)
     assert rows[0]["estimate_s"] == pytest.approx(rows[0]["setup_s"] + 240 * rows[0]["epoch_s"])
+
+
+def test_throughput_command_refuses_bad_options_in_one_line(capsys):
+    from aidkd.cli import main
+
+    assert main(["bench", "throughput", "--rounds", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--rounds 2" in err[0]
+    if not torch.cuda.is_available():
+        assert main(["bench", "throughput", "--full-run", "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
