@@ -316,7 +316,7 @@ def test_folded_teacher_gives_the_same_logits(name):
 
 # ------------------------------------------------------------------------------------------- the benchmark
 def test_throughput_benchmark_measures_every_variant_and_writes_its_report(tmp_path):
-    from aidkd.bench.throughput import full_run_estimate, run_throughput
+    from aidkd.bench.throughput import full_run_estimate, run_lean_choices, run_throughput
 
     report = tmp_path / "throughput.md"
     (r,) = run_throughput(rounds=3, steps=1, pairs=(("cnn_tiny", "cnn_tiny"),), num_train=128, cache_images=64,
@@ -330,6 +330,10 @@ def test_throughput_benchmark_measures_every_variant_and_writes_its_report(tmp_p
     assert "Command: `aidkd bench throughput" in text and "| cnn_tiny -> cnn_tiny | cpu |" in text
     with pytest.raises(UserError, match="at least 3 rounds"):
         run_throughput(rounds=2)
+    lean = run_lean_choices(rounds=3, steps=1, pairs=(("cnn_tiny", "cnn_tiny"),), report=tmp_path / "lean.md",
+                            log=lambda *a: None)["cnn_tiny -> cnn_tiny"]
+    assert lean["teacher no_grad"][1][0] == 1.0 and lean["teacher folded"][0][0] > 0
+    assert "| cnn_tiny -> cnn_tiny |" in (tmp_path / "lean.md").read_text()
     rows = full_run_estimate("cnn_tiny", "cnn_tiny", device="cpu", measured_epochs=1, total_epochs=240,
                              num_train=128, num_test=64, caches=("off",), log=lambda *a: None)
     assert rows[0]["estimate_s"] == pytest.approx(rows[0]["setup_s"] + 240 * rows[0]["epoch_s"])

@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="throughput: cpu, cuda, or cpu,cuda")
     p.add_argument("--full-run", action="store_true", help="throughput: instead, time a whole 240-epoch "
                    "resnet32x4 -> resnet8x4 KD run extrapolated from --epochs real epochs")
+    p.add_argument("--lean-only", action="store_true", help="throughput: instead, measure only the lean "
+                   "teacher's choices (folding, inference mode, channels_last) in many short rounds")
     p.add_argument("--epochs", type=int, default=2, help="throughput --full-run: epochs actually run")
     p.add_argument("--num-train", type=int, default=50000, help="throughput --full-run: training images")
     p.add_argument("--note", default="", help="throughput: a sentence for the report (e.g. the machine)")
@@ -40,9 +42,12 @@ def cmd_bench(args) -> int:
         print(f"report written to {out}")
         return 0
     if args.suite == "throughput":
-        from .throughput import run_full_run, run_throughput
+        from .throughput import run_full_run, run_lean_choices, run_throughput
 
-        if args.full_run:
+        if args.lean_only:
+            run_lean_choices(rounds=args.rounds, steps=args.steps, device=args.device, report=args.report,
+                             note=args.note)
+        elif args.full_run:
             run_full_run(device=args.device, measured_epochs=args.epochs, num_train=args.num_train,
                          report=args.report, note=args.note)
         else:

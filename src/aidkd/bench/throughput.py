@@ -470,6 +470,43 @@ def run_full_run(device: str = "cuda", measured_epochs: int = 2, num_train: int 
     return rows
 
 
+def run_lean_choices(rounds: int = 15, steps: int = 1, device: str = "cpu", pairs=PAIRS,
+                     report: str | Path | None = None, note: str = "", log=print) -> dict:
+    """The lean teacher's choices alone (:func:`teacher_option_variants`), in many short interleaved rounds, each
+    as a ratio per round against the plain variant (``teacher no_grad``, ``student NCHW``): ratios of
+    neighbouring timings are what a contended machine still measures well."""
+    from ..errors import UserError
+
+    if rounds < 3:
+        raise UserError(f"--rounds {rounds}: at least 3 rounds are needed for a median and a spread")
+    dev = torch.device(device)
+    out: dict = {}
+    for t, s in pairs:
+        vs = teacher_option_variants(t, s, dev)
+        interleave(vs, rounds, steps, dev, log=lambda *a: None)
+        r = {v.name: v.rates for v in vs}
+        out[f"{t} -> {s}"] = {k: (summary(v), ratio(v, r["teacher no_grad" if k.startswith("teacher") else
+                                                          "student NCHW"])) for k, v in r.items()}
+        for k, (rate, rel) in out[f"{t} -> {s}"].items():
+            log(f"{t} -> {s}  {k:32s} {rate[0]:7.1f} img/s  x{rel[0]:.2f} ({rel[1]:.2f}-{rel[2]:.2f})")
+    if report is not None:
+        from ..engine.checkpoint import atomic_write_text
+
+        names = list(next(iter(out.values())))
+        lines = ["# The lean teacher's choices, one by one", "", f"Command: `{_command()}`", "",
+                 f"{rounds} interleaved rounds of {steps} step(s) of batch {BATCH} (32x32, {NUM_CLASSES} classes) on "
+                 f"{device}, in-memory batches; median images/s, and in brackets the median (range) over rounds of "
+                 f"the ratio to the plain variant of the same round; torch {torch.__version__}, "
+                 f"{torch.get_num_threads()} intra-op threads. {note}", "",
+                 "| pair | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for pair, row in out.items():
+            lines.append(f"| {pair} | " + " | ".join(f"{rate[0]:.1f} (x{rel[0]:.2f}, {rel[1]:.2f}-{rel[2]:.2f})"
+                                                      for rate, rel in row.values()) + " |")
+        atomic_write_text(report, "\n".join(lines) + "\n")
+        log(f"report written to {report}")
+    return out
+
+
 def _command() -> str:
     """The command line that is running, as ``aidkd ...``."""
     if sys.argv[1:3] == ["bench", "throughput"]:
