@@ -4,7 +4,8 @@ For each teacher -> student pair (batch 64, 32x32 inputs, 100 classes) it measur
 (a, b, c, d, a, b, c, d, ...), the median and range over rounds of:
 
 * (a) aidkd's default path: the in-memory loader with device-side crop + flip, the lean (batch-norm-folded)
-  frozen teacher, KD, one SGD step, as the engine's training loop runs it (bf16 autocast on CUDA);
+  frozen teacher, KD, one SGD step, as the engine's training loop runs it by default (channels_last; bf16
+  autocast on CUDA);
 * (b) the same with the view-exact teacher cache (``teacher.cache=views``): the teacher's logits gathered
   for the sampled view. The cache is built for a small subset (``--cache-images``) because replay speed does
   not depend on how many views are stored; its build rate (teacher images per second) is reported
@@ -12,7 +13,7 @@ For each teacher -> student pair (batch 64, 32x32 inputs, 100 classes) it measur
 * (c) the loop of the common KD codebases: torchvision's ``CIFAR100`` dataset on files in the real format
   (written by the benchmark into a temporary folder), PIL transforms (RandomCrop(32, 4), RandomHorizontalFlip,
   ToTensor, Normalize), a ``DataLoader`` with 2 workers, the teacher under ``no_grad`` in fp32;
-* (d) the student-only step (CE, no teacher): the limit a perfect cache approaches.
+* (d) the student-only step (CE, no teacher, channels_last): the limit a perfect cache approaches.
 
 It prints a/c, b/c and b/d and the peak memory, and writes a Markdown report with the command. The data
 are random images (speed does not depend on their content); the models are randomly initialised.
@@ -20,6 +21,7 @@ are random images (speed does not depend on their content); the models are rando
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pickle
 import resource
@@ -104,11 +106,15 @@ def _engine_variant(name: str, root: Path, teacher_name: str, student_name: str,
     ctx = MethodContext(num_classes=NUM_CLASSES, input_size=(3, 32, 32), num_train=data.spec.num_train,
                         mean=tuple(data.spec.mean), std=tuple(data.spec.std))
     method = build_method("kd", student, served, {}, ctx).to(device).train()
+    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format  # as the engine does
+    method.to(memory_format=fmt)
+    served.to(memory_format=fmt)
     opt = torch.optim.SGD(method.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     it = _forever(data.train)
 
     def step():
         batch = next(it)
+        batch = dataclasses.replace(batch, images=batch.images.contiguous(memory_format=fmt))
         with autocast(device, dtype):
             _, losses = method(batch, 0)
         loss = sum(losses.values())
@@ -188,13 +194,14 @@ def _student_variant(root: Path, student_name: str, device: torch.device) -> Var
     dtype = torch.bfloat16 if device.type == "cuda" else None
     torch.manual_seed(0)
     student = create_model(student_name, num_classes=NUM_CLASSES, in_chans=3, input_hw=32).to(device).train()
+    student.to(memory_format=torch.channels_last)  # the engine's default format
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     it = _forever(data.train)
 
     def step():
         batch = next(it)
         with autocast(device, dtype):
-            loss = F.cross_entropy(student(batch.images), batch.labels)
+            loss = F.cross_entropy(student(batch.images.contiguous(memory_format=torch.channels_last)), batch.labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -391,7 +398,7 @@ def render(reports: list[dict], command: str, rounds: int, steps: int, note: str
              f"randomly initialised models; {rounds} interleaved rounds (a, b, c, d, a, ...) of {steps} timed steps "
              f"each; median (range over rounds) in images per second; torch {torch.__version__}, "
              f"{torch.get_num_threads()} intra-op threads. {note}", "",
-             "(a) aidkd's default path (in-memory loader, device-side crop + flip, batch-norm-folded teacher); "
+             "(a) aidkd's default path (in-memory loader, device-side crop + flip, batch-norm-folded teacher, channels_last); "
              "(b) aidkd with the view-exact teacher cache (`teacher.cache=views`); (c) the common KD codebases' "
              "loop (torchvision dataset, PIL transforms, DataLoader with 2 workers, teacher under no_grad, fp32); "
              "(d) the student-only step.", "",
