@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
 
@@ -52,6 +52,11 @@ class ModelConfig(_Section):
 
 
 class TeacherConfig(_Section):
+    """What the teacher is: ``kind: model`` (an architecture ``name`` with ``checkpoint`` or ``pretrained``
+    weights), ``logits`` (``checkpoint``: a file of per-sample training logits, written by a logits stage) or
+    ``targets`` (``checkpoint``: an AID projection teacher's per-sample targets)."""
+
+    kind: Literal["model", "logits", "targets"] = "model"
     name: Optional[str] = None
     checkpoint: Optional[str] = None
     pretrained: bool = False
@@ -68,6 +73,15 @@ class TeacherConfig(_Section):
     @classmethod
     def _cache_bool(cls, v):  # true/false (and YAML's on/off) from older configs: the exact cache or none
         return {True: "views", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _kind_needs_file(self):
+        if self.kind != "model":
+            if not self.checkpoint:
+                raise ValueError(f"teacher.kind: {self.kind} serves a file: set teacher.checkpoint to it")
+            if self.cache != "off" or self.pretrained:
+                raise ValueError(f"teacher.cache / teacher.pretrained apply to teacher.kind: model, not {self.kind}")
+        return self
 
 
 class MethodConfig(_Section):
@@ -150,6 +164,14 @@ class RunConfig(_Section):
         d = self.model_dump(mode="json")
         d.pop("output", None)
         d["train"].pop("progress", None)
+        if d["teacher"]["kind"] == "model":  # the default kind: fingerprints of runs from before it are unchanged
+            d["teacher"].pop("kind")
+        t = d["teacher"]  # the view-cache options at their defaults, and the budget, leave the fingerprint as before
+        t["cache"] = {"off": False, "views": True}.get(t["cache"], t["cache"])
+        for key, default in (("cache_views", 8), ("cache_topk", None), ("lean", True)):
+            if t[key] == default:
+                t.pop(key)
+        t.pop("cache_budget_gb")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

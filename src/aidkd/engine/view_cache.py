@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from ..data.augment import TensorAugment, apply_views, to_float_normalized, uint8_affine
 from ..errors import UserError
+from .teacher_cache import IndexedTeacher
 
 FORMAT = "aidkd-view-cache-v1"
 SAMPLED_SEED = 0  # the draw of the stored views in sampled mode (part of the fingerprint)
@@ -164,12 +165,11 @@ class ViewStore:
         return z.scatter_(1, self.tensors["topk_classes"][index, j].long(), self.tensors["topk_values"][index, j].float())
 
 
-class ViewCachedTeacher(nn.Module):
+class ViewCachedTeacher(IndexedTeacher):
     """A teacher served from a :class:`ViewStore`: ``forward(images, index, view)`` gathers the stored logits of
     those samples' views. Images that are no view of the training split (``view=None``, e.g. MLKD's strong
     view) go through the teacher model itself. It has no features: feature-based methods are refused."""
 
-    indexed = True
     per_view = True
 
     def __init__(self, store: ViewStore, model: nn.Module, source: str = "teacher"):
@@ -178,14 +178,20 @@ class ViewCachedTeacher(nn.Module):
         object.__setattr__(self, "model", model)  # the frozen teacher, for images outside the cache
         self.source = source
 
-    def forward(self, images: Tensor, index: Tensor, view: Optional[Tensor] = None) -> Tensor:
+    @property
+    def num_samples(self) -> int:
+        return next(iter(self.store.tensors.values())).shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return self.store.num_classes
+
+    def forward(self, images: Tensor, index: Tensor | None, view: Optional[Tensor] = None) -> Tensor:
         if view is None:
             return self.model(images)
+        if index is None:
+            raise UserError(f"the teacher serves per-view outputs ({self.source}) and needs sample indices")
         return self.store.gather(index, view).to(images.device)
-
-    def forward_features(self, images: Tensor):
-        raise UserError(f"this method needs the teacher's features, but the teacher is served from a logit cache "
-                        f"({self.source}); set teacher.cache=off")
 
 
 # ------------------------------------------------------------------------------------------------ file layer
