@@ -247,11 +247,13 @@ def test_training_with_the_view_cache_is_training_with_the_teacher(run_cfg, teac
 
     plain = train(kd("off", "plain"))
     cached = train(kd("views", "cached"))
-    files = list(cache_root().glob("*.pt"))
+    files = list(cache_root().glob("*/views.pt"))
     assert len(files) == 1 and str(cache_root()).startswith(str(tmp_path.parent))  # conftest's cache folder
     stored = load_checkpoint(files[0])
     assert stored["tensors"]["logits"].shape == (1437, 9, 10)  # digits' training split; crop padding 1, no flip
-    assert stored["tensors"]["logits"].dtype == torch.float16 and stored["build_img_per_s"] > 0
+    assert stored["tensors"]["logits"].dtype == torch.float16
+    record = json.loads((files[0].parent / "stage.json").read_text())  # a stage of the stage layer
+    assert record["kind"] == "teacher-views" and record["result"]["build_img_per_s"] > 0
     rec = lambda s: [json.loads(l) for l in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     for a, b in zip(rec(plain), rec(cached), strict=True):
         assert abs(a["train.loss"] - b["train.loss"]) < 2e-3 * a["train.loss"]
@@ -262,7 +264,7 @@ def test_training_with_the_view_cache_is_training_with_the_teacher(run_cfg, teac
     d = kd("views", "seed1").model_dump()
     d["train"]["seed"] = 1
     train(config_from_dict(d))
-    assert list(cache_root().glob("*.pt")) == files and files[0].stat().st_mtime_ns == mtime
+    assert list(cache_root().glob("*/views.pt")) == files and files[0].stat().st_mtime_ns == mtime
 
 
 
@@ -273,7 +275,7 @@ def test_cache_refusals_are_one_line(run_cfg, teacher_ckpt):
     big = dict(base, teacher={**base["teacher"], "cache_budget_gb": 1e-6})
     with pytest.raises(UserError, match=r"needs 259 kB, over teacher.cache_budget_gb=1e-06"):
         train(config_from_dict(run_cfg(method={"name": "kd"}, **big)))
-    assert list(cache_root().glob("*.pt")) == []
+    assert list(cache_root().glob("*/views.pt")) == []
     with pytest.raises(UserError, match="data.augment is off"):
         train(config_from_dict(run_cfg(method={"name": "kd"}, data={"augment": False},
                                        teacher={**base["teacher"], "cache": "sampled"})))

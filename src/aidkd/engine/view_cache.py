@@ -15,7 +15,8 @@ Logits are stored in fp16, or as the top-``k`` logits (fp16 values, int16 classe
 others (an approximation; the rest of the classes are served at that mean). The storage cost is printed before
 the build starts, and a build beyond ``teacher.cache_budget_gb`` is refused with the number.
 
-A cache is one file ``<root>/<fingerprint>.pt`` under ``$AIDKD_CACHE`` (default ``~/.cache/aidkd/teacher_views``),
+A cache is a stage of kind ``teacher-views`` (:mod:`aidkd.stages`): a folder ``teacher-views-<fingerprint>``
+holding ``views.pt`` and the stage record, under ``$AIDKD_CACHE`` (default ``~/.cache/aidkd/teacher_views``),
 outside any run folder. The fingerprint covers the teacher's weights (their content, so an adapted teacher gets
 its own cache), the training split's images and labels, the normalisation, the augmentation, the mode and the
 storage format, and the autocast dtype of the teacher's forward. Every run, seed and method with the same
@@ -217,40 +218,66 @@ def describe_cost(num_samples: int, spec: CacheSpec, num_classes: int) -> str:
             f"{s} teacher passes over the split ({s} epochs' worth of teacher forwards)")
 
 
-def load_or_build(teacher: nn.Module, weights: nn.Module, loader, spec: CacheSpec, num_classes: int,
-                  device: torch.device, budget_gb: float, source: str = "teacher", log=print,
-                  is_main: bool = True, wait=lambda: None) -> ViewCachedTeacher:
-    """The :class:`ViewCachedTeacher` of ``teacher`` over ``loader``'s training split: read from the cache
-    folder when a cache of the same fingerprint exists, else built (by the main process; the others ``wait``)
-    and written there atomically. ``weights`` is the module whose weights identify the teacher (the original
-    model when ``teacher`` is a lean wrapper of it). In sampled mode the loader is told to replay the stored
-    views."""
-    from .checkpoint import load_checkpoint, save_checkpoint
+def view_cache_stage(teacher: nn.Module, weights: nn.Module, loader, spec: CacheSpec, num_classes: int,
+                     device: torch.device, budget_gb: float, source: str = "teacher", log=print,
+                     is_main: bool = True, wait=lambda: None):
+    """The stage (``aidkd.stages``, kind ``teacher-views``, under :func:`cache_root`) that holds the view cache
+    of ``teacher`` over ``loader``'s training split: found finished when one of the same fingerprint exists,
+    else run by the main process (the others ``wait``, then find it). ``weights`` is the module whose weights
+    identify the teacher (the original model when ``teacher`` is a lean wrapper of it). Returns the
+    ``StageResult``; its ``views.pt`` holds the stored tensors."""
+    from ..stages import StageStore
+    from .checkpoint import save_checkpoint
 
     images, labels = loader.images, loader.labels
     fp = fingerprint(weights, images, labels, loader.mean, loader.std, spec)
-    path = cache_root() / f"{fp}.pt"
-    if not path.is_file() and is_main:
+    config = {"content": fp, "spec": asdict(spec), "num_classes": num_classes}
+    store = StageStore(cache_root(), verbose=False, reuse_only=not is_main)
+    found = StageStore(cache_root(), verbose=False, reuse_only=True).run("teacher-views", "teacher-views", config,
+                                                                          {}, None)
+    if found is None and is_main:
         need = storage_bytes(images.shape[0], spec.stored_views, num_classes, spec.topk)
         log(f"teacher view cache {fp}: {describe_cost(images.shape[0], spec, num_classes)}")
         if need > budget_gb * 1e9:
             raise UserError(f"the teacher view cache needs {human_bytes(need)}, over teacher.cache_budget_gb={budget_gb:g}; "
                             "raise the budget, store fewer classes (teacher.cache_topk=10) or fewer views "
                             "(teacher.cache=sampled)")
-        table = stored_view_table(images.shape[0], spec)
-        t0 = time.perf_counter()
-        tensors = build_view_logits(teacher, images, loader.mean, loader.std, table, spec, device,
-                                    batch_size=4096 if device.type == "cuda" else 512)
-        took = time.perf_counter() - t0
-        rate = table.numel() / max(took, 1e-9)
-        save_checkpoint({"format": FORMAT, "spec": asdict(spec), "num_classes": num_classes,
-                         "table": table if spec.mode == "sampled" else None, "tensors": tensors, "build_s": took, "build_img_per_s": rate, "source": source}, path)
-        log(f"teacher view cache {fp}: built in {took:.1f} s ({rate:.0f} teacher images/s), written to {path}")
+
+        def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
+            table = stored_view_table(images.shape[0], spec)
+            t0 = time.perf_counter()
+            tensors = build_view_logits(teacher, images, loader.mean, loader.std, table, spec, device,
+                                        batch_size=4096 if device.type == "cuda" else 512)
+            took = time.perf_counter() - t0
+            save_checkpoint({"format": FORMAT, "spec": asdict(spec), "num_classes": num_classes,
+                             "table": table if spec.mode == "sampled" else None, "tensors": tensors}, folder / "views.pt")
+            rate = table.numel() / max(took, 1e-9)
+            log(f"teacher view cache {fp}: built in {took:.1f} s ({rate:.0f} teacher images/s), in {folder}")
+            return {"checkpoint": "views.pt", "build_s": took, "build_img_per_s": rate, "source": source}, "ran"
+
+        found = store.run("teacher-views", "teacher-views", config, {}, run)
     wait()
+    if found is None:  # another process built it
+        found = store.run("teacher-views", "teacher-views", config, {}, None)
+    if found is None:
+        raise UserError(f"the teacher view cache {fp} was not built in {cache_root()}; rerun")
+    return found
+
+
+def load_or_build(teacher: nn.Module, weights: nn.Module, loader, spec: CacheSpec, num_classes: int,
+                  device: torch.device, budget_gb: float, source: str = "teacher", log=print,
+                  is_main: bool = True, wait=lambda: None) -> ViewCachedTeacher:
+    """The :class:`ViewCachedTeacher` of ``teacher`` over ``loader``'s training split, from its
+    :func:`view_cache_stage`. In sampled mode the loader is told to replay the stored views."""
+    from .checkpoint import load_checkpoint
+
+    stage = view_cache_stage(teacher, weights, loader, spec, num_classes, device, budget_gb, source, log, is_main,
+                             wait)
+    path = stage.checkpoint
     state = load_checkpoint(path)
     if state.get("format") != FORMAT:
-        raise UserError(f"{str(path)!r} is not an aidkd teacher view cache; delete it to rebuild")
+        raise UserError(f"{str(path)!r} is not an aidkd teacher view cache; delete its folder to rebuild")
     if spec.mode == "sampled":
         loader.replay_views(state["table"])
-    store = ViewStore(state["tensors"], state.get("table"), spec, num_classes, images.device)
-    return ViewCachedTeacher(store, teacher, source=f"{source}, cache {fp}")
+    store = ViewStore(state["tensors"], state.get("table"), spec, num_classes, loader.images.device)
+    return ViewCachedTeacher(store, teacher, source=f"{source}, cache {stage.fingerprint[:10]}")
