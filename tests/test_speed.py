@@ -350,3 +350,19 @@ def test_throughput_command_refuses_bad_options_in_one_line(capsys):
     if not torch.cuda.is_available():
         assert main(["bench", "throughput", "--full-run", "--device", "cuda"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_pipeline_reports_the_adaptation_as_a_fraction_of_a_distillation():
+    from aidkd.aid.pipeline import pipeline_config_from_dict
+    from aidkd.aid.pipeline.results import adaptation_cost
+    from aidkd.stages import StageResult
+
+    cfg = pipeline_config_from_dict({"base": {"data": {"name": "digits"}}, "teacher": {"name": "cnn_small"},
+                                     "student": {"name": "cnn_tiny"}, "seeds": [0, 1],
+                                     "methods": [{"name": "kd"}, {"name": "dkd"}]})
+    st = lambda n, t: StageResult(n, "train", None, "ran", "f", {}, t)  # noqa: E731
+    stages = {"adapt": st("adapt", 6.0), "aid-kd-s0": st("aid-kd-s0", 50.0), "aid-kd-s1": st("aid-kd-s1", 70.0),
+              "aid-dkd-s0": st("aid-dkd-s0", 60.0), "aid-dkd-s1": st("aid-dkd-s1", 60.0), "kd-s0": st("kd-s0", 999.0)}
+    c = adaptation_cost(cfg, stages)
+    assert c == {"adapt_s": 6.0, "distill_s": 60.0, "fraction": pytest.approx(0.1)}
+    assert adaptation_cost(cfg, {"aid-kd-s0": st("aid-kd-s0", 50.0)})["fraction"] is None

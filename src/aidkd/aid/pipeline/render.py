@@ -42,6 +42,10 @@ def results_markdown(r: dict) -> str:
         + (f", beta {a['beta']:.3f}" if a.get("beta") is not None else "")
         + f". Reference S_ref: {r['reference']['kind']} (top-1 {_num(r['reference']['acc'], 2)}%).",
     ]
+    c = r.get("adaptation_cost") or {}
+    if c.get("fraction") is not None:
+        lines += ["", f"AID's cost: the adaptation took {c['adapt_s']:.1f} s, {100 * c['fraction']:.1f}% of one "
+                      f"distillation from the adapted teacher ({c['distill_s']:.1f} s on average)."]
     if t["acc_split"] != "test" and t.get("test_acc") is not None:
         lines += ["", f"T0 test top-1: {t['test_acc']:.2f}% (the projection teacher serves the training split only)."]
     if t.get("acc_warning"):
