@@ -25,10 +25,15 @@ def register(sub) -> None:
     p.add_argument("--num-train", type=int, default=50000, help="throughput --full-run: training images")
     p.add_argument("--note", default="", help="throughput: a sentence for the report (e.g. the machine)")
     p.add_argument("overrides", nargs="*", help="config overrides applied to every run, e.g. train.epochs=2")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
+    if args.quiet:
+        from ..progress import set_quiet
+
+        set_quiet()
     if args.suite == "throughput":
         from .throughput import run_full_run, run_lean_choices, run_throughput
 
