@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ..data.augment import TensorAugment, apply_views, to_float_normalized, uint8_affine
 from ..errors import UserError
+from ..progress import progress_enabled, track_images
 from .teacher_cache import IndexedTeacher
 
 FORMAT = "aidkd-view-cache-v1"
@@ -100,10 +101,10 @@ def fingerprint(teacher: nn.Module, images: Tensor, labels: Tensor, mean, std, s
 
 @torch.no_grad()
 def build_view_logits(teacher: nn.Module, images: Tensor, mean, std, table: Tensor, spec: CacheSpec,
-                      device: torch.device, batch_size: int = 512, progress=None) -> dict[str, Tensor]:
+                      device: torch.device, batch_size: int = 512) -> dict[str, Tensor]:
     """Run ``teacher`` on view ``table[i, j]`` of every image ``i`` for every slot ``j``; return the stored
     tensors: ``logits`` ``(N, S, C)`` fp16, or ``topk_values`` / ``topk_classes`` ``(N, S, k)`` and
-    ``rest_mean`` ``(N, S)``. ``progress(done, total)`` is called after each batch."""
+    ``rest_mean`` ``(N, S)``. A progress bar (:mod:`aidkd.progress`) shows the build where bars are on."""
     from .trainer import autocast
 
     n, s = table.shape
@@ -111,9 +112,8 @@ def build_view_logits(teacher: nn.Module, images: Tensor, mean, std, table: Tens
     affine = uint8_affine(mean, std, device)
     pairs = n * s
     out: dict[str, Tensor] = {}
-    for start in range(0, pairs, batch_size):
-        p = torch.arange(start, min(start + batch_size, pairs))
-        i, j = p // s, p % s
+    chunks = [(p // s, p % s) for p in torch.arange(pairs).split(batch_size)]
+    for i, j in track_images(chunks, "teacher view cache", progress_enabled()):
         x = images[i.to(images.device)].to(device)
         x = to_float_normalized(apply_views(x, table[i, j].to(device), spec.padding, spec.flip), affine=affine)
         with autocast(device, dtype):
@@ -134,8 +134,6 @@ def build_view_logits(teacher: nn.Module, images: Tensor, mean, std, table: Tens
             rest = (z.sum(1) - v.sum(1)) / max(z.shape[1] - v.shape[1], 1)
             out["topk_values"][i, j], out["topk_classes"][i, j] = v.half(), c_idx.to(torch.int16)
             out["rest_mean"][i, j] = rest.half()
-        if progress is not None:
-            progress(int(p[-1]) + 1, pairs)
     return out
 
 
