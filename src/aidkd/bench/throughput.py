@@ -126,9 +126,11 @@ def _engine_variant(name: str, root: Path, teacher_name: str, student_name: str,
 
 
 def _forever(loader):
+    """Batches of ``loader``, epoch after epoch (an aidkd loader is told each epoch; a DataLoader reshuffles)."""
     epoch = 0
     while True:
-        loader.set_epoch(epoch)
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
         yield from loader
         epoch += 1
 
@@ -162,7 +164,7 @@ def _baseline_variant(root: Path, teacher_name: str, student_name: str, device: 
     teacher = create_model(teacher_name, num_classes=NUM_CLASSES, in_chans=3, input_hw=32).to(device).eval()
     student = create_model(student_name, num_classes=NUM_CLASSES, in_chans=3, input_hw=32).to(device).train()
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    it = _forever_dl(loader)
+    it = _forever(loader)
 
     def step():
         x, y = next(it)
@@ -176,11 +178,6 @@ def _baseline_variant(root: Path, teacher_name: str, student_name: str, device: 
         opt.step()
 
     return Variant("c", step)
-
-
-def _forever_dl(loader):
-    while True:
-        yield from loader
 
 
 def _student_variant(root: Path, student_name: str, device: torch.device) -> Variant:
