@@ -311,7 +311,7 @@ def _write_suite_report(suite: str, rows, aid_rows, report: str) -> int:
             pubs = dict(zip(_COLS, CIFAR_PUBLISHED.get(pair, [None] * len(_COLS))))
             for m in res["methods"]:
                 b, a, g = m["baseline"]["best_stats"], m["aid"]["best_stats"], m["gain_best"]
-                fmt = lambda st: "-" if st["mean"] is None else f"{st['mean']:.2f} +- {st['std']:.2f}"  # noqa: E731
+                fmt = lambda st: "-" if st["mean"] is None else f"{st['mean']:.2f} +- {st['std']:.2f}"
                 lines.append(f"| {pair} | {m['name']} | {pubs.get(m['name']) or '-'} | {fmt(b)} | {fmt(a)} | {fmt(g)} |")
     Path(report).parent.mkdir(parents=True, exist_ok=True)
     Path(report).write_text("\n".join(lines) + "\n")
