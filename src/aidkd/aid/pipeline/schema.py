@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import (
     BaseModel,
