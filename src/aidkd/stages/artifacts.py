@@ -18,9 +18,9 @@ def load_model(path: str | Path, spec, arch: str | None = None, kwargs: dict | N
     An aidkd checkpoint names its architecture and options; ``arch`` overrides them and is needed for a
     published state dict. A projection teacher's file (:class:`~aidkd.aid.project.TargetTeacher`) is loaded as
     such (it serves the training split only)."""
+    from ..aid.project import TargetTeacher
     from ..models import create_model, load_weights
     from ..models.checkpoint import read_checkpoint
-    from ..aid.project import TargetTeacher
 
     obj = read_checkpoint(path)
     if isinstance(obj, dict) and "log_targets" in obj and "temperature" in obj:

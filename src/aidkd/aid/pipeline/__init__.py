@@ -27,10 +27,26 @@ from ...engine.checkpoint import atomic_write_json, atomic_write_text
 from ...stages import StageStore, json_safe
 from .render import results_markdown
 from .results import collect_results
-from .schema import (NEEDS_TEACHER_MODEL, MethodSpec, PipelineBase, PipelineConfig, StudentSpec, TeacherSpec,
-                     load_pipeline_config, pipeline_config_from_dict)
-from .stages import (AdaptResult, adapt, adapt_stage, distill_stage, online_stage, reference_stage, teacher_stage,
-                     vanilla_stage)
+from .schema import (
+    NEEDS_TEACHER_MODEL,
+    MethodSpec,
+    PipelineBase,
+    PipelineConfig,
+    StudentSpec,
+    TeacherSpec,
+    load_pipeline_config,
+    pipeline_config_from_dict,
+)
+from .stages import (
+    AdaptResult,
+    adapt,
+    adapt_stage,
+    distill_stage,
+    online_stage,
+    reference_stage,
+    teacher_stage,
+    vanilla_stage,
+)
 
 
 def _store(cfg: PipelineConfig, overwrite: bool, verbose: bool) -> StageStore:

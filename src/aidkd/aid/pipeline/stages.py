@@ -60,7 +60,11 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
         from ...engine.trainer import evaluate, resolve_device, seed_everything
         from ...errors import UserError
         from ...stages import json_safe
-        from ...stages.artifacts import load_model, save_model_checkpoint, save_target_teacher
+        from ...stages.artifacts import (
+            load_model,
+            save_model_checkpoint,
+            save_target_teacher,
+        )
         from ..adapt import adapt_teacher
 
         dev = resolve_device(device)
