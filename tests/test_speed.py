@@ -12,12 +12,25 @@ import torchvision.transforms.functional as TF
 
 from aidkd.config import config_from_dict
 from aidkd.data import TensorAugment, TensorLoader
-from aidkd.data.augment import apply_views, decode_views, draw_views, encode_views, normalize, num_views
+from aidkd.data.augment import (
+    apply_views,
+    decode_views,
+    draw_views,
+    encode_views,
+    normalize,
+    num_views,
+)
 from aidkd.engine import train
 from aidkd.engine.checkpoint import load_checkpoint
 from aidkd.engine.frozen_teacher import LeanTeacher, fold_batchnorm
 from aidkd.engine.view_cache import (
-    CacheSpec, ViewCachedTeacher, ViewStore, build_view_logits, cache_root, fingerprint, storage_bytes,
+    CacheSpec,
+    ViewCachedTeacher,
+    ViewStore,
+    build_view_logits,
+    cache_root,
+    fingerprint,
+    storage_bytes,
     stored_view_table,
 )
 from aidkd.errors import UserError
@@ -254,7 +267,7 @@ def test_training_with_the_view_cache_is_training_with_the_teacher(run_cfg, teac
     assert stored["tensors"]["logits"].dtype == torch.float16
     record = json.loads((files[0].parent / "stage.json").read_text())  # a stage of the stage layer
     assert record["kind"] == "teacher-views" and record["result"]["build_img_per_s"] > 0
-    rec = lambda s: [json.loads(l) for l in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    rec = lambda s: [json.loads(l) for l in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(rec(plain), rec(cached), strict=True):
         assert abs(a["train.loss"] - b["train.loss"]) < 2e-3 * a["train.loss"]
     assert abs(plain["last_test_acc"] - cached["last_test_acc"]) <= 1.0
@@ -304,7 +317,7 @@ def test_folded_teacher_gives_the_same_logits(name):
     got = lean(x)
     assert got.shape == ref.shape and not got.is_inference()
     assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
-    bns = lambda mod: sum(isinstance(q, torch.nn.BatchNorm2d) for q in mod.modules())  # noqa: E731
+    bns = lambda mod: sum(isinstance(q, torch.nn.BatchNorm2d) for q in mod.modules())
     if name in ("ShuffleV2", "vgg8"):  # shape-dependent Python control flow: not traceable, served unfolded
         assert not lean.folded and lean.not_folded_reason
     else:
@@ -318,7 +331,11 @@ def test_folded_teacher_gives_the_same_logits(name):
 
 # ------------------------------------------------------------------------------------------- the benchmark
 def test_throughput_benchmark_measures_every_variant_and_writes_its_report(tmp_path):
-    from aidkd.bench.throughput import full_run_estimate, run_lean_choices, run_throughput
+    from aidkd.bench.throughput import (
+        full_run_estimate,
+        run_lean_choices,
+        run_throughput,
+    )
 
     report = tmp_path / "throughput.md"
     (r,) = run_throughput(rounds=3, steps=1, pairs=(("cnn_tiny", "cnn_tiny"),), num_train=128, cache_images=64,
@@ -360,7 +377,7 @@ def test_pipeline_reports_the_adaptation_as_a_fraction_of_a_distillation():
     cfg = pipeline_config_from_dict({"base": {"data": {"name": "digits"}}, "teacher": {"name": "cnn_small"},
                                      "student": {"name": "cnn_tiny"}, "seeds": [0, 1],
                                      "methods": [{"name": "kd"}, {"name": "dkd"}]})
-    st = lambda n, t: StageResult(n, "train", None, "ran", "f", {}, t)  # noqa: E731
+    st = lambda n, t: StageResult(n, "train", None, "ran", "f", {}, t)
     stages = {"adapt": st("adapt", 6.0), "aid-kd-s0": st("aid-kd-s0", 50.0), "aid-kd-s1": st("aid-kd-s1", 70.0),
               "aid-dkd-s0": st("aid-dkd-s0", 60.0), "aid-dkd-s1": st("aid-dkd-s1", 60.0), "kd-s0": st("kd-s0", 999.0)}
     c = adaptation_cost(cfg, stages)

@@ -10,8 +10,8 @@ id (:func:`decode_views`), so a loader can record which view of each sample a ba
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -39,7 +39,7 @@ def uint8_affine(mean: Sequence[float], std: Sequence[float], device=None) -> tu
 
 
 def to_float_normalized(x: Tensor, mean: Sequence[float] = (), std: Sequence[float] = (),
-                        affine: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
+                        affine: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """``uint8`` images in 0..255 -> float32, normalised, in one fused multiply-add per channel (pass a cached
     ``affine = uint8_affine(mean, std, device)`` to skip building the constants)."""
     scale, bias = affine if affine is not None else uint8_affine(mean, std, x.device)
@@ -67,7 +67,7 @@ def encode_views(dy: Tensor, dx: Tensor, flipped: Tensor, padding: int, flip: bo
     return (dy * (2 * padding + 1) + dx) * nf + (flipped.long() if flip else 0)
 
 
-def draw_views(n: int, padding: int, flip: bool, generator: Optional[torch.Generator] = None,
+def draw_views(n: int, padding: int, flip: bool, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu") -> Tensor:
     """``n`` view ids, uniform over all views: the offsets ``dy``, ``dx`` each uniform on ``0..2p`` and the flip
     a fair coin, independently, as torchvision's ``RandomCrop(size, padding)`` + ``RandomHorizontalFlip()`` draw
@@ -90,7 +90,7 @@ def apply_views(x: Tensor, view: Tensor, padding: int, flip: bool, fill: float =
     return xp[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
 
 
-def random_crop(x: Tensor, padding: int, generator: Optional[torch.Generator] = None, fill: float = 0) -> Tensor:
+def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None, fill: float = 0) -> Tensor:
     """Random crop of the original size from the image padded by ``padding`` on each side with ``fill``
     (torchvision's ``RandomCrop(size, padding)``), one offset per image, as a single gather."""
     if padding <= 0:
@@ -98,7 +98,7 @@ def random_crop(x: Tensor, padding: int, generator: Optional[torch.Generator] = 
     return apply_views(x, draw_views(x.shape[0], padding, False, generator, x.device), padding, False, fill)
 
 
-def random_flip(x: Tensor, generator: Optional[torch.Generator] = None, p: float = 0.5) -> Tensor:
+def random_flip(x: Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> Tensor:
     """Horizontal flip of each image with probability ``p``."""
     mask = torch.rand(x.shape[0], device=x.device, generator=generator) < p
     return torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -120,13 +120,13 @@ class TensorAugment:
     def num_views(self) -> int:
         return num_views(self.crop_pad, self.flip)
 
-    def draw(self, n: int, generator: Optional[torch.Generator] = None, device: torch.device | str = "cpu") -> Tensor:
+    def draw(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
         return draw_views(n, self.crop_pad, self.flip, generator, device)
 
     def apply(self, x: Tensor, view: Tensor) -> Tensor:
         return apply_views(x, view, self.crop_pad, self.flip) if self.active else x
 
-    def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self.apply(x, self.draw(x.shape[0], generator, x.device))
 
     @property

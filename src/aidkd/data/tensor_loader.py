@@ -13,7 +13,7 @@ view. :meth:`TensorLoader.replay_views` restricts the draw to a fixed set of sto
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -48,11 +48,11 @@ class TensorLoader:
         std: Sequence[float],
         device: torch.device | str = "cpu",
         train: bool = True,
-        augment: Optional[TensorAugment] = None,
+        augment: TensorAugment | None = None,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        balanced: Optional[tuple[int, int]] = None,
+        balanced: tuple[int, int] | None = None,
         drop_last: bool = False,
     ):
         if images.dtype != torch.uint8 or images.dim() != 4:
@@ -71,7 +71,7 @@ class TensorLoader:
         self.balanced = tuple(balanced) if (balanced and train) else None
         self.drop_last = drop_last and train
         self.epoch = 0
-        self.view_table: Optional[Tensor] = None  # (N, K) view ids to draw from, per sample (replay_views)
+        self.view_table: Tensor | None = None  # (N, K) view ids to draw from, per sample (replay_views)
         self._pin = self.device.type == "cuda" and images.device.type == "cpu"
         self._affine = uint8_affine(self.mean, self.std, self.device)
         if self.balanced:
@@ -115,7 +115,7 @@ class TensorLoader:
         P, K = self.balanced  # type: ignore[misc]
         return class_balanced_batches(self.labels, P, K, g)
 
-    def batch_indices(self, epoch: Optional[int] = None) -> list[Tensor]:
+    def batch_indices(self, epoch: int | None = None) -> list[Tensor]:
         """The positions (CPU int64) of each batch this rank yields in ``epoch`` (default: the current one)."""
         epoch = self.epoch if epoch is None else epoch
         if self.balanced:
@@ -139,7 +139,7 @@ class TensorLoader:
             raise ValueError(f"view table of shape {tuple(table.shape)} does not fit a split of {self.dataset_size}")
         self.view_table = table.to(self.images.device, torch.long)
 
-    def _views(self, idx: Tensor, gen: Optional[torch.Generator]) -> Tensor:
+    def _views(self, idx: Tensor, gen: torch.Generator | None) -> Tensor:
         if self.augment is None:
             return torch.zeros(idx.shape[0], dtype=torch.long, device=idx.device)
         if self.view_table is None:
@@ -174,7 +174,7 @@ class TensorLoader:
                 view = view.to(self.device, non_blocking=True) if view is not None else None
             yield Batch(to_float_normalized(x, affine=self._affine), y, idx, view)
 
-    def as_eval(self, batch_size: Optional[int] = None) -> "TensorLoader":
+    def as_eval(self, batch_size: int | None = None) -> TensorLoader:
         """The same split as an evaluation loader: in order, sharded without padding, no augmentation (e.g. to
         compute per-sample teacher outputs over the training set)."""
         return TensorLoader(

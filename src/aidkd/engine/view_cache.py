@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -54,7 +54,7 @@ class CacheSpec:
     padding: int
     flip: bool
     views_per_image: int = 0  # sampled mode: K
-    topk: Optional[int] = None
+    topk: int | None = None
     dtype: str = "float32"
 
     @property
@@ -78,7 +78,7 @@ def stored_view_table(num_samples: int, spec: CacheSpec) -> Tensor:
     return torch.rand(num_samples, total, generator=g).argsort(dim=1)[:, : spec.stored_views].contiguous()
 
 
-def storage_bytes(num_samples: int, stored_views: int, num_classes: int, topk: Optional[int]) -> int:
+def storage_bytes(num_samples: int, stored_views: int, num_classes: int, topk: int | None) -> int:
     """Bytes of a cache: fp16 logits, or top-k fp16 values + int16 classes + one fp16 mean of the rest."""
     per_view = 2 * num_classes if topk is None else 4 * topk + 2
     return num_samples * stored_views * per_view
@@ -141,7 +141,7 @@ class ViewStore:
     """The stored logits and view table of one cache, on one device; :meth:`gather` serves ``(B, C)`` float32
     logits for samples ``index`` seen in views ``view``."""
 
-    def __init__(self, tensors: dict[str, Tensor], table: Optional[Tensor], spec: CacheSpec, num_classes: int,
+    def __init__(self, tensors: dict[str, Tensor], table: Tensor | None, spec: CacheSpec, num_classes: int,
                  device: torch.device | str = "cpu"):
         self.spec, self.num_classes = spec, num_classes
         self.tensors = {k: v.to(device) for k, v in tensors.items()}
@@ -185,7 +185,7 @@ class ViewCachedTeacher(IndexedTeacher):
     def num_classes(self) -> int:
         return self.store.num_classes
 
-    def forward(self, images: Tensor, index: Tensor | None, view: Optional[Tensor] = None) -> Tensor:
+    def forward(self, images: Tensor, index: Tensor | None, view: Tensor | None = None) -> Tensor:
         if view is None:
             return self.model(images)
         if index is None:
