@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from aidkd.aid import (
     AIDParams,
     TargetTeacher,
+    AIDObjective,
+    TeacherAdapter,
     adapt_teacher,
-    aid_loss,
     analyze,
     analyze_ladder,
     find_beta,
@@ -29,9 +30,9 @@ from aidkd.aid import (
     split_decomposition_from_logits,
 )
 from aidkd.aid.adapt import AIDReport, _warn_accuracy
-from aidkd.aid.project import group_log_means, inner_log_dist, tempered_inner_log_dist, weighted_inner_entropy
+from aidkd.aid.project import group_log_means, tempered_inner_log_dist, weighted_inner_entropy
 from aidkd.aid.split import SplitAccumulator
-from aidkd.losses.decomposition import kd_decomposition
+from aidkd.losses.decomposition import inner_class_log_dist, kd_decomposition
 from aidkd.methods import Batch, MethodContext, build_method
 from aidkd.models import create_model
 
@@ -261,7 +262,7 @@ def test_ipf_fixed_point_on_a_fitted_joint_is_stationary():
     zt, _, y = _proj_inputs(seed=3)
     log_p = torch.log_softmax(zt / 2.0, 1)
     c = zt.shape[1]
-    out, info = ipf_fit(group_log_means(log_p, y, c), inner_log_dist(log_p, y, c), y, n_iter=50)
+    out, info = ipf_fit(group_log_means(log_p, y, c), inner_class_log_dist(log_p, y, c), y, sinkhorn_iters=50)
     assert torch.allclose(out, log_p, atol=1e-9)  # the teacher's own joint is already fitted
 
 
@@ -440,16 +441,79 @@ def test_aid_loss_gradients_reach_the_adapting_teacher_only(digits, models):
     t0, ref = copy.deepcopy(models[0]), copy.deepcopy(models[1])
     for m in (t0, ref):
         for p in m.parameters():
-            p.requires_grad_(True)  # even when not frozen, aid_loss must not send gradients there
+            p.requires_grad_(True)  # even when not frozen, the objective must not send gradients there
     t = copy.deepcopy(t0)
     x, y = xtr[:80], ytr[:80]
     for ic_target in ("reference", "tempered"):
-        terms, info = aid_loss(t(x), t0(x), ref(x), y, ic_target=ic_target)
-        assert set(terms) == {"ce", "ic", "cs"}
-        sum(terms.values()).backward()
+        loss = AIDObjective(AIDParams(ic_target=ic_target))(t(x), t0(x), ref(x), y)
+        assert set(loss.terms) == {"ce", "ic", "cs"}
+        loss.total.backward()
         assert all(p.grad is None for p in t0.parameters()) and all(p.grad is None for p in ref.parameters())
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.parameters())
-    assert 0 < info["beta"] <= 1
+    assert 0 < loss.beta <= 1
+
+
+def test_objective_matches_the_float64_formulas():
+    """L_AID of AIDObjective, term by term, against the loop formulas: CE, lambda_ic L_IC(T -> X) of KL(T || X),
+    lambda_cs L_CS(T0 -> T) of KL(T0 || T)."""
+    zt, zr, y = make_batch([3, 4, 2, 5], 3.0, seed=11)
+    z0 = zt + 0.5 * torch.randn(zt.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    params = AIDParams(tau=2.5, lambda_ce=0.3, lambda_ic=1.7, lambda_cs=0.6)
+    loss = AIDObjective(params)(zt, z0, zr, y)
+    ce = -sum(math.log(math.exp(row[k]) / sum(math.exp(v) for v in row)) for row, k in zip(zt.tolist(), y.tolist()))
+    _, _, ic = loop_decomposition(zr, zt, y, 2.5)
+    _, cs, _ = loop_decomposition(zt, z0, y, 2.5)
+    assert float(loss.terms["ce"]) == pytest.approx(0.3 * ce / len(y), rel=1e-6)
+    assert float(loss.terms["ic"]) == pytest.approx(1.7 * ic, rel=1e-9)
+    assert float(loss.terms["cs"]) == pytest.approx(0.6 * cs, rel=1e-9)
+    assert float(loss.total) == pytest.approx(sum(float(v) for v in loss.terms.values()), rel=1e-12)
+    assert loss.beta is None
+    # a zero weight drops its term, and with it the need for that input
+    only_ce = AIDObjective(AIDParams(lambda_ic=0.0, lambda_cs=0.0))
+    assert not only_ce.needs_t0 and not only_ce.needs_reference
+    assert set(only_ce(zt, None, None, y).terms) == {"ce"}
+
+
+def test_teacher_adapter_step_and_cosine_schedule():
+    """One TeacherAdapter step is one SGD step (momentum, weight decay) on L_AID at the cosine learning rate
+    min_lr + (lr - min_lr) (1 + cos(pi k / T)) / 2; the teacher is left in eval mode."""
+    torch.manual_seed(0)
+    teacher = create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8)
+    t0 = copy.deepcopy(teacher).eval()
+    manual = copy.deepcopy(teacher)
+    params = AIDParams(lr=0.2, min_lr=0.02, momentum=0.5, weight_decay=1e-3)
+    adapter = TeacherAdapter(teacher, params, total_steps=4, t0=t0)
+    x, y = torch.randn(20, 1, 8, 8), torch.arange(20) % 10
+    z_ref = torch.randn(20, 10)
+    opt = torch.optim.SGD(manual.parameters(), lr=0.2, momentum=0.5, weight_decay=1e-3)
+    for k in range(4):
+        lr = 0.02 + 0.18 * (1 + math.cos(math.pi * k / 4)) / 2
+        assert adapter.lr() == pytest.approx(lr, rel=1e-12)
+        adapter.step(x, y, z_ref)
+        manual.train()
+        with torch.no_grad():
+            z0 = t0(x)
+        loss = AIDObjective(params)(manual(x), z0, z_ref, y).total
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert not teacher.training
+    assert adapter.steps == 4 and adapter.lr() == pytest.approx(0.02)
+    for a, b in zip(teacher.state_dict().values(), manual.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    assert all(p.grad is None for p in t0.parameters())
+
+
+def test_aid_online_is_registered_without_importing_aid_first():
+    import subprocess
+    import sys
+
+    code = ("import sys; from aidkd.engine import train; from aidkd.methods import METHODS; "
+            "assert 'aid_online' in METHODS, METHODS.names(); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_finetune_tempered_and_projection_modes(digits, models):
@@ -468,7 +532,7 @@ def test_finetune_tempered_and_projection_modes(digits, models):
 
 
 def test_accuracy_warning_is_loud(caplog):
-    rep = AIDReport("finetune", "reference", "distilled", "eval", 1, 1, 90.0, 87.5, float("nan"), 1.0, False, 80.0,
+    rep = AIDReport("finetune", "reference", "eval", 1, 1, 90.0, 87.5, float("nan"), 1.0, False, 80.0,
                     *([0.0] * 6), None, 0.1)
     with caplog.at_level(logging.WARNING):
         _warn_accuracy(rep)

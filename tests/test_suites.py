@@ -71,7 +71,7 @@ def test_suite_config_trains_two_steps(path):
 def test_aid_suite_entry_adapts_two_steps_and_distils(path):
     """An AID entry is a pipeline config: it loads, its teacher takes two L_AID steps towards the student, and
     each of its methods takes a step on the student from the adapted teacher."""
-    from aidkd.aid.adapt import aid_loss
+    from aidkd.aid.objective import AIDObjective
     from aidkd.aid.pipeline import load_pipeline_config
 
     cfg = load_pipeline_config(path)
@@ -92,9 +92,7 @@ def test_aid_suite_entry_adapts_two_steps_and_distils(path):
     for _ in range(2):
         with torch.no_grad():
             z0, zr = t0(x), student(x)
-        terms, _ = aid_loss(teacher(x), z0, zr, y, tau=cfg.aid.tau, lambda_ic=cfg.aid.lambda_ic,
-                            lambda_cs=cfg.aid.lambda_cs)
-        loss = sum(terms.values())
+        loss = AIDObjective(cfg.aid)(teacher(x), z0, zr, y).total
         assert torch.isfinite(loss)
         opt.zero_grad()
         loss.backward()

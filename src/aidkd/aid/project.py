@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..losses.decomposition import group_logsumexp
-from .split import _EvalMode, model_logits, unpack_batch
+from ..losses.decomposition import group_logsumexp, inner_class_log_dist
+from .split import eval_mode, model_logits, unpack_batch
 
 _F64 = torch.float64
 
@@ -54,11 +54,6 @@ def group_log_means(log_p: Tensor, labels: Tensor, num_groups: int) -> Tensor:
     counts = _counts(labels, num_groups, log_p.dtype)
     log_n = torch.log(counts.clamp_min(1)).unsqueeze(1)
     return group_logsumexp(log_p, labels, num_groups) - log_n
-
-
-def inner_log_dist(log_p: Tensor, labels: Tensor, num_groups: int) -> Tensor:
-    """log r_{y_i,c}(i), shape (N, C): every column of every group normalised over the group's samples."""
-    return log_p - group_logsumexp(log_p, labels, num_groups)[labels]
 
 
 def tempered_inner_log_dist(log_p: Tensor, labels: Tensor, num_groups: int, beta: float) -> Tensor:
@@ -97,7 +92,7 @@ class FitInfo:
 
 
 def ipf_fit(
-    log_m: Tensor, log_rho: Tensor, labels: Tensor, n_iter: int = 50, tol: float = 0.0
+    log_m: Tensor, log_rho: Tensor, labels: Tensor, sinkhorn_iters: int = 50, tol: float = 0.0
 ) -> tuple[Tensor, FitInfo]:
     """Fit J(i, c) = m_k(c) rho_{k,c}(i) to row sums 1/n_k and column sums m_k(c); return (log p*, info) with
     log p*_i = log(n_k J(i, .)), shape (N, C).
@@ -115,7 +110,7 @@ def ipf_fit(
     col_target = log_m
     log_j = log_m[labels] + log_rho
     it = 0
-    for it in range(1, n_iter + 1):
+    for it in range(1, sinkhorn_iters + 1):
         log_j = log_j - _safe_log_ratio(torch.logsumexp(log_j, 1, keepdim=True), row_target)
         col = group_logsumexp(log_j, labels, num_groups)
         log_j = log_j - _safe_log_ratio(col, col_target)[labels]
@@ -162,7 +157,7 @@ def find_beta(
     g = num_groups or int(labels.max()) + 1
     log_m = group_log_means(teacher_log_p, labels, g)
     ref_weights = log_m if entropy_weights == "teacher" else group_log_means(reference_log_q, labels, g)
-    target = weighted_inner_entropy(inner_log_dist(reference_log_q, labels, g), labels, g, ref_weights)
+    target = weighted_inner_entropy(inner_class_log_dist(reference_log_q, labels, g), labels, g, ref_weights)
 
     def h(beta: float) -> float:
         return weighted_inner_entropy(tempered_inner_log_dist(teacher_log_p, labels, g, beta), labels, g, log_m)
@@ -193,7 +188,7 @@ def find_beta(
 @dataclass
 class ProjectionResult:
     log_targets: Tensor  # (N, C) log p* at temperature tau, mixed with alpha
-    temperature: float
+    tau: float
     alpha: float
     ic_target: str
     beta: float | None
@@ -202,7 +197,7 @@ class ProjectionResult:
 
     def summary(self) -> dict:
         return {
-            "temperature": self.temperature,
+            "tau": self.tau,
             "alpha": self.alpha,
             "ic_target": self.ic_target,
             "beta": self.beta,
@@ -218,15 +213,17 @@ def projection_targets(
     reference_logits: Tensor | None,
     labels: Tensor,
     num_classes: int | None = None,
-    temperature: float = 4.0,
+    tau: float = 4.0,
+    *,
     alpha: float = 1.0,
     ic_target: Literal["reference", "tempered"] = "reference",
     beta: float | None = None,
-    n_iter: int = 50,
+    sinkhorn_iters: int = 50,
     entropy_weights: Literal["teacher", "own"] = "teacher",
     dtype: torch.dtype = torch.float64,
 ) -> ProjectionResult:
-    """The adapted targets log p*_i (N, C) at temperature ``temperature`` (docs/aid.md, projection mode).
+    """The adapted targets log p*_i (N, C) at temperature ``tau`` (docs/aid.md, projection mode); the options
+    are those of :class:`~aidkd.aid.objective.AIDParams`, by the same names.
 
     ``teacher_logits``, ``reference_logits``: (N, C) logits of the teacher and the reference student on the same
     samples (the groups are the classes of ``labels`` over these N samples). ``reference_logits`` may be None for
@@ -243,30 +240,30 @@ def projection_targets(
         raise UserError("the reference student's logits are needed for ic_target 'reference' or a beta to be found")
     labels = labels.long().to(teacher_logits.device)
     g = num_classes or teacher_logits.shape[1]
-    log_p = torch.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=1)
+    log_p = torch.log_softmax(teacher_logits.detach().to(dtype) / tau, dim=1)
     log_q = (
-        torch.log_softmax(reference_logits.detach().to(teacher_logits.device, dtype) / temperature, dim=1)
+        torch.log_softmax(reference_logits.detach().to(teacher_logits.device, dtype) / tau, dim=1)
         if reference_logits is not None
         else None
     )
     log_m = group_log_means(log_p, labels, g)
     beta_info: dict = {}
     if ic_target == "reference":
-        log_rho = inner_log_dist(log_q, labels, g)
+        log_rho = inner_class_log_dist(log_q, labels, g)
         used_beta = None
     else:
         if beta is None:
             beta, beta_info = find_beta(log_p, log_q, labels, g, entropy_weights)
         log_rho = tempered_inner_log_dist(log_p, labels, g, beta)
         used_beta = float(beta)
-    log_star, info = ipf_fit(log_m, log_rho, labels, n_iter)
+    log_star, info = ipf_fit(log_m, log_rho, labels, sinkhorn_iters)
     if alpha == 0.0:
         log_t = log_p
     elif alpha == 1.0:
         log_t = log_star
     else:
         log_t = torch.log_softmax((1.0 - alpha) * log_p + alpha * log_star, dim=1)
-    return ProjectionResult(log_t, float(temperature), float(alpha), ic_target, used_beta, info, beta_info)
+    return ProjectionResult(log_t, float(tau), float(alpha), ic_target, used_beta, info, beta_info)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -329,7 +326,7 @@ def collect_logits(
     """
     device = torch.device(device)
     chunks: list[tuple[Tensor, Tensor, list[Tensor]]] = []
-    with _EvalMode(*models):
+    with eval_mode(*models):
         for batch in loader:
             images, labels, index = unpack_batch(batch, device)
             if index is None:
@@ -355,11 +352,12 @@ def project_teacher(
     teacher: nn.Module,
     reference: nn.Module | None,
     loader: Iterable,
-    temperature: float = 4.0,
+    *,
+    tau: float = 4.0,
     alpha: float = 1.0,
     ic_target: Literal["reference", "tempered"] = "reference",
     beta: float | None = None,
-    n_iter: int = 50,
+    sinkhorn_iters: int = 50,
     entropy_weights: Literal["teacher", "own"] = "teacher",
     device: torch.device | str = "cpu",
     num_samples: int | None = None,
@@ -379,18 +377,18 @@ def project_teacher(
         r_logits[idx] if r_logits is not None else None,
         labels[idx],
         t_logits.shape[1],
-        temperature,
-        alpha,
-        ic_target,
-        beta,
-        n_iter,
-        entropy_weights,
+        tau=tau,
+        alpha=alpha,
+        ic_target=ic_target,
+        beta=beta,
+        sinkhorn_iters=sinkhorn_iters,
+        entropy_weights=entropy_weights,
     )
-    full = torch.log_softmax(t_logits.double() / temperature, dim=1)
+    full = torch.log_softmax(t_logits.double() / tau, dim=1)
     full[idx] = res.log_targets
     res.log_targets = full
     meta = {**res.summary(), "num_samples": int(seen.numel()), "num_seen": int(seen.sum())}
-    target = TargetTeacher(full, temperature, meta)
+    target = TargetTeacher(full, tau, meta)
     return target, res, {"teacher_logits": t_logits, "reference_logits": r_logits, "labels": labels, "seen": seen}
 
 
@@ -402,7 +400,6 @@ __all__ = [
     "find_beta",
     "group_log_means",
     "inner_entropy",
-    "inner_log_dist",
     "ipf_fit",
     "project_teacher",
     "projection_targets",

@@ -26,8 +26,9 @@ same views twice (no random augmentation). The two agree to rounding; the tests 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable, Literal
+import contextlib
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Literal
 
 import torch
 from torch import Tensor, nn
@@ -63,8 +64,6 @@ class SplitDecomposition:
     num_samples: int
     temperature: float
     ic_mode: str = "identity"
-    class_log_means_teacher: Tensor | None = field(default=None, repr=False)  # log m_k, (C, C)
-    class_log_means_student: Tensor | None = field(default=None, repr=False)  # log m^_k, (C, C)
 
     def to_dict(self, per_class: bool = True) -> dict:
         """A JSON-ready dict (plain floats and lists; NaN for absent classes)."""
@@ -188,7 +187,6 @@ class SplitAccumulator:
         def total(x: Tensor) -> float:
             return float((w[present] * x[present]).sum())
 
-        nan_means = torch.full_like(log_m, float("nan"))
         return SplitDecomposition(
             kd=total(kd_k),
             cs=total(cs_k),
@@ -202,8 +200,6 @@ class SplitAccumulator:
             num_samples=int(n),
             temperature=self.temperature,
             ic_mode=ic_mode,
-            class_log_means_teacher=torch.where(present.unsqueeze(1), log_m, nan_means).cpu(),
-            class_log_means_student=torch.where(present.unsqueeze(1), log_mh, nan_means).cpu(),
         )
 
 
@@ -236,22 +232,24 @@ def model_logits(model: nn.Module, images: Tensor, index: Tensor | None = None) 
     return model(images)
 
 
-class _EvalMode:
-    """Puts models in eval mode and restores their train/eval state on exit."""
-
-    def __init__(self, *models: nn.Module):
-        self.models = [m for m in models if isinstance(m, nn.Module)]
-
-    def __enter__(self):
-        self.states = [m.training for m in self.models]
-        for m in self.models:
-            m.eval()
-        return self
-
-    def __exit__(self, *exc):
-        for m, s in zip(self.models, self.states):
-            m.train(s)
-        return False
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module | None, freeze: bool = False) -> Iterator[None]:
+    """Put ``models`` (None entries are skipped) in eval mode, and with ``freeze`` turn off their parameters'
+    gradients; restore both on exit."""
+    mods = [m for m in models if isinstance(m, nn.Module)]
+    state = [(m.training, [q.requires_grad for q in m.parameters()]) for m in mods]
+    for m in mods:
+        m.eval()
+        if freeze:
+            for q in m.parameters():
+                q.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, (training, flags) in zip(mods, state):
+            m.train(training)
+            for q, f in zip(m.parameters(), flags):
+                q.requires_grad_(f)
 
 
 @torch.no_grad()
@@ -263,7 +261,6 @@ def split_decomposition(
     num_classes: int | None = None,
     device: torch.device | str = "cpu",
     ic_mode: Literal["identity", "two_pass"] = "identity",
-    max_batches: int | None = None,
 ) -> SplitDecomposition:
     """Decompose tau^2 KL(teacher || student) over the whole split served by ``loader``, classes grouped across
     the split, streaming (memory O(C^2), not O(N C)).
@@ -272,19 +269,16 @@ def split_decomposition(
     models run in eval mode without gradients; their train/eval state is restored afterwards. ``num_classes``
     defaults to the width of the first batch's logits. ``ic_mode``: see the module docstring (``"identity"``:
     one pass, L_IC = L_KD - L_CS per class; ``"two_pass"``: L_IC from its definition in a second pass).
-    ``max_batches`` stops early (quick looks at a large split).
     """
     device = torch.device(device)
     acc: SplitAccumulator | None = None
 
     def batches():
-        for b, batch in enumerate(loader):
-            if max_batches is not None and b >= max_batches:
-                break
+        for batch in loader:
             images, labels, index = unpack_batch(batch, device)
             yield model_logits(teacher, images, index), model_logits(student, images, index), labels
 
-    with _EvalMode(teacher, student):
+    with eval_mode(teacher, student):
         for zt, zs, labels in batches():
             if acc is None:
                 acc = SplitAccumulator(num_classes or zt.shape[1], temperature, device)

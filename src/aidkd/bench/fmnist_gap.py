@@ -262,8 +262,9 @@ def _run_adapt(root: Path, profile: str, job: Job) -> dict:
                  "train_cs_before": before_train.cs, "train_ic_before": before_train.ic,
                  "val_cs_before": before_val.cs, "val_ic_before": before_val.ic}
     if params.mode == "projection":
-        pr = projection_targets(t_logits, r_logits, labels, 10, params.tau, params.alpha, params.ic_target,
-                                params.beta, params.sinkhorn_iters, params.entropy_weights)
+        pr = projection_targets(t_logits, r_logits, labels, 10, tau=params.tau, alpha=params.alpha,
+                                ic_target=params.ic_target, beta=params.beta, sinkhorn_iters=params.sinkhorn_iters,
+                                entropy_weights=params.entropy_weights)
         new_logits = (params.tau * pr.log_targets).float()
         res["beta"] = pr.beta
         res["teacher_val_acc_after"] = res["teacher_val_acc_before"]  # the network itself is unchanged

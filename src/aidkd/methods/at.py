@@ -7,7 +7,7 @@ from pydantic import Field
 from ..errors import UserError
 from ..losses.at import at_loss
 from .base import METHODS, Batch, Method, MethodParams
-from .fitnet import feature_info, model_label, require_feature_teacher, stage_shapes
+from .fitnet import feature_info, model_label, stage_shapes
 
 
 class ATParams(MethodParams):
@@ -20,11 +20,11 @@ class ATParams(MethodParams):
 class AT(Method):
     registered_name = "at"
     Params = ATParams
+    teacher_model_needed = "needs the teacher's features"
 
     def __init__(self, student, teacher, params: ATParams, ctx):
         super().__init__(student, teacher, params, ctx)
         name = self.method_name()
-        require_feature_teacher(name, teacher)
         s = stage_shapes(name, "student", student, feature_info(name, "student", student, ctx)["feats"])
         t = stage_shapes(name, "teacher", teacher, feature_info(name, "teacher", teacher, ctx)["feats"])
         if len(s) != len(t):

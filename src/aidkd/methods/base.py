@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
+from ..config import validation_message
 from ..errors import UserError
 from ..registry import Registry
 
@@ -53,11 +54,20 @@ class Method(nn.Module):
 
     Params: type[MethodParams] = MethodParams
     needs_teacher: bool = True
+    #: why the method needs the teacher *model* (its features, its outputs on other views, the model itself), or
+    #: None when the teacher's logits on the training view suffice: only then can the teacher be an indexed one
+    #: (a teacher-output cache, an AID projection teacher)
+    teacher_model_needed: str | None = None
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: MethodParams, ctx: MethodContext):
         super().__init__()
+        name = self.method_name()
         if self.needs_teacher and teacher is None:
-            raise UserError(f"method {self.method_name()!r} needs a teacher: set teacher.name and teacher.checkpoint")
+            raise UserError(f"method {name!r} needs a teacher: set teacher.name and teacher.checkpoint")
+        if self.teacher_model_needed and getattr(teacher, "indexed", False):
+            raise UserError(f"method {name!r} {self.teacher_model_needed}, but this teacher serves fixed per-sample "
+                            "logits (a teacher-output cache: set teacher.cache=false; an AID projection: use a logit "
+                            "method)")
         self.student = student
         self.params = params
         self.ctx = ctx
@@ -99,17 +109,6 @@ def build_method(name: str, student, teacher, params: dict | None, ctx: MethodCo
     cls = METHODS.get(name)
     try:
         p = cls.Params(**(params or {}))
-    except Exception as e:  # pydantic.ValidationError
-        raise UserError(f"bad parameters for method {name!r}: {_short_validation(e)}") from None
+    except ValidationError as e:
+        raise UserError(f"bad parameters for method {name!r}: {validation_message(e, cls.Params)}") from None
     return cls(student, teacher, p, ctx)
-
-
-def _short_validation(e: Exception) -> str:
-    errs = getattr(e, "errors", None)
-    if callable(errs):
-        parts = []
-        for err in errs():
-            loc = ".".join(str(x) for x in err.get("loc", ()))
-            parts.append(f"{loc}: {err.get('msg')}")
-        return "; ".join(parts)
-    return str(e)

@@ -11,7 +11,7 @@ from ..errors import UserError
 from ..losses.crd import ContrastMemory, Embed, nce_loss
 from ..losses.kd import kd_loss
 from .base import METHODS, Batch, Method, MethodParams
-from .fitnet import feature_info, model_label, require_feature_teacher
+from .fitnet import feature_info, model_label
 
 
 class CRDParams(MethodParams):
@@ -32,11 +32,11 @@ class CRDParams(MethodParams):
 class CRD(Method):
     registered_name = "crd"
     Params = CRDParams
+    teacher_model_needed = "needs the teacher's features"
 
     def __init__(self, student, teacher, params: CRDParams, ctx):
         super().__init__(student, teacher, params, ctx)
         name = self.method_name()
-        require_feature_teacher(name, teacher)
         if ctx.num_train <= 0:
             raise UserError(f"method {name!r} keeps one memory slot per training sample and needs the training-set "
                             "size (MethodContext.num_train)")

@@ -22,13 +22,6 @@ def feature_info(method: str, role: str, model, ctx: MethodContext) -> dict:
     return model.feature_info(size)
 
 
-def require_feature_teacher(method: str, teacher) -> None:
-    if getattr(teacher, "indexed", False):
-        raise UserError(f"method {method!r} needs the teacher's features, but this teacher "
-                        f"({model_label(teacher)}) serves fixed per-sample logits (a teacher-output cache: set "
-                        "teacher.cache=false; an AID projection: use a logit method)")
-
-
 def stage_shapes(method: str, role: str, model, shapes: list, min_stages: int = 1) -> list[tuple[int, int, int]]:
     """The (C, H, W) shapes of ``feats[1:]``; a UserError when there are too few spatial stages."""
     stages = [tuple(s) for s in shapes[1:]]
@@ -51,11 +44,11 @@ class FitNetParams(MethodParams):
 class FitNet(Method):
     registered_name = "fitnet"
     Params = FitNetParams
+    teacher_model_needed = "needs the teacher's features"
 
     def __init__(self, student, teacher, params: FitNetParams, ctx):
         super().__init__(student, teacher, params, ctx)
         name = self.method_name()
-        require_feature_teacher(name, teacher)
         s_info, t_info = feature_info(name, "student", student, ctx), feature_info(name, "teacher", teacher, ctx)
         k = params.hint_layer
         s_stages = stage_shapes(name, "student", student, s_info["feats"], min_stages=k)

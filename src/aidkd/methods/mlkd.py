@@ -80,6 +80,7 @@ class MLKDParams(MethodParams):
 class MLKD(Method):
     registered_name = "mlkd"
     Params = MLKDParams
+    teacher_model_needed = "needs the teacher's outputs on strongly augmented views"
 
     def __init__(self, student, teacher, params: MLKDParams, ctx):
         super().__init__(student, teacher, params, ctx)

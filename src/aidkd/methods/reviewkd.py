@@ -7,7 +7,7 @@ from pydantic import Field
 from ..errors import UserError
 from ..losses.reviewkd import ReviewConnector, hcl_loss, reviewkd_warmup
 from .base import METHODS, Batch, Method, MethodParams
-from .fitnet import feature_info, model_label, require_feature_teacher, stage_shapes
+from .fitnet import feature_info, model_label, stage_shapes
 
 
 class ReviewKDParams(MethodParams):
@@ -28,11 +28,11 @@ class ReviewKDParams(MethodParams):
 class ReviewKD(Method):
     registered_name = "reviewkd"
     Params = ReviewKDParams
+    teacher_model_needed = "needs the teacher's features"
 
     def __init__(self, student, teacher, params: ReviewKDParams, ctx):
         super().__init__(student, teacher, params, ctx)
         name = self.method_name()
-        require_feature_teacher(name, teacher)
         s_info, t_info = feature_info(name, "student", student, ctx), feature_info(name, "teacher", teacher, ctx)
         s_key = "preact_feats" if params.student_preact else "feats"
         s_stages = stage_shapes(name, "student", student, s_info[s_key])
