@@ -204,3 +204,39 @@ def test_takd_chain_links_and_skips(run_cfg, tmp_path):
     assert Path(links[0]["run_dir"], "summary.json").stat().st_mtime == mtime
     with pytest.raises(UserError, match="assistant"):
         run_takd(cfg, [])
+
+
+def test_eval_data_config_follows_the_checkpoint(tmp_path):
+    """The split of a checkpoint's own data config: its held-out and training-subset options stay for its own
+    dataset, are dropped for another one (only root, batch sizes and workers carry over); overrides apply last;
+    evaluation never augments or balances. `aidkd eval` and `aidkd analyze` both build their split this way."""
+    from aidkd.engine.checkpoint import FORMAT
+    from aidkd.evaluate import eval_data_config
+
+    data = {"name": "digits", "root": str(tmp_path), "batch_size": 32, "val_split": 0.2, "train_subset": 500,
+            "augment": True, "balanced": [10, 4]}
+    ck = {"format": FORMAT, "config": json.dumps({"data": data})}
+    same = eval_data_config(None, [None, ck])
+    assert (same.name, same.val_split, same.train_subset, same.batch_size) == ("digits", 0.2, 500, 32)
+    assert not same.augment and same.balanced is None
+    assert eval_data_config("digits", [ck]).train_subset == 500
+    other = eval_data_config("fashion_mnist", [ck], ["data.eval_batch_size=7"])
+    assert (other.name, other.val_split, other.train_subset) == ("fashion_mnist", 0.0, None)
+    assert (other.root, other.batch_size, other.eval_batch_size) == (str(tmp_path), 32, 7)
+    with pytest.raises(UserError, match="no dataset"):
+        eval_data_config(None, [{"model": {}}])
+    with pytest.raises(UserError, match=r"bad data option: unknown key 'bogus' \(allowed: .*batch_size"):
+        eval_data_config("digits", [], ["data.bogus=1"])
+
+
+def test_parameter_errors_name_the_key_and_the_allowed_ones():
+    """Method parameters are reported by the same formatter as configs."""
+    from aidkd.methods import MethodContext, build_method
+    from aidkd.models import create_model
+
+    ctx = MethodContext(num_classes=10, input_size=(1, 8, 8))
+    m = create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8)
+    with pytest.raises(UserError, match=r"method 'kd': unknown key 'temprature' \(allowed: .*temperature"):
+        build_method("kd", m, m, {"temprature": 4}, ctx)
+    with pytest.raises(UserError, match=r"aid\.lambda_ic: .*greater than or equal to 0 \(got -1\)"):
+        build_method("aid_online", m, m, {"aid": {"lambda_ic": -1}}, ctx)

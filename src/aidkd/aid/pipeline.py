@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..config import (DataConfig, OptimConfig, SchedConfig, TrainConfig, apply_overrides, read_yaml,
                       resolve_config_path, validation_message)
-from ..engine.checkpoint import atomic_write_json, atomic_write_text
+from ..engine.checkpoint import atomic_write_json, atomic_write_text, checkpoint_config
 from ..errors import UserError
 from .adapt import AIDParams
-from .stages import StageResult, StageRunner, checkpoint_config, file_hash, json_safe
+from .stages import StageResult, StageRunner, file_hash, json_safe
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -281,7 +281,8 @@ def adapt_stage(cfg: PipelineConfig, runner: StageRunner, t0: StageResult, ref: 
         from ..data import build_data
         from ..engine.trainer import evaluate, resolve_device, seed_everything
         from .adapt import adapt_teacher
-        from .stages import load_model, save_model_checkpoint, save_target_teacher
+        from ..engine.checkpoint import model_checkpoint, save_checkpoint
+        from .stages import load_model
 
         device = resolve_device(cfg.base.train.device)
         seed_everything(seed, cfg.base.train.deterministic)
@@ -304,14 +305,14 @@ def adapt_stage(cfg: PipelineConfig, runner: StageRunner, t0: StageResult, ref: 
                                    {"name": "vanilla"}, seed)
             run_cfg["meta"] = {"aid_adapted": True, "aid": params.model_dump(mode="json"),
                                "adapted_from": str(t0.checkpoint), "reference": str(ref.checkpoint)}
-            save_model_checkpoint(adapted, folder / "teacher.pt", cfg.teacher.name, spec, cfg.teacher.kwargs,
-                                  run_cfg, report.epochs, extra={"metrics": {"test.top1": report.teacher_acc_after}})
+            ck = model_checkpoint(adapted, cfg.teacher.name, spec, cfg.teacher.kwargs, run_cfg, report.epochs)
+            save_checkpoint({**ck, "metrics": {"test.top1": report.teacher_acc_after}}, folder / "teacher.pt")
         else:
             t0_test = evaluate(teacher.to(device), data.test, device)["top1"]
             adapted, report = adapt_teacher(teacher, reference, data.train.as_eval(), None, params, device)
             rd = report.to_dict()
             rd.update(extra, teacher_test_acc=t0_test)
-            save_target_teacher(adapted, folder / "teacher.pt")
+            adapted.save(folder / "teacher.pt")
         if report.acc_warning:
             runner.log(f"[bold red]WARNING: the adapted teacher lost {report.acc_drop:.2f} accuracy points "
                        f"({report.teacher_acc_before:.2f} -> {report.teacher_acc_after:.2f}), more than the tolerance "

@@ -301,16 +301,19 @@ class TargetTeacher(nn.Module):
         )
 
     def save(self, path: str | Path) -> None:
-        torch.save(
-            {"log_targets": self.log_targets.cpu(), "temperature": self.temperature, "meta": self.meta}, str(path)
-        )
+        """Write the targets atomically (:func:`aidkd.engine.checkpoint.save_checkpoint`)."""
+        from ..engine.checkpoint import save_checkpoint  # here: the engine imports the methods, which import AID
+
+        save_checkpoint({"log_targets": self.log_targets.cpu(), "temperature": self.temperature, "meta": self.meta},
+                        path)
 
     @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "TargetTeacher":
-        try:
-            state = torch.load(str(path), map_location=map_location, weights_only=True)
-        except FileNotFoundError:
-            raise UserError(f"no projection teacher at {path}") from None
+    def load(cls, path: str | Path) -> "TargetTeacher":
+        from ..engine.checkpoint import read_checkpoint
+
+        state = read_checkpoint(path)
+        if not (isinstance(state, dict) and "log_targets" in state and "temperature" in state):
+            raise UserError(f"{str(path)!r} is not a projection teacher (no per-sample targets in it)")
         return cls(state["log_targets"], state["temperature"], state.get("meta"))
 
 

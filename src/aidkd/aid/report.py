@@ -5,7 +5,8 @@
     rows = analyze_ladder_checkpoints([("cnn_small", "a.pt"), ("cnn_large", "b.pt")], student="s.pt",
                                       out_dir="runs/ladder")
 
-They load the models (:func:`aidkd.aid.stages.load_model`), build the split, call
+They load the models (:func:`aidkd.aid.stages.load_model`), build the split of the checkpoints' own data config
+(:func:`aidkd.evaluate.build_split`), call
 :func:`aidkd.aid.analysis.analyze` / :func:`~aidkd.aid.analysis.analyze_ladder` and write ``analysis.json``
 (or ``ladder.json``) and the PNG plots.
 """
@@ -15,47 +16,10 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from pydantic import ValidationError
-
-from ..config import DataConfig, apply_overrides
-from ..engine.checkpoint import atomic_write_json
+from ..engine.checkpoint import atomic_write_json, checkpoint_config
 from ..errors import UserError
-from .stages import checkpoint_config, json_safe, load_model
-
-
-def build_split(data: str | None, checkpoints: Sequence[str | Path], split: str = "test",
-                overrides: list[str] | None = None, device: str = "auto"):
-    """(loader of the split, DataSpec, device): the data config of the first aidkd checkpoint (or defaults),
-    ``data`` as the dataset name, ``overrides`` (``data.root=...``) on top; no augmentation, no balancing."""
-    from ..data import build_data
-    from ..engine.trainer import resolve_device
-
-    d: dict = {}
-    for c in checkpoints:
-        cfg = checkpoint_config(c) if c else None
-        if cfg and isinstance(cfg.get("data"), dict):
-            d = dict(cfg["data"])
-            break
-    if data:
-        if d.get("name") not in (None, data):
-            d = {k: v for k, v in d.items() if k in ("root", "batch_size", "eval_batch_size", "in_memory", "workers",
-                                                      "download")}
-        d["name"] = data
-    if not d.get("name"):
-        raise UserError("no dataset: pass --data NAME (the checkpoints are not aidkd checkpoints that name theirs)")
-    d = apply_overrides({"data": d}, overrides or [])["data"]
-    d.update(augment=False, balanced=None)
-    try:
-        dcfg = DataConfig(**d)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise UserError(f"bad data option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    if split == "val" and dcfg.val_split == 0:
-        raise UserError("--split val needs a validation split: add data.val_split=0.1 (as in training)")
-    dev = resolve_device(device)
-    bundle = build_data(dcfg, device=dev)
-    loader = {"test": bundle.test, "val": bundle.val, "train": bundle.train.as_eval()}[split]
-    return loader, bundle.spec, dev
+from ..evaluate import build_split
+from .stages import json_safe, load_model
 
 
 def _check_indexed(model, split: str, what: str) -> None:
@@ -170,4 +134,4 @@ def analyze_ladder_checkpoints(
     return out
 
 
-__all__ = ["analyze_checkpoints", "analyze_ladder_checkpoints", "build_split"]
+__all__ = ["analyze_checkpoints", "analyze_ladder_checkpoints"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 
 from ..config import RunConfig, config_from_dict
-from ..engine.checkpoint import FORMAT, atomic_write_json, save_checkpoint
+from ..engine.checkpoint import FORMAT, atomic_write_json, checkpoint_config, read_checkpoint
 from ..errors import UserError
 
 RECORD = "stage.json"
@@ -256,12 +255,11 @@ def load_model(path: str | Path, spec, arch: str | None = None, kwargs: dict | N
     published state dict. A projection teacher's file (:class:`~aidkd.aid.project.TargetTeacher`) is loaded as
     such (it serves the training split only)."""
     from ..models import create_model, load_weights
-    from ..models.checkpoint import read_checkpoint
     from .project import TargetTeacher
 
     obj = read_checkpoint(path)
     if isinstance(obj, dict) and "log_targets" in obj and "temperature" in obj:
-        return TargetTeacher(obj["log_targets"], obj["temperature"], obj.get("meta"))
+        return TargetTeacher.load(path)
     kw = dict(kwargs or {})
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if arch is None or arch == obj.get("arch"):
@@ -275,42 +273,5 @@ def load_model(path: str | Path, spec, arch: str | None = None, kwargs: dict | N
     return model
 
 
-def checkpoint_config(path: str | Path) -> dict | None:
-    """The run config stored in an aidkd checkpoint (a dict), or None."""
-    from ..models.checkpoint import read_checkpoint
-
-    obj = read_checkpoint(path)
-    if isinstance(obj, dict) and obj.get("format") == FORMAT and isinstance(obj.get("config"), str):
-        return json.loads(obj["config"])
-    return None
-
-
-def save_model_checkpoint(model: nn.Module, path: str | Path, arch: str, spec, model_kwargs: dict, config: dict,
-                          epoch: int, extra: dict | None = None) -> None:
-    """Write ``model`` as an engine-style aidkd checkpoint (loadable as ``teacher.checkpoint``, by ``aidkd
-    eval`` and by :func:`~aidkd.models.load_weights`)."""
-    ck = {
-        "format": FORMAT, "arch": arch, "num_classes": spec.num_classes, "in_chans": spec.input_size[0],
-        "input_hw": spec.input_size[1], "model_kwargs": dict(model_kwargs),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": json.dumps(config), "epoch": int(epoch),
-    }
-    if extra:
-        ck.update(extra)
-    save_checkpoint(ck, path)
-
-
-def save_target_teacher(teacher, path: str | Path) -> None:
-    """:meth:`TargetTeacher.save`, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        teacher.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 __all__ = ["StageResult", "StageRunner", "checkpoint_config", "dict_hash", "engine_fingerprint", "file_hash",
-           "json_safe", "load_model", "read_record", "save_model_checkpoint", "save_target_teacher"]
+           "json_safe", "load_model", "read_record"]
