@@ -240,3 +240,15 @@ def test_parameter_errors_name_the_key_and_the_allowed_ones():
         build_method("kd", m, m, {"temprature": 4}, ctx)
     with pytest.raises(UserError, match=r"aid\.lambda_ic: .*greater than or equal to 0 \(got -1\)"):
         build_method("aid_online", m, m, {"aid": {"lambda_ic": -1}}, ctx)
+
+
+def test_engine_gives_crd_the_training_labels(run_cfg):
+    """The engine passes every training label through the MethodContext: CRD's label bank is full from the first
+    step (two steps of one epoch fill only two batches' slots by themselves)."""
+    t = train(config_from_dict(run_cfg(output={"name": "t"}, train={"epochs": 1})))
+    s = train(config_from_dict(run_cfg(
+        output={"name": "crd"}, method={"name": "crd", "params": {"nce_k": 16, "feat_dim": 8}},
+        teacher={"name": "cnn_tiny", "checkpoint": str(Path(t["run_dir"], "checkpoints/best.pt"))},
+        train={"epochs": 1, "max_steps_per_epoch": 2})))
+    bank = load_checkpoint(Path(s["run_dir"], "checkpoints/last.pt"))["method_state"]["memory.labels"]
+    assert (bank >= 0).all() and len(torch.unique(bank)) == 10

@@ -207,6 +207,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, teacher, on_epoch_end) -
     ctx = MethodContext(
         num_classes=spec.num_classes, input_size=tuple(spec.input_size), num_train=spec.num_train,
         epochs=cfg.train.epochs, steps_per_epoch=len(data.train), mean=tuple(spec.mean), std=tuple(spec.std),
+        train_labels=getattr(data.train, "labels", None),
     )
     method = build_method(cfg.method.name, student, teacher, cfg.method.params, ctx).to(device)
     if cfg.train.channels_last:

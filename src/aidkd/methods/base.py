@@ -11,7 +11,7 @@ with ``@METHODS.register("name")`` and carrying a pydantic ``Params`` class with
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -42,7 +42,7 @@ class MethodContext:
     steps_per_epoch: int = 1
     mean: tuple[float, ...] = ()  # normalisation of the images the method receives
     std: tuple[float, ...] = ()
-    extra: dict = field(default_factory=dict)
+    train_labels: Tensor | None = None  # the label of every training sample, by Batch.index (CRD's negatives)
 
 
 class MethodParams(BaseModel):
