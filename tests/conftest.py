@@ -1,8 +1,4 @@
-import os
-
 import pytest
-import torch
-
 
 
 @pytest.fixture

@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from aidkd.aid import (
+    AIDObjective,
     AIDParams,
     TargetTeacher,
-    AIDObjective,
     TeacherAdapter,
     adapt_teacher,
     analyze,
@@ -541,9 +542,9 @@ def test_accuracy_warning_is_loud(caplog):
 
 
 def test_params_validation():
-    with pytest.raises(Exception):
-        AIDParams(reference="checkpoint")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
+        AIDParams(reference="checkpoint")  # S_ref is the pipeline's top-level key, not an AID option
+    with pytest.raises(ValidationError):
         AIDParams(bogus=1)
     p = AIDParams()
     assert (p.tau, p.lambda_ic, p.lambda_cs, p.lr, p.K, p.detach_class_weights, p.acc_tolerance) == (

@@ -19,7 +19,7 @@ def test_training_learns_digits(run_cfg):
     cfg = config_from_dict(run_cfg(train={"epochs": 4}, model={"name": "cnn_small"}))
     s = train(cfg)
     assert s["last_test_acc"] > 80.0  # chance is 10%
-    recs = [json.loads(l) for l in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs] == [1, 2, 3, 4]
     assert recs[-1]["train.loss"] < recs[0]["train.loss"]
     for f in ("config.yaml", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
@@ -59,7 +59,7 @@ def test_resume_is_exact(run_cfg, tmp_path):
     b = load_checkpoint(Path(resumed["run_dir"], "checkpoints/last.pt"))["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    recs = [json.loads(l) for l in (tmp_path / "b/r/metrics.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (tmp_path / "b/r/metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs] == [1, 2, 3, 4]
 
 

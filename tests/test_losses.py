@@ -270,8 +270,8 @@ def test_hcl_matches_numpy():
     assert hcl_loss(fs, ft).item() == pytest.approx(ref, rel=1e-10)
     # explicit weights for an 8x8 map: levels 4, 2, 1 at 1/2, 1/4, 1/8
     a, b = fs[0].numpy(), ft[0].numpy()
-    explicit = (np.mean((a - b) ** 2) + sum(w * np.mean((block_pool_np(a, l) - block_pool_np(b, l)) ** 2)
-                                            for l, w in ((4, 0.5), (2, 0.25), (1, 0.125)))) / 1.875
+    explicit = (np.mean((a - b) ** 2) + sum(w * np.mean((block_pool_np(a, h) - block_pool_np(b, h)) ** 2)
+                                            for h, w in ((4, 0.5), (2, 0.25), (1, 0.125)))) / 1.875
     assert hcl_loss(fs[:1], ft[:1]).item() == pytest.approx(explicit, rel=1e-10)
     assert hcl_loss(ft, ft).item() == 0.0
 

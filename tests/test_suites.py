@@ -7,6 +7,7 @@ from aidkd.config import load_config
 from aidkd.methods import Batch, MethodContext, build_method
 from aidkd.models import create_model
 
+
 def calibrate_bn(model, input_size, n=8):
     """Give a randomly initialised model's batch norms the statistics of real forward passes (a cumulative
     average over one batch), as a trained model has; eval-mode outputs of a random model are otherwise huge."""
@@ -30,7 +31,7 @@ def test_shipped_configs_match_the_generator():
     entries = all_entries()
     assert len(AID_PATHS) == 11
     assert {str(p.relative_to(CONFIG_DIR)) for p in PATHS + AID_PATHS} == set(entries)
-    for rel, d in entries.items():
+    for rel in entries:
         assert (CONFIG_DIR / rel).exists(), rel
 
 

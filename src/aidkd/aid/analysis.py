@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..models.base import num_params
-from .split import eval_mode, SplitDecomposition, model_logits, split_decomposition, unpack_batch
+from .split import SplitDecomposition, eval_mode, model_logits, split_decomposition, unpack_batch
 
 
 def _plt():

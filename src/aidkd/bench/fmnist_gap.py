@@ -18,7 +18,6 @@ each).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -145,7 +144,7 @@ def _load_model(run_dir: Path, spec):
     return load_model(run_dir / "checkpoints" / "best.pt", spec).eval()
 
 
-def _train_logits(model, data) -> "torch.Tensor":
+def _train_logits(model, data):
     from ..engine.teacher_cache import teacher_logits_on_train
 
     return teacher_logits_on_train(model, data.train, data.spec.num_train, __import__("torch").device("cpu"))
@@ -181,7 +180,6 @@ def run_job(root: str, profile: str, job: Job) -> dict:
     if out.exists():
         return json.loads(out.read_text())
     t0 = time.time()
-    p = PROFILES[profile]
     if job.kind in ("teacher", "student"):
         res = _run_training(root, profile, job)
     else:
@@ -195,10 +193,8 @@ def run_job(root: str, profile: str, job: Job) -> dict:
 
 
 def _run_training(root: Path, profile: str, job: Job) -> dict:
-    import torch
-
-    from ..data import build_data
     from ..config import DataConfig
+    from ..data import build_data
     from ..engine import read_summary, train
 
     p = PROFILES[profile]
@@ -241,7 +237,6 @@ def _run_adapt(root: Path, profile: str, job: Job) -> dict:
     from ..data import build_data
     from ..engine.checkpoint import save_checkpoint
 
-    p = PROFILES[profile]
     a = job.args
     var = dict(VARIANTS[a["variant"]])
     params = AIDParams(**var)

@@ -137,7 +137,7 @@ def write_report(root: Path, profile: str, jobs: dict, report_path: str) -> Path
             js = [j for j in js if j]
             if not js:
                 continue
-            g = lambda k: _ms([j.get(k) for j in js])  # noqa: E731
+            g = lambda k, js=js: _ms([j.get(k) for j in js])  # noqa: E731
             lines.append(f"| {var} | {t} | {g('teacher_val_acc_before')} | {g('teacher_val_acc_after')} | "
                          f"{g('train_cs_before')} | {g('train_cs_after')} | {g('train_ic_before')} | "
                          f"{g('train_ic_after')} | {g('adapt_wall_s')} |")
@@ -173,7 +173,7 @@ def write_report(root: Path, profile: str, jobs: dict, report_path: str) -> Path
 
     # wall time per stage
     kinds: dict[str, list[float]] = {}
-    for j, r in R.items():
+    for r in R.values():
         kinds.setdefault(r["kind"], []).append(_wall(r))
     lines += ["## Wall time per stage", "", "| stage | jobs | total min | mean s |", "|---|---|---|---|"]
     for k, v in sorted(kinds.items()):
