@@ -201,11 +201,7 @@ def _adapt_projection(teacher, reference, train_loader, params: AIDParams, devic
     if hasattr(train_loader, "set_epoch"):
         train_loader.set_epoch(0)
     with eval_mode(teacher, reference, freeze=True):
-        target, res, data = project_teacher(
-            teacher, reference, train_loader, tau=params.tau, alpha=params.alpha, ic_target=params.ic_target,
-            beta=params.beta, sinkhorn_iters=params.sinkhorn_iters, entropy_weights=params.entropy_weights,
-            device=device,
-        )
+        target, res, data = project_teacher(teacher, reference, train_loader, params, device=device)
     seen = data["seen"]
     labels = data["labels"][seen]
     t_logits = data["teacher_logits"][seen]

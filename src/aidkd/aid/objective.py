@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..losses.decomposition import kd_decomposition
-from .project import projection_targets
+from .project import PROJECTION_OPTIONS, projection_targets
 
 
 class AIDParams(BaseModel):
@@ -134,11 +134,9 @@ class AIDObjective:
             return z_ref.detach(), None
         if z_t0 is None:
             raise UserError("the tempered inner-class target needs T0's logits")
-        res = projection_targets(
-            z_t0.detach(), None if z_ref is None else z_ref.detach(), labels, z_teacher.shape[1],
-            tau=p.tau, alpha=1.0, ic_target="tempered", beta=p.beta, sinkhorn_iters=p.sinkhorn_iters,
-            entropy_weights=p.entropy_weights,
-        )
+        options = {**p.model_dump(include=PROJECTION_OPTIONS), "alpha": 1.0, "ic_target": "tempered"}
+        res = projection_targets(z_t0.detach(), None if z_ref is None else z_ref.detach(), labels,
+                                 z_teacher.shape[1], **options)
         return p.tau * res.log_targets, res.beta
 
 

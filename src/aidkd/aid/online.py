@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ..losses.kd import kd_loss
-from ..methods.base import METHODS, Batch, Method, MethodParams
+from ..methods.base import Batch, Method, MethodParams, register_method
 from .objective import AIDObjective, AIDParams, TeacherAdapter
 
 
@@ -39,11 +39,10 @@ class AIDOnlineParams(MethodParams):
     adapt_epochs: Optional[int] = Field(None, ge=0)  # adapt only during the first epochs (None: the whole run)
 
 
-@METHODS.register("aid_online")
+@register_method("aid_online")
 class AIDOnline(Method):
     """KD from a teacher that takes an L_AID step towards the current student between student steps."""
 
-    registered_name = "aid_online"
     Params = AIDOnlineParams
     teacher_model_needed = "adapts the teacher model itself"
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import TYPE_CHECKING, Iterable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,14 @@ from ..errors import UserError
 from ..losses.decomposition import group_logsumexp, inner_class_log_dist
 from .split import eval_mode, model_logits, unpack_batch
 
+if TYPE_CHECKING:
+    from .objective import AIDParams
+
 _F64 = torch.float64
+
+#: the options of :func:`projection_targets`, named as the :class:`~aidkd.aid.objective.AIDParams` fields they
+#: come from: ``projection_targets(..., **params.model_dump(include=PROJECTION_OPTIONS))``
+PROJECTION_OPTIONS = frozenset({"tau", "alpha", "ic_target", "beta", "sinkhorn_iters", "entropy_weights"})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -355,17 +362,13 @@ def project_teacher(
     teacher: nn.Module,
     reference: nn.Module | None,
     loader: Iterable,
+    params: AIDParams,
     *,
-    tau: float = 4.0,
-    alpha: float = 1.0,
-    ic_target: Literal["reference", "tempered"] = "reference",
-    beta: float | None = None,
-    sinkhorn_iters: int = 50,
-    entropy_weights: Literal["teacher", "own"] = "teacher",
     device: torch.device | str = "cpu",
     num_samples: int | None = None,
 ) -> tuple[TargetTeacher, ProjectionResult, dict]:
-    """Run the teacher (and the reference) over the training split and build the projection teacher.
+    """Run the teacher (and the reference) over the training split and build the projection teacher with the
+    options of ``params`` (:data:`PROJECTION_OPTIONS`).
 
     Returns (teacher serving the targets, the projection result, a dict of the collected ``teacher_logits``,
     ``reference_logits``, ``labels`` and ``seen`` for reporting). Samples the loader never served keep the
@@ -380,22 +383,18 @@ def project_teacher(
         r_logits[idx] if r_logits is not None else None,
         labels[idx],
         t_logits.shape[1],
-        tau=tau,
-        alpha=alpha,
-        ic_target=ic_target,
-        beta=beta,
-        sinkhorn_iters=sinkhorn_iters,
-        entropy_weights=entropy_weights,
+        **params.model_dump(include=PROJECTION_OPTIONS),
     )
-    full = torch.log_softmax(t_logits.double() / tau, dim=1)
+    full = torch.log_softmax(t_logits.double() / params.tau, dim=1)
     full[idx] = res.log_targets
     res.log_targets = full
     meta = {**res.summary(), "num_samples": int(seen.numel()), "num_seen": int(seen.sum())}
-    target = TargetTeacher(full, tau, meta)
+    target = TargetTeacher(full, params.tau, meta)
     return target, res, {"teacher_logits": t_logits, "reference_logits": r_logits, "labels": labels, "seen": seen}
 
 
 __all__ = [
+    "PROJECTION_OPTIONS",
     "FitInfo",
     "ProjectionResult",
     "TargetTeacher",

@@ -131,13 +131,20 @@ class SplitAccumulator:
             raise UserError(f"labels must lie in [0, {self.num_classes - 1}]")
         return labels
 
+    def _prepare(self, t_logits: Tensor, s_logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """(labels, log p, log q) of a checked batch, in float64 on the accumulator's device; None when empty."""
+        labels = self._check(t_logits, s_logits, labels)
+        if labels.numel() == 0:
+            return None
+        return (labels, *self._log_probs(t_logits, s_logits))
+
     @torch.no_grad()
     def update(self, t_logits: Tensor, s_logits: Tensor, labels: Tensor) -> None:
         """Add one batch (first pass)."""
-        labels = self._check(t_logits, s_logits, labels)
-        if labels.numel() == 0:
+        batch = self._prepare(t_logits, s_logits, labels)
+        if batch is None:
             return
-        log_p, log_q = self._log_probs(t_logits, s_logits)
+        labels, log_p, log_q = batch
         c = self.num_classes
         self.counts += torch.bincount(labels, minlength=c).to(_F64)
         self.log_sum_p = torch.logaddexp(self.log_sum_p, group_logsumexp(log_p, labels, c))
@@ -150,10 +157,10 @@ class SplitAccumulator:
     @torch.no_grad()
     def update_ic(self, t_logits: Tensor, s_logits: Tensor, labels: Tensor) -> None:
         """Add one batch to the direct computation of L_IC (second pass, after all first-pass updates)."""
-        labels = self._check(t_logits, s_logits, labels)
-        if labels.numel() == 0:
+        batch = self._prepare(t_logits, s_logits, labels)
+        if batch is None:
             return
-        log_p, log_q = self._log_probs(t_logits, s_logits)
+        labels, log_p, log_q = batch
         log_r = log_p - self.log_sum_p[labels]
         log_rh = log_q - self.log_sum_q[labels]
         self.ic_sum.index_add_(0, labels, (log_p.exp() * (log_r - log_rh)).sum(1))

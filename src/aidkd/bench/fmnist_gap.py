@@ -231,7 +231,7 @@ def _run_adapt(root: Path, profile: str, job: Job) -> dict:
     import torch
 
     from ..aid.adapt import AIDParams, adapt_teacher
-    from ..aid.project import projection_targets
+    from ..aid.project import PROJECTION_OPTIONS, projection_targets
     from ..aid.split import split_decomposition_from_logits
     from ..config import DataConfig
     from ..data import build_data
@@ -257,9 +257,7 @@ def _run_adapt(root: Path, profile: str, job: Job) -> dict:
                  "train_cs_before": before_train.cs, "train_ic_before": before_train.ic,
                  "val_cs_before": before_val.cs, "val_ic_before": before_val.ic}
     if params.mode == "projection":
-        pr = projection_targets(t_logits, r_logits, labels, 10, tau=params.tau, alpha=params.alpha,
-                                ic_target=params.ic_target, beta=params.beta, sinkhorn_iters=params.sinkhorn_iters,
-                                entropy_weights=params.entropy_weights)
+        pr = projection_targets(t_logits, r_logits, labels, 10, **params.model_dump(include=PROJECTION_OPTIONS))
         new_logits = (params.tau * pr.log_targets).float()
         res["beta"] = pr.beta
         res["teacher_val_acc_after"] = res["teacher_val_acc_before"]  # the network itself is unchanged

@@ -7,7 +7,7 @@ without gradients. ``forward(batch, epoch)`` returns the student's logits and a 
 loss terms; the engine minimises their sum and logs each.
 
 Adding a method is one file: a pure loss function in ``aidkd.losses`` and a thin subclass here, registered
-with ``@METHODS.register("name")`` and carrying a pydantic ``Params`` class with the published defaults.
+with ``@register_method("name")`` and carrying a pydantic ``Params`` class with the published defaults.
 """
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ class Method(nn.Module):
     """Base class of all training objectives."""
 
     Params: type[MethodParams] = MethodParams
+    registered_name: str = "method"  # set by register_method
     needs_teacher: bool = True
     #: why the method needs the teacher *model* (its features, its outputs on other views, the model itself), or
     #: None when the teacher's logits on the training view suffice: only then can the teacher be an indexed one
@@ -79,7 +80,7 @@ class Method(nn.Module):
 
     @classmethod
     def method_name(cls) -> str:
-        return getattr(cls, "registered_name", cls.__name__.lower())
+        return cls.registered_name
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -103,6 +104,70 @@ class Method(nn.Module):
 
     def forward(self, batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:  # pragma: no cover
         raise NotImplementedError
+
+
+def model_label(model) -> str:
+    return getattr(model, "model_name", None) or getattr(model, "name", None) or type(model).__name__
+
+
+class FeatureMethod(Method):
+    """A method on the models' intermediate features (FitNet, AT, ReviewKD, CRD): it needs the teacher model, and
+    both models must follow the feature contract (``feature_info()``); the shape checks they share, each a
+    UserError that names the method, the model and what is missing."""
+
+    teacher_model_needed = "needs the teacher's features"
+
+    def _role(self, role: str) -> nn.Module:
+        return self.student if role == "student" else self.teacher
+
+    def feature_info(self, role: str) -> dict:
+        """``feature_info()`` of the student or the teacher at the run's input size."""
+        model = self._role(role)
+        if not hasattr(model, "feature_info"):
+            raise UserError(f"method {self.method_name()!r}: the {role} {model_label(model)} has no feature_info(); "
+                            "it needs a model that follows the aidkd feature contract")
+        size = tuple(self.ctx.input_size) if self.ctx.input_size and len(self.ctx.input_size) == 3 else None
+        return model.feature_info(size)
+
+    def stage_shapes(self, role: str, key: str = "feats", min_stages: int = 1) -> list[tuple[int, int, int]]:
+        """The (C, H, W) shapes of ``feature_info()[key][1:]`` (the stages after the stem)."""
+        stages = [tuple(s) for s in self.feature_info(role)[key][1:]]
+        if len(stages) < min_stages or any(len(s) != 3 for s in stages):
+            raise UserError(
+                f"method {self.method_name()!r}: the {role} {model_label(self._role(role))} has {len(stages)} "
+                f"spatial stage feature(s) {stages}; it needs at least {min_stages} (C, H, W) stage outputs after "
+                "the stem"
+            )
+        return stages
+
+    def paired_stage_shapes(self, student_key: str, teacher_key: str) -> tuple[list, list]:
+        """The stage shapes of both models, which must have as many stages (paired one to one)."""
+        s, t = self.stage_shapes("student", student_key), self.stage_shapes("teacher", teacher_key)
+        if len(s) != len(t):
+            raise UserError(
+                f"method {self.method_name()!r}: the student {model_label(self.student)} has {len(s)} stages and "
+                f"the teacher {model_label(self.teacher)} {len(t)}; the method pairs the stages one to one"
+            )
+        return s, t
+
+    def pooled_dim(self, role: str) -> int:
+        """The size of the model's pooled feature, which must be a vector."""
+        pooled = tuple(self.feature_info(role)["pooled"])
+        if len(pooled) != 1:
+            raise UserError(f"method {self.method_name()!r}: the {role} {model_label(self._role(role))}'s pooled "
+                            f"feature has shape {pooled}; the method needs a vector")
+        return pooled[0]
+
+
+def register_method(name: str):
+    """Register a :class:`Method` subclass in :data:`METHODS` under ``name``, which becomes its
+    ``registered_name`` (the name in configs and messages)."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        cls.registered_name = name
+        return METHODS.register(name)(cls)
+
+    return deco
 
 
 def build_method(name: str, student, teacher, params: dict | None, ctx: MethodContext) -> Method:

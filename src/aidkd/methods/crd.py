@@ -10,8 +10,7 @@ from pydantic import Field
 from ..errors import UserError
 from ..losses.crd import ContrastMemory, Embed, nce_loss
 from ..losses.kd import kd_loss
-from .base import METHODS, Batch, Method, MethodParams
-from .fitnet import feature_info, model_label
+from .base import Batch, FeatureMethod, MethodParams, register_method
 
 
 class CRDParams(MethodParams):
@@ -28,11 +27,9 @@ class CRDParams(MethodParams):
     negatives: Literal["other_class", "uniform"] = "other_class"
 
 
-@METHODS.register("crd")
-class CRD(Method):
-    registered_name = "crd"
+@register_method("crd")
+class CRD(FeatureMethod):
     Params = CRDParams
-    teacher_model_needed = "needs the teacher's features"
 
     def __init__(self, student, teacher, params: CRDParams, ctx):
         super().__init__(student, teacher, params, ctx)
@@ -40,15 +37,8 @@ class CRD(Method):
         if ctx.num_train <= 0:
             raise UserError(f"method {name!r} keeps one memory slot per training sample and needs the training-set "
                             "size (MethodContext.num_train)")
-        dims = {}
-        for role, model in (("student", student), ("teacher", teacher)):
-            pooled = tuple(feature_info(name, role, model, ctx)["pooled"])
-            if len(pooled) != 1:
-                raise UserError(f"method {name!r}: the {role} {model_label(model)}'s pooled feature has shape "
-                                f"{pooled}; CRD needs a vector")
-            dims[role] = pooled[0]
-        self.embed_s = Embed(dims["student"], params.feat_dim)
-        self.embed_t = Embed(dims["teacher"], params.feat_dim)
+        self.embed_s = Embed(self.pooled_dim("student"), params.feat_dim)
+        self.embed_t = Embed(self.pooled_dim("teacher"), params.feat_dim)
         self.memory = ContrastMemory(params.feat_dim, ctx.num_train, params.nce_k, params.nce_t, params.nce_m)
         if ctx.train_labels is not None:  # the label of every slot: negatives exactly from the other classes
             labels = torch.as_tensor(ctx.train_labels, dtype=torch.long).reshape(-1)
