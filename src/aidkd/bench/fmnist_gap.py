@@ -239,6 +239,7 @@ def _run_adapt(root: Path, profile: str, job: Job) -> dict:
 
     a = job.args
     var = dict(VARIANTS[a["variant"]])
+    var.pop("reference")  # which student the job adapts towards (its dependency), not an AID option
     params = AIDParams(**var)
     torch.manual_seed(a["seed"])
     data = build_data(DataConfig(**_data_cfg(profile)), device="cpu", seed=a["seed"])
