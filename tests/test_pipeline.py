@@ -176,6 +176,11 @@ def test_analyze_cli_writes_json_and_pngs(first, tmp_path, capsys):
     assert abs(a["kd"] - a["cs"] - a["ic"]) < 1e-6 and a["dataset"] == "digits" and len(a["per_class"]["ic"]) == 10
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "components.png" in pngs and sum(p.startswith("inner_class_") for p in pngs) == 2
+    assert a["teacher_info"] > 0 and a["student_info"] > 0
+    capsys.readouterr()
+    assert main(["analyze", "--teacher", str(t0), "--json", "--out", str(tmp_path / "t0"), "--split", "test"]) == 0
+    alone = json.loads(capsys.readouterr().out)  # I_T of any checkpoint, without a student
+    assert alone["teacher_info"] == pytest.approx(a["teacher_info"], rel=1e-9)
     lad = tmp_path / "ladder"
     assert main(["analyze", "--ladder", "--teacher", f"t0={t0}", "--teacher", f"adapted={adapted}", "--student",
                  str(ref), "--distilled", f"t0={ref}", "--out", str(lad)]) == 0

@@ -4,10 +4,13 @@ Fine-tuning mode: a copy T of the trained teacher T0 is fine-tuned for E_a epoch
 L_AID (:class:`~aidkd.aid.objective.AIDObjective`, stepped by :class:`~aidkd.aid.objective.TeacherAdapter`)
 towards the reference student S_ref or the tempered targets; S_ref and T0 are frozen in eval mode and only T
 receives gradients. Projection mode (``mode="projection"``) computes the adapted targets in closed form instead
-(:mod:`aidkd.aid.project`) and returns a :class:`~aidkd.aid.project.TargetTeacher`.
+(:mod:`aidkd.aid.project`) and returns a :class:`~aidkd.aid.project.TargetTeacher`. MCMI mode (``mode="mcmi"``)
+fine-tunes like the first on ordinary training batches, with the objective's MCMI term that raises the teacher's
+inner-class information towards T0's fixed class centroids, at the authors' settings (docs/aid.md).
 
 :func:`adapt_teacher` returns the adapted teacher and an :class:`AIDReport` (accuracy before/after with a loud
-warning past the tolerance, L_CS/L_IC between teacher and S_ref before/after, wall time).
+warning past the tolerance, L_CS/L_IC between teacher and S_ref before/after, the teacher's inner-class
+information I_T before/after, wall time).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .objective import AIDParams, TeacherAdapter
+from .objective import AIDParams, TeacherAdapter, class_centroids
 from .project import project_teacher
 from .split import SplitDecomposition, eval_mode, split_decomposition, split_decomposition_from_logits, unpack_batch
 
@@ -56,6 +59,8 @@ class AIDReport:
     history: list = field(default_factory=list)  # per epoch: mean loss terms, lr
     projection: Optional[dict] = None
     params: dict = field(default_factory=dict)
+    teacher_info_before: float = float("nan")  # I_T: the teacher's inner-class information (split.py), x tau^2
+    teacher_info_after: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,6 +102,10 @@ def adapt_teacher(
     Before/after numbers are measured on ``eval_loader`` (held-out data). ``reference`` may be None only for
     ``ic_target="tempered"`` with a given ``beta`` (the report then has NaN for the L_CS/L_IC numbers).
 
+    MCMI mode: as fine-tuning, on the ordinary (shuffled, augmented) training batches; the class centroids are
+    T0's over one pass of ``train_loader`` before the first step; ``reference`` is optional (it only gives the
+    report's L_CS / L_IC numbers).
+
     Projection mode: ``train_loader`` must serve the training split in fixed views (no augmentation) with sample
     indices; the adapted teacher is a :class:`~aidkd.aid.project.TargetTeacher`, and the before/after numbers
     are measured on the projected training samples.
@@ -109,9 +118,12 @@ def adapt_teacher(
     elif isinstance(params, dict):
         params = AIDParams(**params)
     device = torch.device(device)
-    needs_ref = params.ic_target == "reference" or params.beta is None
+    if params.mode == "projection":
+        needs_ref = params.ic_target == "reference" or params.beta is None
+    else:
+        needs_ref = params.needs_reference
     if needs_ref and reference is None:
-        raise UserError("AID needs a reference student (or ic_target 'tempered' with a given beta)")
+        raise UserError("AID needs a reference student (or ic_target 'tempered' with a given beta, or lambda_ic 0)")
     teacher.to(device)
     if reference is not None:
         reference.to(device)
@@ -130,9 +142,12 @@ def _measure(teacher, reference, loader, params, device) -> SplitDecomposition |
 
 
 def _report(params: AIDParams, before: SplitDecomposition | None, after: SplitDecomposition | None,
-            acc_before: float, acc_after: float, reference_acc: float, t_start: float, **fields) -> AIDReport:
-    """The report of either mode: L_KD / L_CS / L_IC before and after from the two decompositions (NaN where one
-    is None), the accuracy warning applied."""
+            acc_before: float, acc_after: float, reference_acc: float, t_start: float,
+            info: tuple[SplitDecomposition | None, SplitDecomposition | None] | None = None, **fields) -> AIDReport:
+    """The report of every mode: L_KD / L_CS / L_IC before and after from the two decompositions against S_ref
+    (NaN where one is None), the teacher's I_T from ``info`` (default: the same two), the accuracy warning
+    applied."""
+    info = info or (before, after)
     nan = float("nan")
 
     def value(d: SplitDecomposition | None, key: str) -> float:
@@ -142,6 +157,7 @@ def _report(params: AIDParams, before: SplitDecomposition | None, after: SplitDe
         mode=params.mode, ic_target=params.ic_target, teacher_acc_before=acc_before, teacher_acc_after=acc_after,
         acc_drop=nan, acc_tolerance=params.acc_tolerance, acc_warning=False, reference_acc=reference_acc,
         **{f"{k}_{when}": value(d, k) for k in ("kd", "cs", "ic") for when, d in (("before", before), ("after", after))},
+        **{f"teacher_info_{when}": value(d, "teacher_info") for when, d in (("before", info[0]), ("after", info[1]))},
         wall_time_s=time.perf_counter() - t_start, params=params.model_dump(), **fields,
     )
     _warn_accuracy(report)
@@ -159,7 +175,12 @@ def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDPa
     betas: list[float] = []
     with eval_mode(teacher, reference, freeze=True):
         before = _measure(teacher, reference, eval_loader, params, device)
-        adapter = TeacherAdapter(adapted, params, epochs * steps_per_epoch, t0=teacher)
+        centroids = None
+        if params.mode == "mcmi":  # fixed for the whole fine-tuning, from T0 over the training batches
+            if hasattr(train_loader, "set_epoch"):
+                train_loader.set_epoch(0)
+            centroids = class_centroids(teacher, train_loader, params.tau, device)
+        adapter = TeacherAdapter(adapted, params, epochs * steps_per_epoch, t0=teacher, class_centroids=centroids)
         use_reference = adapter.objective.needs_reference and reference is not None
         for epoch in range(epochs):
             if hasattr(train_loader, "set_epoch"):
@@ -188,7 +209,7 @@ def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDPa
     report = _report(
         params, before if has_ref else None, after if has_ref else None,
         nan if before is None else before.teacher_acc, nan if after is None else after.teacher_acc,
-        before.student_acc if has_ref and before is not None else nan, t_start,
+        before.student_acc if has_ref and before is not None else nan, t_start, info=(before, after),
         eval_split="eval" if eval_loader is not None else "none", epochs=epochs, steps=adapter.steps,
         beta=params.beta if params.beta is not None else (sum(betas) / len(betas) if betas else None),
         history=history,

@@ -24,11 +24,11 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..losses.kd import kd_loss
 from ..methods.base import Batch, Method, MethodParams, register_method
-from .objective import AIDObjective, AIDParams, TeacherAdapter
+from .objective import AIDParams, TeacherAdapter
 
 
 class AIDOnlineParams(MethodParams):
@@ -37,6 +37,14 @@ class AIDOnlineParams(MethodParams):
     kd_weight: float = Field(1.0, ge=0)  # student: tau^2 KL(teacher || student) at aid.tau
     teacher_every: int = Field(1, ge=1)  # one teacher step every this many student steps
     adapt_epochs: Optional[int] = Field(None, ge=0)  # adapt only during the first epochs (None: the whole run)
+
+    @field_validator("aid")
+    @classmethod
+    def _not_mcmi(cls, v: AIDParams) -> AIDParams:
+        if v.mode == "mcmi":
+            raise ValueError("aid_online adapts the teacher towards the current student: aid.mode mcmi is an "
+                             "offline teacher fine-tuning (use aid.mode finetune here)")
+        return v
 
 
 @register_method("aid_online")
@@ -50,7 +58,7 @@ class AIDOnline(Method):
         super().__init__(student, teacher, params, ctx)  # freezes the teacher; the adapter unfreezes it
         p = self.params
         total = max(1, ((p.adapt_epochs or ctx.epochs) * ctx.steps_per_epoch) // p.teacher_every)
-        t0 = copy.deepcopy(teacher).eval() if AIDObjective(p.aid).needs_t0 else None
+        t0 = copy.deepcopy(teacher).eval() if p.aid.needs_t0 else None
         object.__setattr__(self, "t0", t0)  # frozen original teacher, not a submodule either
         object.__setattr__(self, "adapter", TeacherAdapter(self.teacher, p.aid, total, t0=t0))
         self.student_steps = 0

@@ -272,7 +272,7 @@ def adapt_stage(cfg: PipelineConfig, runner: StageRunner, t0: StageResult, ref: 
         "reference": {"name": None if ref_is_aidkd else cfg.student.name, "kwargs": cfg.student.kwargs,
                       "sha256": file_hash(ref.checkpoint)},
         "aid": params.model_dump(mode="json"), "data": cfg.base.data.model_dump(mode="json"),
-        "adapt_epochs": params.num_epochs(distill_epochs) if params.mode == "finetune" else None,
+        "adapt_epochs": params.num_epochs(distill_epochs) if params.mode != "projection" else None,
         "seed": seed, "device": cfg.base.train.device,
         "deterministic": cfg.base.train.deterministic,
     }
@@ -294,13 +294,17 @@ def adapt_stage(cfg: PipelineConfig, runner: StageRunner, t0: StageResult, ref: 
                                None if ref_is_aidkd else cfg.student.kwargs)
         extra: dict = {"distill_epochs": distill_epochs, "seed": seed,
                        "teacher_checkpoint": str(t0.checkpoint), "reference_checkpoint": str(ref.checkpoint)}
-        if params.mode == "finetune":
-            P = params.P or min(spec.num_classes, max(1, dcfg.batch_size // params.K))
-            bal = build_data(dcfg.model_copy(update={"balanced": [P, params.K]}), device=device, seed=seed)
-            adapted, report = adapt_teacher(teacher, reference, bal.train, data.test, params, device,
+        if params.mode != "projection":  # finetune: class-balanced batches; mcmi: the ordinary training batches
+            if params.mode == "finetune":
+                P = params.P or min(spec.num_classes, max(1, dcfg.batch_size // params.K))
+                bal = build_data(dcfg.model_copy(update={"balanced": [P, params.K]}), device=device, seed=seed)
+                loader, extra["balanced"] = bal.train, [P, params.K]
+            else:
+                loader = data.train
+            adapted, report = adapt_teacher(teacher, reference, loader, data.test, params, device,
                                             distill_epochs=distill_epochs)
             rd = report.to_dict()
-            rd.update(extra, eval_split="test", balanced=[P, params.K])
+            rd.update(extra, eval_split="test")
             run_cfg = cfg.run_dict({"name": cfg.teacher.name, "kwargs": dict(cfg.teacher.kwargs)},
                                    {"name": "vanilla"}, seed)
             run_cfg["meta"] = {"aid_adapted": True, "aid": params.model_dump(mode="json"),
@@ -448,7 +452,7 @@ def collect_results(cfg: PipelineConfig, runner: StageRunner, report: dict, wall
                 "epochs": report.get("epochs"), "alpha": cfg.aid.alpha if cfg.aid.mode == "projection" else None,
                 "beta": report.get("beta")},
         "decomposition": {k: report.get(k) for k in ("kd_before", "cs_before", "ic_before", "kd_after", "cs_after",
-                                                     "ic_after")} | {"split": report.get("eval_split")},
+                                                     "ic_after", "teacher_info_before", "teacher_info_after")} | {"split": report.get("eval_split")},
         "seeds": seeds,
         "epochs": cfg.base.train.epochs,
         "vanilla": _student_row(runner, [f"vanilla-s{s}" for s in seeds]),
@@ -490,10 +494,12 @@ def results_markdown(r: dict) -> str:
         f"| L_KD (teacher ‖ S_ref, {d['split']}) | {_num(d['kd_before'])} | {_num(d['kd_after'])} |",
         f"| L_CS (class-wise similarity) | {_num(d['cs_before'])} | {_num(d['cs_after'])} |",
         f"| L_IC (inner-class distribution) | {_num(d['ic_before'])} | {_num(d['ic_after'])} |",
+        f"| I_T (teacher's inner-class information) | {_num(d.get('teacher_info_before'))} | "
+        f"{_num(d.get('teacher_info_after'))} |",
         "",
         f"AID: mode {a['mode']}, ic_target {a['ic_target']}, tau {a['tau']:g}, lambda_ic {a['lambda_ic']:g}, "
         f"lambda_cs {a['lambda_cs']:g}, lambda_ce {a['lambda_ce']:g}"
-        + (f", epochs {a['epochs']}" if a["mode"] == "finetune" else f", alpha {a['alpha']:g}")
+        + (f", epochs {a['epochs']}" if a["mode"] != "projection" else f", alpha {a['alpha']:g}")
         + (f", beta {a['beta']:.3f}" if a.get("beta") is not None else "")
         + f". Reference S_ref: {r['reference']['kind']} (top-1 {_num(r['reference']['acc'], 2)}%).",
     ]

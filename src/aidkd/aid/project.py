@@ -12,7 +12,8 @@ The adapted target is p*_i = n_k J(i, .). Two choices of rho (``ic_target``):
 
 * ``reference``: rho = r^ref, the reference student's own inner-class distribution (4b);
 * ``tempered``: rho = r^beta proportional to r^beta, the teacher's own inner-class distribution made smoother
-  (4c). beta = 1 leaves the teacher unchanged (J already has row sums 1/n_k); beta -> 0 gives every sample its
+  (4c, beta < 1) or sharper (beta > 1: more within-class structure, the direction MCMI teachers take).
+  beta = 1 leaves the teacher unchanged (J already has row sums 1/n_k); beta -> 0 gives every sample its
   class's mean m_k. beta is given, or found by bisection so that the entropy of the tempered distributions,
   averaged with the weights (n_k/N) m_k(c) of L_IC, equals the reference student's.
 
@@ -240,8 +241,8 @@ def projection_targets(
         raise UserError(f"alpha must lie in [0, 1], got {alpha}")
     if ic_target not in ("reference", "tempered"):
         raise UserError(f"ic_target must be 'reference' or 'tempered', got {ic_target!r}")
-    if beta is not None and not 0.0 < beta <= 1.0:
-        raise UserError(f"beta must lie in (0, 1], got {beta}")
+    if beta is not None and not beta > 0.0:
+        raise UserError(f"beta must be positive (below 1 smooths, above 1 sharpens), got {beta}")
     needs_ref = ic_target == "reference" or beta is None
     if needs_ref and reference_logits is None:
         raise UserError("the reference student's logits are needed for ic_target 'reference' or a beta to be found")

@@ -29,7 +29,7 @@ def _check_indexed(model, split: str, what: str) -> None:
 
 def analyze_checkpoints(
     teacher: str | Path,
-    student: str | Path,
+    student: str | Path | None,
     *,
     teacher_name: str | None = None,
     student_name: str | None = None,
@@ -44,16 +44,18 @@ def analyze_checkpoints(
 ) -> dict:
     """Decompose KD(teacher || student) on a split of the data; with ``out_dir``, write ``analysis.json``,
     ``components.png`` and ``inner_class_<k>.png`` for ``inner_classes`` (default: the ``num_inner`` classes
-    with the largest per-class L_IC). Names are needed only for checkpoints that are not aidkd checkpoints."""
+    with the largest per-class L_IC). Names are needed only for checkpoints that are not aidkd checkpoints.
+    The result holds the inner-class information of both models (``teacher_info`` I_T, ``student_info`` I_S).
+    Without a ``student``, the teacher alone is analysed: its I_T (the decomposition against itself is zero)."""
     from .analysis import analyze, collect_class_probs, plot_inner_class
 
     loader, spec, dev = build_split(data, [teacher, student], split, overrides, device)
     t = load_model(teacher, spec, teacher_name)
-    s = load_model(student, spec, student_name)
+    s = load_model(student, spec, student_name) if student is not None else t
     _check_indexed(t, split, "the teacher")
     _check_indexed(s, split, "the student")
     res = analyze(t, s, loader, tau, spec.num_classes, dev, out_dir, inner_classes, spec.classes)
-    if out_dir is not None and not inner_classes:
+    if out_dir is not None and not inner_classes and student is not None:
         pc = res["per_class"]["ic"]
         order = sorted((k for k in range(len(pc)) if pc[k] is not None and not math.isnan(pc[k])),
                        key=lambda k: -pc[k])[:num_inner]
@@ -62,7 +64,7 @@ def analyze_checkpoints(
             name = spec.classes[k] if spec.classes else str(k)
             res["plots"].append(str(plot_inner_class(probs[k]["p"], probs[k]["q"], Path(out_dir) / f"inner_class_{k}.png",
                                                      class_index=k, class_name=name, class_names=spec.classes)))
-    res.update(teacher=str(teacher), student=str(student), teacher_arch=getattr(t, "arch", teacher_name),
+    res.update(teacher=str(teacher), student=None if student is None else str(student), teacher_arch=getattr(t, "arch", teacher_name),
                student_arch=getattr(s, "arch", student_name), dataset=spec.name, split=split, class_names=spec.classes)
     if out_dir is not None:
         atomic_write_json(Path(out_dir) / "analysis.json", json_safe(res))

@@ -9,6 +9,7 @@ float64, only
 * log S_k(c) = log sum_{i in G_k} p_i(c) and log S^_k(c) (the same for q), as running log-sum-exps, so that the
   class means m_k = S_k / n_k never underflow;
 * sum_{i in G_k} KL(p_i || q_i), the per-class sum of per-sample KL;
+* sum_{i in G_k} sum_c p_i(c) log p_i(c) (and the same for q), the per-class sum of negative entropies;
 * the number of correct top-1 predictions of both models.
 
 Memory is O(C^2) whatever the split size. At the end
@@ -17,7 +18,12 @@ Memory is O(C^2) whatever the split size. At the end
     L_CS_k = tau^2 * KL(m_k || m^_k)
     L_IC_k = L_KD_k - L_CS_k                                   (the exact identity of docs/aid.md section 1)
 
-and the split totals are the n_k/N-weighted sums of these. **L_IC is obtained from the identity**, in one pass:
+and the split totals are the n_k/N-weighted sums of these. The inner-class information of each model,
+
+    I_T = tau^2 / N sum_i KL(p_i || m_{y_i})  = sum_k n_k/N tau^2 [H(m_k) - mean_{i in G_k} H(p_i)]
+
+(the conditional mutual information that MCMI teachers raise; the L_IC of the teacher against its own class
+means), and I_S the same for the student, come from the entropies in the same pass. **L_IC is obtained from the identity**, in one pass:
 every term is accumulated in float64, so the subtraction loses only float64 rounding relative to L_KD_k (a
 value below zero by rounding is clipped to 0). ``ic_mode="two_pass"`` instead computes L_IC directly from its
 definition, sum_i sum_c p_i(c) [log r_{k,c}(i) - log r^_{k,c}(i)], in a second pass over the data that reuses
@@ -64,6 +70,8 @@ class SplitDecomposition:
     num_samples: int
     temperature: float
     ic_mode: str = "identity"
+    teacher_info: float = float("nan")  # I_T: tau^2 mean KL(p_i || m_{y_i}), the teacher's inner-class information
+    student_info: float = float("nan")  # I_S: the same for the student
 
     def to_dict(self, per_class: bool = True) -> dict:
         """A JSON-ready dict (plain floats and lists; NaN for absent classes)."""
@@ -76,6 +84,8 @@ class SplitDecomposition:
             "num_samples": self.num_samples,
             "temperature": self.temperature,
             "ic_mode": self.ic_mode,
+            "teacher_info": self.teacher_info,
+            "student_info": self.student_info,
         }
         if per_class:
             out["per_class"] = {
@@ -108,6 +118,8 @@ class SplitAccumulator:
         self.log_sum_p = torch.full((c, c), float("-inf"), dtype=_F64, device=dev)
         self.log_sum_q = torch.full((c, c), float("-inf"), dtype=_F64, device=dev)
         self.kl_sum = torch.zeros(c, dtype=_F64, device=dev)
+        self.neg_entropy_p = torch.zeros(c, dtype=_F64, device=dev)
+        self.neg_entropy_q = torch.zeros(c, dtype=_F64, device=dev)
         self.correct_t = torch.zeros((), dtype=_F64, device=dev)
         self.correct_s = torch.zeros((), dtype=_F64, device=dev)
         # second pass (direct L_IC), filled by update_ic
@@ -151,6 +163,8 @@ class SplitAccumulator:
         self.log_sum_q = torch.logaddexp(self.log_sum_q, group_logsumexp(log_q, labels, c))
         kl = (log_p.exp() * (log_p - log_q)).sum(1)
         self.kl_sum.index_add_(0, labels, kl)
+        self.neg_entropy_p.index_add_(0, labels, _plogp(log_p).sum(1))
+        self.neg_entropy_q.index_add_(0, labels, _plogp(log_q).sum(1))
         self.correct_t += (t_logits.detach().to(labels.device).argmax(1) == labels).sum()
         self.correct_s += (s_logits.detach().to(labels.device).argmax(1) == labels).sum()
 
@@ -187,6 +201,8 @@ class SplitAccumulator:
             ic_k = tau2 * self.ic_sum / safe_counts
         else:
             raise UserError(f"ic_mode must be 'identity' or 'two_pass', got {ic_mode!r}")
+        info_t = tau2 * (self.neg_entropy_p / safe_counts - _plogp(log_m).sum(1)).clamp_min(0.0)
+        info_s = tau2 * (self.neg_entropy_q / safe_counts - _plogp(log_mh).sum(1)).clamp_min(0.0)
         nan = torch.full_like(kd_k, float("nan"))
         kd_k, cs_k, ic_k = (torch.where(present, x, nan) for x in (kd_k, cs_k, ic_k))
         w = counts / n
@@ -207,7 +223,14 @@ class SplitAccumulator:
             num_samples=int(n),
             temperature=self.temperature,
             ic_mode=ic_mode,
+            teacher_info=total(info_t),
+            student_info=total(info_s),
         )
+
+
+def _plogp(log_p: Tensor) -> Tensor:
+    """p log p elementwise, 0 where p = 0."""
+    return torch.where(torch.isneginf(log_p), torch.zeros_like(log_p), log_p.exp() * log_p)
 
 
 # ----------------------------------------------------------------------------------------------------------------
