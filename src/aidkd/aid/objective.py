@@ -107,8 +107,8 @@ MCMI_DEFAULTS = {"tau": 1.0, "lambda_ce": 1.0, "lambda_ic": 0.0, "lambda_cs": 0.
 
 @dataclass
 class AIDLoss:
-    """The weighted terms of L_AID for one batch (``ce``, ``ic``, ``cs``: those with a positive weight) and the
-    tempered target's beta (None for ``ic_target="reference"``)."""
+    """The weighted terms of L_AID for one batch (``ce``, ``ic``, ``cs``, and ``mcmi`` in that mode: those with a
+    positive weight) and the tempered target's beta (None for ``ic_target="reference"``)."""
 
     terms: dict[str, Tensor] = field(default_factory=dict)
     beta: float | None = None
@@ -119,7 +119,7 @@ class AIDLoss:
 
 
 class AIDObjective:
-    """L_AID of :class:`AIDParams` (the module docstring); stateless, so one instance serves every batch.
+    """L_AID of :class:`AIDParams` (the module docstring); it changes no state, so one instance serves every batch.
 
     ``class_centroids`` (C, C), the fixed c_k of the MCMI mode (:func:`class_centroids`), is required in that
     mode and unused in the others."""
@@ -142,12 +142,12 @@ class AIDObjective:
     def __call__(self, z_teacher: Tensor, z_t0: Tensor | None, z_ref: Tensor | None, labels: Tensor) -> AIDLoss:
         p = self.params
         labels = labels.long()
+        work = z_teacher.dtype if z_teacher.dtype in (torch.float32, torch.float64) else torch.float32
         out = AIDLoss()
         if p.lambda_ce > 0:
             out.terms["ce"] = p.lambda_ce * F.cross_entropy(z_teacher.float(), labels)
         if p.lambda_ic > 0:
             target, out.beta = self._ic_target(z_teacher, z_t0, z_ref, labels)
-            work = z_teacher.dtype if z_teacher.dtype in (torch.float32, torch.float64) else torch.float32
             # kd_decomposition(second, first) splits KL(first || second): KL(T || X), T the target distribution
             ic = kd_decomposition(target.to(work), z_teacher, labels, p.tau,
                                   detach_class_weights=p.detach_class_weights).ic
@@ -157,7 +157,6 @@ class AIDObjective:
                 raise UserError("L_CS(T0 -> T) needs T0's logits")
             out.terms["cs"] = p.lambda_cs * kd_decomposition(z_teacher, z_t0.detach(), labels, p.tau).cs
         if self.log_centroids is not None and p.mcmi_weight > 0:
-            work = z_teacher.dtype if z_teacher.dtype in (torch.float32, torch.float64) else torch.float32
             log_p = torch.log_softmax(z_teacher.to(work) / p.tau, dim=1)
             log_c = self.log_centroids.to(log_p.device, work)[labels]
             kl = (log_p.exp() * (log_p - log_c)).sum(1).mean()
