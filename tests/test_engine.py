@@ -54,6 +54,9 @@ def test_resume_is_exact(run_cfg, tmp_path):
         train(interrupted, on_epoch_end=stop_after_two)
     assert load_checkpoint(tmp_path / "b/r/checkpoints/last.pt")["epoch"] == 2
     assert not (tmp_path / "b/r/summary.json").exists()
+    last = load_checkpoint(tmp_path / "b/r/checkpoints/last.pt")
+    assert "scaler" not in last
+    save_checkpoint({**last, "scaler": {}}, tmp_path / "b/r/checkpoints/last.pt")  # as older versions wrote it
     resumed = train(interrupted)
     a = load_checkpoint(Path(full["run_dir"], "checkpoints/last.pt"))["model"]
     b = load_checkpoint(Path(resumed["run_dir"], "checkpoints/last.pt"))["model"]
