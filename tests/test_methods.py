@@ -145,9 +145,11 @@ def test_indexed_teacher(data):
     with torch.no_grad():
         zs = m.student(b.images)
         assert m(b, epoch=0)[1]["kd"].item() == pytest.approx(0.9 * kd_loss(zs, table[b.index], 4.0).item(), rel=1e-5)
-    for name in ("reviewkd", "fitnet", "at", "crd"):
+    for name in ("reviewkd", "fitnet", "at", "crd", "mlkd", "aid_online"):  # features, other views, training
         with pytest.raises(UserError, match=f"'{name}'.*per-sample"):
             build_method(name, model(), teacher, {}, make_ctx())
+        assert METHODS.get(name).teacher_model_needed()
+    assert all(METHODS.get(n).teacher_model_needed() is None for n in ("kd", "dkd", "dist", "ctkd"))
 
 
 # ---------------------------------------------------------------- KD and its options

@@ -52,7 +52,7 @@ class AIDOnline(Method):
     """KD from a teacher that takes an L_AID step towards the current student between student steps."""
 
     Params = AIDOnlineParams
-    teacher_model_needed = "adapts the teacher model itself"
+    teacher_use = "training"
 
     def __init__(self, student, teacher, params: AIDOnlineParams, ctx):
         super().__init__(student, teacher, params, ctx)  # freezes the teacher; the adapter unfreezes it

@@ -164,7 +164,7 @@ class PipelineConfig(_Strict):
             if m.key in labels:
                 raise UserError(f"{where}: methods[{i}]: {m.key!r} is listed twice; give each a distinct label")
             labels.add(m.key)
-            needed = METHODS.get(m.name).teacher_model_needed
+            needed = METHODS.get(m.name).teacher_model_needed()
             if self.aid.mode == "projection" and needed:
                 raise UserError(f"{where}: method {m.name!r} {needed}, which a projection "
                                 "teacher (per-sample targets) does not have; use aid.mode: finetune for it")
@@ -227,7 +227,7 @@ def _method(name: str, params: dict) -> dict:
 def _uses_cache(cfg: PipelineConfig, method: str) -> bool:
     from ..methods import METHODS
 
-    return cfg.teacher.cache and not METHODS.get(method).teacher_model_needed
+    return cfg.teacher.cache and not METHODS.get(method).teacher_model_needed()
 
 
 def teacher_stage(cfg: PipelineConfig, runner: StageRunner) -> StageResult:

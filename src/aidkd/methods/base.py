@@ -55,20 +55,23 @@ class Method(nn.Module):
     Params: type[MethodParams] = MethodParams
     registered_name: str = "method"  # set by register_method
     needs_teacher: bool = True
-    #: why the method needs the teacher *model* (its features, its outputs on other views, the model itself), or
-    #: None when the teacher's logits on the training view suffice: only then can the teacher be an indexed one
-    #: (a teacher-output cache, an AID projection teacher)
-    teacher_model_needed: str | None = None
+    #: what the method needs of its teacher: "logits" (a teacher-output cache or an AID projection teacher can
+    #: serve them), "features" (the model's intermediate features), or "training" (it updates the teacher's weights)
+    teacher_use: str = "logits"
+    #: whether it also asks for the teacher's logits on views it makes itself (MLKD's strong augmentation), which a
+    #: teacher of fixed per-sample targets cannot serve
+    teacher_other_views: bool = False
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: MethodParams, ctx: MethodContext):
         super().__init__()
         name = self.method_name()
         if self.needs_teacher and teacher is None:
             raise UserError(f"method {name!r} needs a teacher: set teacher.name and teacher.checkpoint")
-        if self.teacher_model_needed and getattr(teacher, "indexed", False):
-            raise UserError(f"method {name!r} {self.teacher_model_needed}, but this teacher serves fixed per-sample "
-                            "logits (a teacher-output cache: set teacher.cache=false; an AID projection: use a logit "
-                            "method)")
+        reason = self.teacher_model_needed()
+        serves_any_view = self.teacher_use == "logits" and getattr(teacher, "per_view", False)
+        if reason and getattr(teacher, "indexed", False) and not serves_any_view:
+            raise UserError(f"method {name!r} {reason}, but this teacher serves fixed per-sample logits (a "
+                            "teacher-output cache: set teacher.cache=false; an AID projection: use a logit method)")
         self.student = student
         self.params = params
         self.ctx = ctx
@@ -81,6 +84,18 @@ class Method(nn.Module):
     @classmethod
     def method_name(cls) -> str:
         return cls.registered_name
+
+    @classmethod
+    def teacher_model_needed(cls) -> str | None:
+        """Why the method needs the teacher model itself rather than fixed per-sample logits (its features, its
+        weights, its outputs on other views), or None: the one answer the engine and the pipeline's checks use."""
+        if cls.teacher_use == "features":
+            return "needs the teacher's features"
+        if cls.teacher_use == "training":
+            return "adapts the teacher model itself"
+        if cls.teacher_other_views:
+            return "needs the teacher's outputs on views it augments itself"
+        return None
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -115,7 +130,7 @@ class FeatureMethod(Method):
     both models must follow the feature contract (``feature_info()``); the shape checks they share, each a
     UserError that names the method, the model and what is missing."""
 
-    teacher_model_needed = "needs the teacher's features"
+    teacher_use = "features"
 
     def _role(self, role: str) -> nn.Module:
         return self.student if role == "student" else self.teacher

@@ -79,7 +79,7 @@ class MLKDParams(MethodParams):
 @register_method("mlkd")
 class MLKD(Method):
     Params = MLKDParams
-    teacher_model_needed = "needs the teacher's outputs on strongly augmented views"
+    teacher_other_views = True  # the strong views
 
     def __init__(self, student, teacher, params: MLKDParams, ctx):
         super().__init__(student, teacher, params, ctx)
