@@ -30,7 +30,6 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..losses.decomposition import kd_decomposition
-from .project import PROJECTION_OPTIONS, projection_targets
 
 
 class AIDParams(BaseModel):
@@ -172,6 +171,10 @@ class AIDObjective:
             return z_ref.detach(), None
         if z_t0 is None:
             raise UserError("the tempered inner-class target needs T0's logits")
+        # imported here: aid.project needs the engine's indexed teacher, and the engine imports the methods, which
+        # import this module; this module must load without it
+        from .project import PROJECTION_OPTIONS, projection_targets
+
         options = {**p.model_dump(include=PROJECTION_OPTIONS), "alpha": 1.0, "ic_target": "tempered"}
         res = projection_targets(z_t0.detach(), None if z_ref is None else z_ref.detach(), labels,
                                  z_teacher.shape[1], **options)
