@@ -255,3 +255,21 @@ def test_engine_gives_crd_the_training_labels(run_cfg):
         train={"epochs": 1, "max_steps_per_epoch": 2})))
     bank = load_checkpoint(Path(s["run_dir"], "checkpoints/last.pt"))["method_state"]["memory.labels"]
     assert (bank >= 0).all() and len(torch.unique(bank)) == 10
+
+
+class _Pickled:  # any object: unpickling it could run code
+    pass
+
+
+def test_a_checkpoint_with_pickled_objects_is_refused_as_unsafe(tmp_path):
+    from aidkd.engine.checkpoint import read_checkpoint
+
+    p = tmp_path / "evil.pt"
+    torch.save({"model": {}, "x": _Pickled()}, p)
+    with pytest.raises(UserError, match=r"is unsafe: .*_Pickled.*refused"):
+        read_checkpoint(p)
+    ok = tmp_path / "numpy.pt"
+    import numpy as np
+
+    torch.save({"model": {"w": torch.ones(2)}, "best_acc": np.float64(70.5)}, ok)  # numpy scalars are allowed
+    assert float(read_checkpoint(ok)["best_acc"]) == 70.5

@@ -100,9 +100,11 @@ def read_checkpoint(path: str | Path):
                 return torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
             first = e
-    hint = f"; it holds objects other than tensors ({', '.join(unsafe[:3])})" if unsafe else \
-        "; it is corrupt or not a PyTorch file"
-    raise UserError(f"checkpoint {str(p)!r} cannot be read ({_first_line(first)}){hint}")
+    if unsafe:  # anything else could run code when unpickled
+        raise UserError(f"checkpoint {str(p)!r} is unsafe: it holds pickled objects other than tensors "
+                        f"({', '.join(unsafe[:3])}), so it was refused (load only checkpoints you trust, re-saved as "
+                        "plain state dicts)")
+    raise UserError(f"checkpoint {str(p)!r} cannot be read ({_first_line(first)}); it is corrupt or not a PyTorch file")
 
 
 def load_checkpoint(path: str | Path) -> dict:
