@@ -473,14 +473,15 @@ def loop_inner_class_information(z: torch.Tensor, labels: torch.Tensor, tau: flo
 @pytest.mark.parametrize("tau", [1.0, 4.0])
 def test_inner_class_information_matches_the_float64_formula(tau):
     zt, zs, y = make_batch([6, 0, 3, 5, 4], 4.0, seed=5)
-    res = split_decomposition_from_logits(zt, zs, y, tau, chunk_size=7)  # streamed over several chunks
+    res = split_decomposition_from_logits(teacher_logits=zt, student_logits=zs, labels=y, temperature=tau,
+                                          chunk_size=7)  # streamed over several chunks
     assert res.teacher_info == pytest.approx(loop_inner_class_information(zt, y, tau), rel=1e-9)
     assert res.student_info == pytest.approx(loop_inner_class_information(zs, y, tau), rel=1e-9)
     # it is L_IC of the teacher against its own class means (a student that outputs m_{y_i} for every sample)
     log_m = group_log_means(torch.log_softmax(zt / tau, 1), y, 5)
     means_as_logits = tau * log_m[y].clamp_min(-1e4)
-    assert res.teacher_info == pytest.approx(split_decomposition_from_logits(zt, means_as_logits, y, tau).kd,
-                                             rel=1e-9)
+    own = split_decomposition_from_logits(teacher_logits=zt, student_logits=means_as_logits, labels=y, temperature=tau)
+    assert res.teacher_info == pytest.approx(own.kd, rel=1e-9)
 
 
 def loop_tempered_projection(z: torch.Tensor, labels: torch.Tensor, tau: float, beta: float, iters: int = 50):

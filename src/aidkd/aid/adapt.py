@@ -232,8 +232,10 @@ def _adapt_projection(teacher, reference, train_loader, params: AIDParams, devic
     ref_acc = float("nan")
     if r_logits is not None:
         r_logits = r_logits[seen]
-        before = split_decomposition_from_logits(t_logits, r_logits, labels, params.tau)
-        after = split_decomposition_from_logits(new_logits, r_logits, labels, params.tau)
+        before = split_decomposition_from_logits(teacher_logits=t_logits, student_logits=r_logits, labels=labels,
+                                                 temperature=params.tau)
+        after = split_decomposition_from_logits(teacher_logits=new_logits, student_logits=r_logits, labels=labels,
+                                                temperature=params.tau)
         ref_acc = before.student_acc
     report = _report(
         params, before, after,

@@ -147,14 +147,15 @@ class AIDObjective:
             out.terms["ce"] = p.lambda_ce * F.cross_entropy(z_teacher.float(), labels)
         if p.lambda_ic > 0:
             target, out.beta = self._ic_target(z_teacher, z_t0, z_ref, labels)
-            # kd_decomposition(second, first) splits KL(first || second): KL(T || X), T the target distribution
-            ic = kd_decomposition(target.to(work), z_teacher, labels, p.tau,
-                                  detach_class_weights=p.detach_class_weights).ic
+            # KL(T || X): the adapting teacher T is the target distribution
+            ic = kd_decomposition(student_logits=target.to(work), teacher_logits=z_teacher, labels=labels,
+                                  temperature=p.tau, detach_class_weights=p.detach_class_weights).ic
             out.terms["ic"] = p.lambda_ic * ic
         if p.lambda_cs > 0:
             if z_t0 is None:
                 raise UserError("L_CS(T0 -> T) needs T0's logits")
-            out.terms["cs"] = p.lambda_cs * kd_decomposition(z_teacher, z_t0.detach(), labels, p.tau).cs
+            out.terms["cs"] = p.lambda_cs * kd_decomposition(student_logits=z_teacher, teacher_logits=z_t0.detach(),
+                                                             labels=labels, temperature=p.tau).cs
         if self.log_centroids is not None and p.mcmi_weight > 0:
             log_p = torch.log_softmax(z_teacher.to(work) / p.tau, dim=1)
             log_c = self.log_centroids.to(log_p.device, work)[labels]
