@@ -5,8 +5,8 @@
     rows = analyze_ladder_checkpoints([("cnn_small", "a.pt"), ("cnn_large", "b.pt")], student="s.pt",
                                       out_dir="runs/ladder")
 
-They load the models (:func:`aidkd.aid.stages.load_model`), build the split of the checkpoints' own data config
-(:func:`aidkd.evaluate.build_split`), call
+They load the models (:func:`aidkd.stages.artifacts.load_model`), build the split of the checkpoints' own data
+config (:func:`aidkd.evaluate.build_split`), call
 :func:`aidkd.aid.analysis.analyze` / :func:`~aidkd.aid.analysis.analyze_ladder` and write ``analysis.json``
 (or ``ladder.json``) and the PNG plots.
 """
@@ -19,7 +19,8 @@ from typing import Sequence
 from ..engine.checkpoint import atomic_write_json, checkpoint_config
 from ..errors import UserError
 from ..evaluate import build_split
-from .stages import json_safe, load_model
+from ..stages import json_safe
+from ..stages.artifacts import load_model
 
 
 def _check_indexed(model, split: str, what: str) -> None:

@@ -87,7 +87,19 @@ def build_model_from_config(mcfg, spec, role: str) -> nn.Module:
 
 
 def build_teacher(cfg: RunConfig, spec) -> nn.Module | None:
+    """The teacher the config describes: a model, a table of cached logits or AID projection targets."""
     t = cfg.teacher
+    if t.kind != "model":
+        if t.kind == "logits":
+            from .teacher_cache import CachedTeacher
+
+            teacher = CachedTeacher.load(t.checkpoint)
+        else:
+            from ..aid.project import TargetTeacher
+
+            teacher = TargetTeacher.load(t.checkpoint)
+        teacher.check_fits(spec.num_train, spec.num_classes, f"teacher.checkpoint {t.checkpoint!r}")
+        return teacher
     if t.name is None:
         if t.checkpoint:
             raise UserError("teacher.checkpoint is set but teacher.name is not; set teacher.name to its architecture")
@@ -172,25 +184,25 @@ def versions() -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------- train
-def train(cfg: RunConfig, *, overwrite: bool = False, teacher: nn.Module | None = None,
+def train(cfg: RunConfig, *, overwrite: bool = False,
           on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
     """Train the model of ``cfg`` with its method; return the run summary (also written to summary.json).
 
-    ``teacher`` may be passed directly (e.g. an adapted teacher held in memory) instead of
-    ``cfg.teacher.checkpoint``.
+    The teacher is the one ``cfg.teacher`` describes (:func:`build_teacher`). To train a config only when it has
+    no finished run, use :func:`aidkd.stages.train_stage`.
     """
     device = resolve_device(cfg.train.device)
     dist_info = init_distributed(device.type)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
     try:
-        return _train(cfg, device, dist_info, overwrite, teacher, on_epoch_end)
+        return _train(cfg, device, dist_info, overwrite, on_epoch_end)
     finally:
         if dist_info.enabled:
             cleanup_distributed()
 
 
-def _train(cfg, device, dist_info: DistInfo, overwrite, teacher, on_epoch_end) -> dict:
+def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end) -> dict:
     from ..data import build_data
 
     t_start = time.time()
@@ -198,8 +210,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, teacher, on_epoch_end) -
     data = build_data(cfg.data, device=device, rank=dist_info.rank, world_size=dist_info.world_size, seed=cfg.train.seed)
     spec = data.spec
     student = build_model_from_config(cfg.model, spec, "model")
-    if teacher is None:
-        teacher = build_teacher(cfg, spec)
+    teacher = build_teacher(cfg, spec)
     if teacher is not None:
         teacher.to(device).eval()
         if cfg.teacher.cache and not getattr(teacher, "indexed", False):

@@ -1,0 +1,191 @@
+"""The AID pipeline's config: a typed schema (:class:`PipelineConfig`) and its checks.
+
+Unknown keys and bad values are a :class:`~aidkd.errors.UserError` that names them and lists the allowed keys.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ...config import (DataConfig, OptimConfig, SchedConfig, TrainConfig, apply_overrides, read_yaml,
+                       resolve_config_path, validation_message)
+from ...errors import UserError
+from ..adapt import AIDParams
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class PipelineBase(_Strict):
+    """Defaults of every engine stage (the sections of a RunConfig that are not about models or the method)."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    sched: SchedConfig = Field(default_factory=SchedConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class TeacherSpec(_Strict):
+    name: str  # architecture
+    checkpoint: Optional[str] = None  # trained T0; None: trained by the pipeline
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    epochs: Optional[int] = Field(None, ge=1)  # teacher training: epochs (default base.train.epochs)
+    lr: Optional[float] = Field(None, gt=0)  # teacher training: learning rate (default base.optim.lr)
+    seed: Optional[int] = None  # teacher training seed (default: the first of ``seeds``)
+    cache: bool = False  # serve the teacher from a logit cache in the logit-based distillations (augment off)
+
+
+class StudentSpec(_Strict):
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class MethodSpec(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: Optional[str] = None  # the name in folders and tables (default: name); needed twice the same method
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, v):
+        return {"name": v} if isinstance(v, str) else v
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class OutputSpec(_Strict):
+    dir: str = "runs/pipeline"
+
+
+class PipelineConfig(_Strict):
+    base: PipelineBase = Field(default_factory=PipelineBase)
+    teacher: TeacherSpec
+    student: StudentSpec
+    #: S_ref: ``distilled`` (KD from T0), ``vanilla`` (the vanilla student of the first seed) or a checkpoint path
+    reference: str = "distilled"
+    reference_epochs: Optional[int] = Field(None, ge=1)  # distilled reference: epochs (default base.train.epochs)
+    reference_params: dict[str, Any] = Field(default_factory=dict)  # distilled reference: KD parameters
+    aid: AIDParams = Field(default_factory=AIDParams)
+    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="kd")], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    online: bool = False  # also run the online variant (aid_online) per seed
+    online_params: dict[str, Any] = Field(default_factory=dict)  # overrides of the aid_online parameters
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_at_top(cls, v):
+        if isinstance(v, dict) and isinstance(v.get("aid"), dict):
+            bad = [k for k in ("reference", "reference_checkpoint") if k in v["aid"]]
+            if bad:
+                raise ValueError(f"aid.{bad[0]} is set by the top-level key 'reference' in a pipeline config "
+                                 "(distilled, vanilla or a checkpoint path)")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    # ------------------------------------------------------------------------------------------------ derived
+    @property
+    def reference_kind(self) -> str:
+        return self.reference if self.reference in ("distilled", "vanilla") else "checkpoint"
+
+    def online_method_params(self) -> dict:
+        """The aid_online parameters: the pipeline's ``aid`` section, KD weights 0.1 / 0.9, ``online_params`` on
+        top (``online_params.aid`` merged key by key)."""
+        p = {"ce_weight": 0.1, "kd_weight": 0.9, **self.online_params}
+        p["aid"] = {**self.aid.model_dump(mode="json"), **dict(self.online_params.get("aid") or {})}
+        return p
+
+    def run_dict(self, model: dict, method: dict, seed: int, teacher: dict | None = None,
+                 epochs: int | None = None, lr: float | None = None) -> dict:
+        """A RunConfig dict (without ``output``) of one engine stage."""
+        d = self.base.model_dump(mode="json")
+        d["model"] = model
+        d["method"] = method
+        if teacher is not None:
+            d["teacher"] = teacher
+        d["train"]["seed"] = seed
+        if epochs is not None:
+            d["train"]["epochs"] = epochs
+        if lr is not None:
+            d["optim"]["lr"] = lr
+        return d
+
+    def check(self, source: str = "") -> None:
+        """Checks that need the registries: method names and parameters, model names, AID compatibility."""
+        from ...methods import METHODS
+        from ...methods.kd import KDParams
+        from ...models import MODELS
+        from ...models.registry import canonical_name
+        from ..online import AIDOnlineParams
+
+        where = f"bad pipeline config {source or '(dict)'}"
+        for key, name in (("teacher.name", self.teacher.name), ("student.name", self.student.name)):
+            if not name.startswith(("tv:", "timm:")) and canonical_name(name) not in MODELS:
+                raise UserError(f"{where}: {key}: unknown model {name!r}; `aidkd models` lists them")
+        labels = set()
+        for i, m in enumerate(self.methods):
+            if m.name == "vanilla":
+                raise UserError(f"{where}: methods[{i}]: the vanilla student is always trained (the baseline); "
+                                "list distillation methods only")
+            if m.name not in METHODS:
+                raise UserError(f"{where}: methods[{i}].name: unknown method {m.name!r}; choose one of: "
+                                f"{', '.join(n for n in METHODS.names() if n != 'vanilla')}")
+            _validate(METHODS.get(m.name).Params, m.params, f"{where}: methods[{i}].params")
+            if m.key in labels:
+                raise UserError(f"{where}: methods[{i}]: {m.key!r} is listed twice; give each a distinct label")
+            labels.add(m.key)
+            needed = METHODS.get(m.name).teacher_model_needed()
+            if self.aid.mode == "projection" and needed:
+                raise UserError(f"{where}: method {m.name!r} {needed}, which a projection "
+                                "teacher (per-sample targets) does not have; use aid.mode: finetune for it")
+        if self.reference_kind == "distilled":
+            _validate(KDParams, self.reference_params, f"{where}: reference_params")
+        elif self.reference_params or self.reference_epochs:
+            raise UserError(f"{where}: reference_params / reference_epochs apply to reference: distilled only")
+        if self.online:
+            _validate(AIDOnlineParams, self.online_method_params(), f"{where}: online_params")
+        elif self.online_params:
+            raise UserError(f"{where}: online_params is set but online is false")
+        if self.aid.mode == "projection" and self.base.data.augment:
+            raise UserError(f"{where}: aid.mode: projection needs fixed training views: set base.data.augment: "
+                            "false (for the baseline students too, so that they compare)")
+        if self.teacher.cache and self.base.data.augment:
+            raise UserError(f"{where}: teacher.cache needs base.data.augment: false")
+
+
+def _validate(params_cls, d: dict, where: str) -> None:
+    try:
+        params_cls(**d)
+    except ValidationError as e:
+        raise UserError(f"{where}: {validation_message(e, params_cls)}") from None
+
+
+def pipeline_config_from_dict(d: dict, source: str = "") -> PipelineConfig:
+    try:
+        cfg = PipelineConfig.model_validate(d)
+    except ValidationError as e:
+        raise UserError(f"bad pipeline config {source or '(dict)'}: {validation_message(e, PipelineConfig)}") from None
+    cfg.check(source)
+    return cfg
+
+
+def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """A pipeline config from a YAML file (or a shipped name like ``pipeline/digits_quick``) and dotted
+    overrides (``base.train.epochs=2 aid.lambda_ic=2 output.dir=runs/x``)."""
+    p = resolve_config_path(path)
+    d = apply_overrides(read_yaml(p), overrides or [])
+    return pipeline_config_from_dict(d, str(path))
+
+
+__all__ = ["MethodSpec", "OutputSpec", "PipelineBase", "PipelineConfig", "StudentSpec",
+           "TeacherSpec", "load_pipeline_config", "pipeline_config_from_dict"]
