@@ -214,7 +214,7 @@ def test_eval_data_config_follows_the_checkpoint(tmp_path):
     dataset, are dropped for another one (only root, batch sizes and workers carry over); overrides apply last;
     evaluation never augments or balances. `aidkd eval` and `aidkd analyze` both build their split this way."""
     from aidkd.engine.checkpoint import FORMAT
-    from aidkd.evaluate import eval_data_config
+    from aidkd.evaluation import eval_data_config
 
     data = {"name": "digits", "root": str(tmp_path), "batch_size": 32, "val_split": 0.2, "train_subset": 500,
             "augment": True, "balanced": [10, 4]}

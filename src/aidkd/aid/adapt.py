@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..progress import progress_enabled, track_images
 from .objective import AIDParams, TeacherAdapter, class_centroids
 from .project import project_teacher
 from .split import SplitDecomposition, eval_mode, split_decomposition, split_decomposition_from_logits, unpack_batch
@@ -187,7 +188,7 @@ def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDPa
                 train_loader.set_epoch(epoch)
             sums: dict[str, float] = {}
             nb = 0
-            for batch in train_loader:
+            for batch in track_images(train_loader, f"AID adaptation, epoch {epoch + 1}/{epochs}", progress_enabled()):
                 images, labels, _ = unpack_batch(batch, device)
                 with torch.no_grad():
                     z_ref = reference(images) if use_reference else None

@@ -6,7 +6,7 @@
                                       out_dir="runs/ladder")
 
 They load the models (:func:`aidkd.stages.artifacts.load_model`), build the split of the checkpoints' own data
-config (:func:`aidkd.evaluate.build_split`), call
+config (:func:`aidkd.evaluation.build_split`), call
 :func:`aidkd.aid.analysis.analyze` / :func:`~aidkd.aid.analysis.analyze_ladder` and write ``analysis.json``
 (or ``ladder.json``) and the PNG plots.
 """
@@ -18,7 +18,7 @@ from typing import Sequence
 
 from ..engine.checkpoint import atomic_write_json, checkpoint_config
 from ..errors import UserError
-from ..evaluate import build_split
+from ..evaluation import build_split
 from ..stages import json_safe
 from ..stages.artifacts import load_model
 

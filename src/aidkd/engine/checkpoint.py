@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..export import is_safetensors, read_safetensors
 
 FORMAT = "aidkd-checkpoint-v1"
 _SAFE_NUMPY = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype", "numpy.dtypes.")
@@ -77,10 +78,13 @@ def _resolve(name: str):
 
 
 def read_checkpoint(path: str | Path):
-    """``torch.load`` a file safely (weights only, on the CPU); a bad file is a one-line UserError."""
+    """``torch.load`` a file safely (weights only, on the CPU), or read a ``.safetensors`` file
+    (:func:`aidkd.export.read_safetensors`); a bad file is a one-line UserError."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint {str(p)!r} not found; check the path")
+    if is_safetensors(p):
+        return read_safetensors(p)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt, truncated, not a torch file, or unsafe globals
