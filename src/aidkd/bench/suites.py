@@ -296,6 +296,10 @@ def _run_aid_entry(path: Path, seeds: int, out_dir: str, overrides: list[str]) -
     return run_pipeline(cfg)
 
 
+def _mean_std(st: dict) -> str:
+    return "-" if st["mean"] is None else f"{st['mean']:.2f} +- {st['std']:.2f}"
+
+
 def _write_suite_report(suite: str, rows, aid_rows, report: str) -> int:
     lines = [f"# {suite} reproduction suite", "",
              "Best test-epoch accuracy (as the published harnesses report it) and last-epoch accuracy, mean +- std "
@@ -323,8 +327,7 @@ def _write_suite_report(suite: str, rows, aid_rows, report: str) -> int:
             pubs = dict(zip(_COLS, CIFAR_PUBLISHED.get(pair, [None] * len(_COLS))))
             for m in res["methods"]:
                 b, a, g = m["baseline"]["best_stats"], m["aid"]["best_stats"], m["gain_best"]
-                fmt = lambda st: "-" if st["mean"] is None else f"{st['mean']:.2f} +- {st['std']:.2f}"  # noqa: E731
-                lines.append(f"| {pair} | {m['name']} | {pubs.get(m['name']) or '-'} | {fmt(b)} | {fmt(a)} | {fmt(g)} |")
+                lines.append(f"| {pair} | {m['name']} | {pubs.get(m['name']) or '-'} | {_mean_std(b)} | {_mean_std(a)} | {_mean_std(g)} |")
     Path(report).parent.mkdir(parents=True, exist_ok=True)
     Path(report).write_text("\n".join(lines) + "\n")
     print(f"report written to {report}")

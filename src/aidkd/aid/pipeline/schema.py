@@ -5,9 +5,16 @@ Unknown keys and bad values are a :class:`~aidkd.errors.UserError` that names th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ...config import (DataConfig, OptimConfig, SchedConfig, TrainConfig, apply_overrides, read_yaml,
                        resolve_config_path, validation_message)
@@ -29,11 +36,11 @@ class PipelineBase(_Strict):
 
 class TeacherSpec(_Strict):
     name: str  # architecture
-    checkpoint: Optional[str] = None  # trained T0; None: trained by the pipeline
+    checkpoint: str | None = None  # trained T0; None: trained by the pipeline
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    epochs: Optional[int] = Field(None, ge=1)  # teacher training: epochs (default base.train.epochs)
-    lr: Optional[float] = Field(None, gt=0)  # teacher training: learning rate (default base.optim.lr)
-    seed: Optional[int] = None  # teacher training seed (default: the first of ``seeds``)
+    epochs: int | None = Field(None, ge=1)  # teacher training: epochs (default base.train.epochs)
+    lr: float | None = Field(None, gt=0)  # teacher training: learning rate (default base.optim.lr)
+    seed: int | None = None  # teacher training seed (default: the first of ``seeds``)
     cache: bool = False  # serve the teacher from a logit cache in the logit-based distillations (augment off)
 
 
@@ -45,7 +52,7 @@ class StudentSpec(_Strict):
 class MethodSpec(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    label: Optional[str] = None  # the name in folders and tables (default: name); needed twice the same method
+    label: str | None = None  # the name in folders and tables (default: name); needed twice the same method
 
     @model_validator(mode="before")
     @classmethod
@@ -67,7 +74,7 @@ class PipelineConfig(_Strict):
     student: StudentSpec
     #: S_ref: ``distilled`` (KD from T0), ``vanilla`` (the vanilla student of the first seed) or a checkpoint path
     reference: str = "distilled"
-    reference_epochs: Optional[int] = Field(None, ge=1)  # distilled reference: epochs (default base.train.epochs)
+    reference_epochs: int | None = Field(None, ge=1)  # distilled reference: epochs (default base.train.epochs)
     reference_params: dict[str, Any] = Field(default_factory=dict)  # distilled reference: KD parameters
     aid: AIDParams = Field(default_factory=AIDParams)
     methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="kd")], min_length=1)
