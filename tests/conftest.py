@@ -1,8 +1,4 @@
-import os
-
 import pytest
-import torch
-
 
 @pytest.fixture(autouse=True)
 def _private_teacher_cache(tmp_path_factory, monkeypatch):

@@ -267,7 +267,8 @@ def test_training_with_the_view_cache_is_training_with_the_teacher(run_cfg, teac
     assert stored["tensors"]["logits"].dtype == torch.float16
     record = json.loads((files[0].parent / "stage.json").read_text())  # a stage of the stage layer
     assert record["kind"] == "teacher-views" and record["result"]["build_img_per_s"] > 0
-    rec = lambda s: [json.loads(l) for l in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]
+    def rec(s):
+        return [json.loads(line) for line in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(rec(plain), rec(cached), strict=True):
         assert abs(a["train.loss"] - b["train.loss"]) < 2e-3 * a["train.loss"]
     assert abs(plain["last_test_acc"] - cached["last_test_acc"]) <= 1.0
@@ -317,7 +318,8 @@ def test_folded_teacher_gives_the_same_logits(name):
     got = lean(x)
     assert got.shape == ref.shape and not got.is_inference()
     assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
-    bns = lambda mod: sum(isinstance(q, torch.nn.BatchNorm2d) for q in mod.modules())
+    def bns(mod):
+        return sum(isinstance(q, torch.nn.BatchNorm2d) for q in mod.modules())
     if name in ("ShuffleV2", "vgg8"):  # shape-dependent Python control flow: not traceable, served unfolded
         assert not lean.folded and lean.not_folded_reason
     else:
@@ -377,7 +379,8 @@ def test_pipeline_reports_the_adaptation_as_a_fraction_of_a_distillation():
     cfg = pipeline_config_from_dict({"base": {"data": {"name": "digits"}}, "teacher": {"name": "cnn_small"},
                                      "student": {"name": "cnn_tiny"}, "seeds": [0, 1],
                                      "methods": [{"name": "kd"}, {"name": "dkd"}]})
-    st = lambda n, t: StageResult(n, "train", None, "ran", "f", {}, t)
+    def st(n, t):
+        return StageResult(n, "train", None, "ran", "f", {}, t)
     stages = {"adapt": st("adapt", 6.0), "aid-kd-s0": st("aid-kd-s0", 50.0), "aid-kd-s1": st("aid-kd-s1", 70.0),
               "aid-dkd-s0": st("aid-dkd-s0", 60.0), "aid-dkd-s1": st("aid-dkd-s1", 60.0), "kd-s0": st("kd-s0", 999.0)}
     c = adaptation_cost(cfg, stages)

@@ -11,6 +11,7 @@ import copy
 import difflib
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -199,27 +200,58 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
     return d
 
 
-def format_validation_error(e: ValidationError, source: str) -> str:
+def validation_message(e: ValidationError, root: type[BaseModel]) -> str:
+    """One line naming every problem of a pydantic ``ValidationError`` raised by ``root`` (a model class), joined
+    by "; ": ``unknown key 'a.b' (allowed: ...)``, ``missing key 'a.b'``, ``a.b: <message> (got <value>)``. List
+    positions are written ``methods[1].name``. The one formatter of the package: every config, parameter class
+    and data section reports its validation errors through it."""
     msgs = []
     for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"])
+        loc = tuple(err["loc"])
+        key = _key(loc)
         if err["type"] == "extra_forbidden":
-            section = err["loc"][:-1]
-            allowed = _allowed_keys(section)
-            msgs.append(f"unknown key {loc!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
+            allowed = _allowed_keys(root, loc[:-1])
+            msgs.append(f"unknown key {key!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
+        elif err["type"] == "missing":
+            msgs.append(f"missing key {key!r}")
         else:
-            msgs.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
-    return f"bad config {source}: " + "; ".join(msgs)
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            msgs.append(f"{key}: {msg} (got {err.get('input')!r})" if key else msg)
+    return "; ".join(msgs)
 
 
-def _allowed_keys(section: tuple) -> list[str]:
-    model: Any = RunConfig
+def format_validation_error(e: ValidationError, source: str) -> str:
+    return f"bad config {source}: " + validation_message(e, RunConfig)
+
+
+def _key(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model class inside an annotation (``Section``, ``Optional[Section]``, ``list[Section]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for a in typing.get_args(annotation):
+        m = _model_in(a)
+        if m is not None:
+            return m
+    return None
+
+
+def _allowed_keys(root: type[BaseModel], section: tuple) -> list[str]:
+    model: type[BaseModel] | None = root
     for part in section:
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if field is None:
+        if isinstance(part, int):
+            continue
+        f = model.model_fields.get(part) if model is not None else None
+        model = _model_in(f.annotation) if f is not None else None
+        if model is None:
             return []
-        model = field.annotation
-    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+    return sorted(model.model_fields) if model is not None else []
 
 
 def config_from_dict(d: dict, source: str = "") -> RunConfig:

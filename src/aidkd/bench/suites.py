@@ -99,7 +99,7 @@ def cifar_entries() -> dict[str, dict]:
         d["output"] = {"name": f"cifar100-teacher-{t}"}
         d["meta"] = {"published": next(ta for tt, _, ta, _ in CIFAR_PAIRS.values() if tt == t), "role": "teacher"}
         out[f"cifar100/teachers/{t}.yaml"] = d
-    for pair, (t, s, ta, sa) in CIFAR_PAIRS.items():
+    for pair, (t, s, _ta, sa) in CIFAR_PAIRS.items():
         teacher = {"name": t, "checkpoint": f"runs/cifar100-teacher-{t}/checkpoints/best.pt"}
         d = _cifar_base(pair, s)
         d["method"] = {"name": "vanilla"}
@@ -147,7 +147,7 @@ def cifar_entries() -> dict[str, dict]:
 
 def imagenet_entries() -> dict[str, dict]:
     out: dict[str, dict] = {}
-    for pair, (t, s, ta, sa) in IMAGENET_PAIRS.items():
+    for pair, (t, s, _ta, sa) in IMAGENET_PAIRS.items():
         base = {
             "data": {"name": "imagenet", "batch_size": 256, "eval_batch_size": 256, "workers": 8},
             "model": {"name": s},
@@ -185,7 +185,7 @@ def cifar_aid_entries() -> dict[str, dict]:
     default AID settings (E_a = 10% of the 240 distillation epochs) and a distilled reference, which is the
     pipeline's own KD baseline."""
     out: dict[str, dict] = {}
-    for pair, (t, s, ta, sa) in CIFAR_PAIRS.items():
+    for pair, (t, s, _ta, _sa) in CIFAR_PAIRS.items():
         base = _cifar_base(pair, s)
         base.pop("model")
         out[f"cifar100/aid/{pair}.yaml"] = {

@@ -35,10 +35,12 @@ def results_markdown(r: dict) -> str:
         f"| L_KD (teacher ‖ S_ref, {d['split']}) | {_num(d['kd_before'])} | {_num(d['kd_after'])} |",
         f"| L_CS (class-wise similarity) | {_num(d['cs_before'])} | {_num(d['cs_after'])} |",
         f"| L_IC (inner-class distribution) | {_num(d['ic_before'])} | {_num(d['ic_after'])} |",
+        f"| I_T (teacher's inner-class information) | {_num(d.get('teacher_info_before'))} | "
+        f"{_num(d.get('teacher_info_after'))} |",
         "",
         f"AID: mode {a['mode']}, ic_target {a['ic_target']}, tau {a['tau']:g}, lambda_ic {a['lambda_ic']:g}, "
         f"lambda_cs {a['lambda_cs']:g}, lambda_ce {a['lambda_ce']:g}"
-        + (f", epochs {a['epochs']}" if a["mode"] == "finetune" else f", alpha {a['alpha']:g}")
+        + (f", epochs {a['epochs']}" if a["mode"] != "projection" else f", alpha {a['alpha']:g}")
         + (f", beta {a['beta']:.3f}" if a.get("beta") is not None else "")
         + f". Reference S_ref: {r['reference']['kind']} (top-1 {_num(r['reference']['acc'], 2)}%).",
     ]

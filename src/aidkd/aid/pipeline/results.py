@@ -75,7 +75,8 @@ def collect_results(cfg: PipelineConfig, stages: dict[str, StageResult], report:
                 "epochs": report.get("epochs"), "alpha": cfg.aid.alpha if cfg.aid.mode == "projection" else None,
                 "beta": report.get("beta")},
         "decomposition": {k: report.get(k) for k in ("kd_before", "cs_before", "ic_before", "kd_after", "cs_after",
-                                                     "ic_after")} | {"split": report.get("eval_split")},
+                                                     "ic_after", "teacher_info_before", "teacher_info_after")}
+                         | {"split": report.get("eval_split")},
         "seeds": seeds,
         "epochs": cfg.base.train.epochs,
         "vanilla": _student_row(stages, [f"vanilla-s{s}" for s in seeds]),
