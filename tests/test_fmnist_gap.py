@@ -231,6 +231,13 @@ def test_whole_study_on_digits_and_rerun_runs_nothing(tmp_path):
             assert r["train_ic_after"] is not None and r["teacher_val_acc_after"] is not None
         else:
             assert 0 <= r["summary"]["last_test_acc"] <= 100
+    # the inner-class information I_T of every adapted teacher: a sharper tempered target (beta 1.6) raises it
+    for s in (0, 1):
+        sharp = data["results"][f"s{s}_adapt-proj_b1.6_cnn_large"]
+        assert sharp["info_after"] > sharp["info_before"] > 0 and sharp["beta"] == 1.6
+        mcmi = data["results"][f"s{s}_adapt-mcmi_cnn_large"]
+        assert mcmi["params"]["mode"] == "mcmi" and mcmi["info_after"] > 0
+        assert data["results"][f"s{s}_aid-mcmi+kd_cnn_large"]["summary"]["last_test_acc"] >= 0
     # the A/A control is a real perturbation: its student's weights differ from KD's, by float rounding only
     import torch
 
@@ -241,7 +248,8 @@ def test_whole_study_on_digits_and_rerun_runs_nothing(tmp_path):
     kd, aa = weights("s0_kd_cnn_large"), weights("s0_kd-aa_cnn_large")
     gaps = [(kd[k] - aa[k]).abs().max().item() for k in kd if kd[k].is_floating_point()]
     assert 0 < max(gaps) < 1e-3
-    for png in ("student_acc_vs_teacher.png", "components_vs_teacher.png", "lambda_sweep.png"):
+    for png in ("student_acc_vs_teacher.png", "components_vs_teacher.png", "lambda_sweep.png",
+                "acc_vs_inner_class_information.png"):
         assert (tmp_path / "docs" / "gap" / png).stat().st_size > 1000
     records = sorted((tmp_path / "runs" / "stages").glob("*/stage.json"))
     mtimes = [f.stat().st_mtime_ns for f in records]

@@ -64,7 +64,7 @@ class Variant:
 
     @property
     def mode(self) -> str:
-        return self.params.get("mode", "finetune")
+        return self.params.get("mode", "finetune")  # finetune | projection | mcmi
 
 
 def _ft(**kw) -> dict:
@@ -90,8 +90,15 @@ VARIANTS = {
     "proj_tempered": Variant("distilled", _proj(ic_target="tempered")),
     "proj_b0.5": Variant("distilled", _proj(ic_target="tempered", beta=0.5)),
     "proj_b0.8": Variant("distilled", _proj(ic_target="tempered", beta=0.8)),
+    # beta > 1: sharper within-class structure, the teacher's inner-class information I_T raised
+    "proj_b1.25": Variant("distilled", _proj(ic_target="tempered", beta=1.25)),
+    "proj_b1.6": Variant("distilled", _proj(ic_target="tempered", beta=1.6)),
+    # MCMI (aid.mode mcmi, its published settings) with its 20 epochs scaled to 2, as the study scales the
+    # methods' warm-ups to its short schedule; it needs no reference student
+    "mcmi": Variant("distilled", {"mode": "mcmi", "epochs": 2}),
 }
-QUICK_VARIANTS = ["ft", "ft_lam4", "proj", "proj_tempered"]
+QUICK_VARIANTS = ["ft", "ft_lam4", "proj", "proj_tempered", "proj_b1.6", "mcmi"]
+BETA_SWEEP = [(0.5, "proj_b0.5"), (0.8, "proj_b0.8"), (1.25, "proj_b1.25"), (1.6, "proj_b1.6")]  # beta 1: KD
 LAMBDA_SWEEP = [(0.25, "ft_lam0.25"), (1.0, "ft"), (4.0, "ft_lam4"), (16.0, "ft_lam16")]  # lambda_ic -> variant
 
 #: students distilled with KD's component weights changed (the decomposition's causal test, and the A/A control:
@@ -286,8 +293,8 @@ def teaching(wave: list[str]) -> list[str]:
             out.append(job_id)
             continue
         what = parse_id(job_id)["what"]
-        if what in ("vanilla", "kd", "takd-assistant") or (
-                what.startswith("adapt-") and VARIANTS[what[len("adapt-"):]].mode == "finetune"):
+        if what in ("vanilla", "kd", "takd-assistant") or (  # the fine-tuned teachers (finetune, mcmi)
+                what.startswith("adapt-") and VARIANTS[what[len("adapt-"):]].mode != "projection"):
             out.append(job_id)
     return out
 

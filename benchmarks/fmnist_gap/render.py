@@ -11,7 +11,16 @@ import math
 import statistics
 from pathlib import Path
 
-from .plan import LAMBDA_SWEEP, LARGEST, PROFILES, TEACHERS, VARIANTS, data_config, logits_id, parse_id
+from .plan import (
+    LAMBDA_SWEEP,
+    LARGEST,
+    PROFILES,
+    TEACHERS,
+    VARIANTS,
+    data_config,
+    logits_id,
+    parse_id,
+)
 from .verdicts import SIG, corrected, fmt_cmp, judge, noise_goal
 
 
@@ -29,11 +38,15 @@ def _logits(res):
     return CachedTeacher.load(res.checkpoint).logits
 
 
-def _decompose(t_logits, s_logits, labels, tau: float = 4.0) -> tuple[float, float]:
+def _split(t_logits, s_logits, labels, tau: float = 4.0):
     from aidkd.aid.split import split_decomposition_from_logits
 
-    d = split_decomposition_from_logits(teacher_logits=t_logits, student_logits=s_logits, labels=labels, temperature=tau,
-                                        num_classes=t_logits.shape[1])
+    return split_decomposition_from_logits(teacher_logits=t_logits, student_logits=s_logits, labels=labels,
+                                           temperature=tau, num_classes=t_logits.shape[1])
+
+
+def _decompose(t_logits, s_logits, labels, tau: float = 4.0) -> tuple[float, float]:
+    d = _split(t_logits, s_logits, labels, tau)
     return d.cs, d.ic
 
 
@@ -75,8 +88,12 @@ def records(profile: str, R: dict) -> tuple[dict, dict]:
         if t_lg and r_lg and after is not None:
             labels = _train_labels(profile) if labels is None else labels
             r_logits = _logits(r_lg)
-            rec["train_cs_before"], rec["train_ic_before"] = _decompose(_logits(t_lg), r_logits, labels)
-            rec["train_cs_after"], rec["train_ic_after"] = _decompose(after, r_logits, labels)
+            d0, d1 = _split(_logits(t_lg), r_logits, labels), _split(after, r_logits, labels)
+            rec["train_cs_before"], rec["train_ic_before"] = d0.cs, d0.ic
+            rec["train_cs_after"], rec["train_ic_after"] = d1.cs, d1.ic
+            # the inner-class information of the teacher before / after and of the reference (tau 4, training)
+            rec["info_before"], rec["info_after"], rec["reference_info"] = (d0.teacher_info, d1.teacher_info,
+                                                                            d0.student_info)
         out[job_id] = rec
     decomp = {}
     for t in TEACHERS:
@@ -287,17 +304,19 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
 
     lines += ["## Adaptation (teacher side)", "",
               "L_CS / L_IC: the decomposition of KD(teacher || reference student) on the training split, before and "
-              "after adaptation. Teacher accuracy on the validation split.", "",
-              "| variant | teacher | teacher val before | after | L_CS before | after | L_IC before | after | adapt s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "after adaptation; I_T: the teacher's inner-class information, tau^2 mean KL(p_i || m_{y_i}) (tau 4, "
+              "training split). Teacher accuracy on the validation split.", "",
+              "| variant | teacher | teacher val before | after | L_CS before | after | L_IC before | after | I_T before | "
+              "after | adapt s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in TEACHERS:
         for var in VARIANTS:
             js = [recs[f"s{s}_adapt-{var}_{t}"] for s in seeds if f"s{s}_adapt-{var}_{t}" in recs]
             if js:
-                g = lambda k: _ms([j.get(k) for j in js])  # noqa: E731
-                lines.append(f"| {var} | {t} | {g('teacher_val_acc_before')} | {g('teacher_val_acc_after')} | "
-                             f"{g('train_cs_before')} | {g('train_cs_after')} | {g('train_ic_before')} | "
-                             f"{g('train_ic_after')} | {g('adapt_wall_s')} |")
+                cells = [_ms([j.get(k) for j in js]) for k in ("teacher_val_acc_before", "teacher_val_acc_after",
+                                                               "train_cs_before", "train_cs_after", "train_ic_before",
+                                                               "train_ic_after", "info_before", "info_after",
+                                                               "adapt_wall_s")]
+                lines.append(f"| {var} | {t} | " + " | ".join(cells) + " |")
     lines.append("")
 
     lines += ["## The decomposition against teacher size", "",
@@ -319,6 +338,8 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     lines += comparison_table(verdicts)
 
     figs = _plots(fig_dir, seeds, accs, decomp, tparams)
+    fig = _info_plot(fig_dir, seeds, accs, recs)
+    figs += [fig] if fig else []
     if figs:
         lines += ["## Plots", ""] + [f"![{f.stem}]({fig_dir.name}/{f.name})" for f in figs] + [""]
 
@@ -403,3 +424,43 @@ def _plots(fig_dir: Path, seeds, accs, decomp, tparams) -> list[Path]:
         ax.legend()
         save(fig, "lambda_sweep.png")
     return figs
+
+
+def _info_plot(fig_dir: Path, seeds, accs, recs: dict) -> Path | None:
+    """Student accuracy (AID+KD, and KD from the original teacher) against the teacher's I_T, every variant of
+    the largest teacher, the reference students' own I_S marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def mean(xs):
+        xs = [x for x in xs if x is not None and not math.isnan(x)]
+        return statistics.mean(xs) if xs else None
+
+    pts = []
+    for var in VARIANTS:
+        ads = [recs.get(f"s{s}_adapt-{var}_{LARGEST}") for s in seeds]
+        info, acc = mean([a.get("info_after") for a in ads if a]), mean(accs(f"s{{s}}_aid-{var}+kd_{LARGEST}"))
+        if info is not None and acc is not None:
+            pts.append((var, info, acc))
+    ads = [a for a in (recs.get(f"s{s}_adapt-ft_{LARGEST}") for s in seeds) if a]
+    t_info, s_info = mean([a.get("info_before") for a in ads]), mean([a.get("reference_info") for a in ads])
+    kd = mean(accs(f"s{{s}}_kd_{LARGEST}"))
+    if not pts or t_info is None or kd is None:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.scatter([x for _, x, _ in pts], [y for _, _, y in pts], label="AID+KD (variant)")
+    for var, x, y in pts:
+        ax.annotate(var, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.scatter([t_info], [kd], marker="*", s=120, color="C3", label=f"KD ({LARGEST} as trained)")
+    if s_info is not None:
+        ax.axvline(s_info, color="gray", ls="--", label="I_S of the KD student (the reference)")
+    ax.set_xlabel("teacher's inner-class information I_T (tau 4, x tau^2)")
+    ax.set_ylabel("student test acc (%, last epoch)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = fig_dir / "acc_vs_inner_class_information.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

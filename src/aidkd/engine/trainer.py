@@ -16,12 +16,13 @@ Rerunning the same config resumes an unfinished run from ``last.pt``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import platform
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,11 @@ from torch import nn
 from .. import __version__
 from ..config import RunConfig, config_from_dict, dump_config
 from ..errors import UserError
-from ..methods import Batch, MethodContext, build_method
+from ..methods import MethodContext, build_method
 from ..plots import plot_training_curves
-from .checkpoint import FORMAT, atomic_write_json, atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (FORMAT, atomic_write_json, atomic_write_text, load_checkpoint, model_checkpoint, rng_state,
+                         save_checkpoint, set_rng_state)
+from .frozen_teacher import serve_teacher
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup_distributed, init_distributed
 from .logging import EpochProgress, MetricsLogger, console, truncate_metrics
 from .schedule import lr_factor
@@ -212,12 +215,12 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end) -> dict:
     student = build_model_from_config(cfg.model, spec, "model")
     teacher = build_teacher(cfg, spec)
     if teacher is not None:
-        teacher.to(device).eval()
-        if cfg.teacher.cache and not getattr(teacher, "indexed", False):
-            teacher = _cache_teacher(cfg, teacher, data, device)
+        teacher = serve_teacher(cfg, teacher.to(device).eval(), data, device, amp_dtype(cfg, device),
+                                is_main=dist_info.is_main, wait=barrier, log=console.print)
     ctx = MethodContext(
         num_classes=spec.num_classes, input_size=tuple(spec.input_size), num_train=spec.num_train,
         epochs=cfg.train.epochs, steps_per_epoch=len(data.train), mean=tuple(spec.mean), std=tuple(spec.std),
+        train_labels=getattr(data.train, "labels", None),
     )
     method = build_method(cfg.method.name, student, teacher, cfg.method.params, ctx).to(device)
     if cfg.train.channels_last:
@@ -249,7 +252,6 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(cfg.sched, step / steps_per_epoch, cfg.train.epochs, o.lr)
     )
-    scaler = torch.amp.GradScaler(enabled=False)  # bf16 needs no loss scaling; kept for the checkpoint contract
     dtype = amp_dtype(cfg, device)
 
     select = selection_split(cfg, data.val is not None)
@@ -260,7 +262,6 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end) -> dict:
         method.load_state_dict(resume["method_state"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
-        scaler.load_state_dict(resume["scaler"])
         set_rng_state(resume["rng"])
         start_epoch = int(resume["epoch"])
         best = dict(resume["best"])
@@ -293,7 +294,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end) -> dict:
                     if step >= steps_per_epoch:
                         break
                     if cfg.train.channels_last:
-                        batch = Batch(batch.images.contiguous(memory_format=torch.channels_last), batch.labels, batch.index)
+                        batch = dataclasses.replace(batch, images=batch.images.contiguous(memory_format=torch.channels_last))
                     with autocast(device, dtype):
                         logits, losses = step_fn(batch, epoch)
                     loss = sum(losses.values())
@@ -301,9 +302,8 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end) -> dict:
                         raise RuntimeError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}: "
                                            f"{ {k: v.item() for k, v in losses.items()} }")
                     opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
+                    loss.backward()  # bf16 autocast needs no loss scaling
+                    opt.step()
                     sched.step()
                     n = batch.labels.numel()
                     seen += n
@@ -347,17 +347,13 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end) -> dict:
                 record["time.epoch_s"] = time.perf_counter() - t0
 
                 if dist_info.is_main:
-                    ck = {
-                        "format": FORMAT, "arch": cfg.model.name, "num_classes": spec.num_classes,
-                        "in_chans": cfg.model.in_chans or spec.input_size[0], "input_hw": spec.input_size[1],
-                        "model_kwargs": dict(cfg.model.kwargs), "model": method.student.state_dict(),
-                        "epoch": epoch + 1, "config": json.dumps(cfg.model_dump(mode="json")),
-                    }
+                    ck = model_checkpoint(method.student, cfg.model.name, spec, cfg.model.kwargs,
+                                          cfg.model_dump(mode="json"), epoch + 1, cfg.model.in_chans)
                     if improved or (select == "last" and is_last):
                         save_checkpoint({**ck, "metrics": {k: v for k, v in record.items() if isinstance(v, float)}},
                                         run_dir / "checkpoints" / "best.pt")
                     save_checkpoint({**ck, "method_state": method.state_dict(), "optimizer": opt.state_dict(),
-                                     "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                                     "scheduler": sched.state_dict(),
                                      "rng": rng_state(), "best": best, "best_test_epoch_acc": history_best_test},
                                     run_dir / "checkpoints" / "last.pt")
                     logger.log(record)
@@ -386,15 +382,6 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end) -> dict:
         plot_training_curves(run_dir)
     barrier()
     return summary
-
-
-def _cache_teacher(cfg: RunConfig, teacher: nn.Module, data, device: torch.device) -> nn.Module:
-    from .teacher_cache import CachedTeacher, teacher_logits_on_train
-
-    if cfg.data.augment:
-        raise UserError("teacher.cache=true needs data.augment=false: augmented views change the teacher's outputs")
-    logits = teacher_logits_on_train(teacher, data.train, data.spec.num_train, device, amp_dtype(cfg, device))
-    return CachedTeacher(logits, source=str(cfg.teacher.checkpoint))
 
 
 def _recorded_time(run_dir: Path) -> float:
