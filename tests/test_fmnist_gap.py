@@ -249,7 +249,7 @@ def test_whole_study_on_digits_and_rerun_runs_nothing(tmp_path):
     gaps = [(kd[k] - aa[k]).abs().max().item() for k in kd if kd[k].is_floating_point()]
     assert 0 < max(gaps) < 1e-3
     for png in ("student_acc_vs_teacher.png", "components_vs_teacher.png", "lambda_sweep.png",
-                "acc_vs_inner_class_information.png"):
+                "acc_vs_inner_class_information.png", "beta_sweep.png"):
         assert (tmp_path / "docs" / "gap" / png).stat().st_size > 1000
     records = sorted((tmp_path / "runs" / "stages").glob("*/stage.json"))
     mtimes = [f.stat().st_mtime_ns for f in records]

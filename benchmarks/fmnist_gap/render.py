@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from .plan import (
+    BETA_SWEEP,
     LAMBDA_SWEEP,
     LARGEST,
     PROFILES,
@@ -423,6 +424,21 @@ def _plots(fig_dir: Path, seeds, accs, decomp, tparams) -> list[Path]:
         ax.set_title(f"degree of adaptation ({LARGEST})")
         ax.legend()
         save(fig, "lambda_sweep.png")
+
+    # the tempered target's beta, both sides of 1 (beta 1 is the teacher itself: KD)
+    kd = mean_std(accs(f"s{{s}}_kd_{LARGEST}"))
+    pts = [(b, mean_std(accs(f"s{{s}}_aid-{v}+kd_{LARGEST}"))) for b, v in BETA_SWEEP]
+    pts = sorted([(b, m) for b, m in pts if not math.isnan(m[0])] + ([(1.0, kd)] if not math.isnan(kd[0]) else []))
+    if len(pts) >= 2:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.errorbar([b for b, _ in pts], [m[0] for _, m in pts], yerr=[m[1] for _, m in pts], marker="o", capsize=3,
+                    label="AID+KD, projection to the tempered target (beta 1: KD)")
+        ax.set_xscale("log")
+        ax.set_xlabel("beta (< 1 smoother, > 1 sharper within-class structure)")
+        ax.set_ylabel("student test acc (%, last epoch)")
+        ax.set_title(f"tempered target ({LARGEST})")
+        ax.legend(fontsize=7)
+        save(fig, "beta_sweep.png")
     return figs
 
 
