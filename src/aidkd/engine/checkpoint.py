@@ -59,6 +59,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or not a torch file
+        if "global" in str(e).lower() and "weights only" in str(e).lower():  # refused pickled objects: could run code
+            raise UserError(f"checkpoint {str(path)!r} is unsafe: it holds pickled objects other than tensors, so "
+                            "it was refused (load only checkpoints you trust, re-saved as plain state dicts)") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"checkpoint {str(path)!r} cannot be read ({first[:160]}); it is corrupt or not a PyTorch file") from None
     if not isinstance(obj, dict):
