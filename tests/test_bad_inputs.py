@@ -316,6 +316,12 @@ ROWS = [
     ("adapt_missing_config", ["adapt", "--config", "nope.yaml"], "nope.yaml", None),
     ("takd_without_assistants", ["takd", "--config", "base.yaml", "--assistants", ","], "assistants", None),
     ("analyze_without_teacher", ["analyze", "--student", "ck.pt"], "--teacher", None),
+    ("analyze_inner_class_out_of_range", ["analyze", "--teacher", "ck.pt", "--student", "ck.pt", "--out", "an",
+                                          "--inner-classes", "10"], "--inner-classes 10", None),
+    ("analyze_inner_class_not_a_number", ["analyze", "--teacher", "ck.pt", "--student", "ck.pt", "--out", "an",
+                                          "--inner-classes", "x"], "--inner-classes", None),
+    ("analyze_ladder_name_dotdot", ["analyze", "--ladder", "--teacher", "..=ck.pt", "--student", "ck.pt",
+                                    "--out", "an"], "'..'", None),
     ("unknown_flag", [*T, "--bogus"], "--bogus", None),
     ("unknown_command", ["trian"], "trian", None),
 ]

@@ -594,7 +594,8 @@ def _load_optimiser(opt, sched, resume: dict, cfg: RunConfig, changes: dict) -> 
         return
     o = cfg.optim
     sched.base_lrs = [o.lr for _ in opt.param_groups]
-    for g, lr in zip(opt.param_groups, sched.get_lr(), strict=True):
+    lrs = [base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas, strict=True)]
+    for g, lr in zip(opt.param_groups, lrs, strict=True):
         g["initial_lr"] = o.lr
         g["lr"] = lr
         g["weight_decay"] = o.weight_decay
@@ -627,11 +628,12 @@ def _save_run_checkpoint(obj: dict, path: Path, faults: "FaultHook") -> None:
 class FaultHook:
     """A test hook for fault injection: ``AIDKD_FAULT=KIND:N`` makes this process SIGKILL itself at the N-th
     ``KIND`` point of the run (``step``: after an optimiser step; ``metrics``: after an epoch's metrics line;
-    ``checkpoint``: half-way through writing a checkpoint file); ``AIDKD_FAULT_RANK=R`` limits it to rank R.
-    Unset (always, outside the fault tests) it does nothing. Counts are per process."""
+    ``checkpoint``: half-way through writing a checkpoint file); ``AIDKD_FAULT_RANK=R`` limits it to rank R;
+    ``AIDKD_FAULT_SIGNAL=STOP`` stops the process (SIGSTOP, a stalled peer) instead of killing it. Unset (always,
+    outside the fault tests) it does nothing. Counts are per process."""
 
-    def __init__(self, kind: str | None = None, at: int = 0):
-        self.kind, self.at, self.count = kind, at, 0
+    def __init__(self, kind: str | None = None, at: int = 0, sig: int = signal.SIGKILL):
+        self.kind, self.at, self.count, self.sig = kind, at, 0, sig
 
     @classmethod
     def from_env(cls, rank: int) -> "FaultHook":
@@ -640,7 +642,7 @@ class FaultHook:
         if not spec or (want_rank is not None and int(want_rank) != rank):
             return cls()
         kind, at = spec.split(":")
-        return cls(kind, int(at))
+        return cls(kind, int(at), getattr(signal, "SIG" + os.environ.get("AIDKD_FAULT_SIGNAL", "KILL")))
 
     def armed(self, kind: str) -> bool:
         return self.kind == kind
@@ -650,7 +652,7 @@ class FaultHook:
             return
         self.count += 1
         if self.count == self.at:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.sig)
 
 
 def _cache_teacher(cfg: RunConfig, teacher: nn.Module, data, device: torch.device) -> nn.Module:
