@@ -114,6 +114,9 @@ def build_teacher(cfg: RunConfig, spec) -> nn.Module | None:
     return build_model_from_config(t, spec, "teacher")
 
 
+#: record keys that measure time, not training (left out of checkpoints)
+WALL_CLOCK = ("time.", "train.img_per_s")
+
 #: config keys ``--resume-with-changes`` may change (everything else changes what the finished epochs mean)
 RESUMABLE_CHANGES = ("optim.", "sched.", "train.on_nonfinite", "train.max_skipped_steps")
 
@@ -549,7 +552,10 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, teacher, on_epoch_end, r
                     logger.log(record)  # before last.pt: a kill in between is repaired by the resume's truncation
                     faults.point("metrics")
                     if improved or (select == "last" and is_last):
-                        _save_run_checkpoint({**ck, "metrics": {k: v for k, v in record.items() if isinstance(v, float)}},
+                        # no wall-clock values: a checkpoint is a function of its config, so content hashes of it
+                        # (the pipeline's stage fingerprints) agree between reruns
+                        measured = {k: v for k, v in record.items() if isinstance(v, float) and not k.startswith(WALL_CLOCK)}
+                        _save_run_checkpoint({**ck, "metrics": measured},
                                         run_dir / "checkpoints" / "best.pt", faults)
                     _save_run_checkpoint({**ck, "method_state": method.state_dict(), "optimizer": opt.state_dict(),
                                      "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
@@ -632,8 +638,10 @@ class FaultHook:
     ``AIDKD_FAULT_SIGNAL=STOP`` stops the process (SIGSTOP, a stalled peer) instead of killing it. Unset (always,
     outside the fault tests) it does nothing. Counts are per process."""
 
+    _counts: dict[str, int] = {}  # per process, across the runs it makes (a pipeline's stages)
+
     def __init__(self, kind: str | None = None, at: int = 0, sig: int = signal.SIGKILL):
-        self.kind, self.at, self.count, self.sig = kind, at, 0, sig
+        self.kind, self.at, self.sig = kind, at, sig
 
     @classmethod
     def from_env(cls, rank: int) -> "FaultHook":
@@ -650,8 +658,8 @@ class FaultHook:
     def point(self, kind: str) -> None:
         if self.kind != kind:
             return
-        self.count += 1
-        if self.count == self.at:
+        n = self._counts[kind] = self._counts.get(kind, 0) + 1
+        if n == self.at:
             os.kill(os.getpid(), self.sig)
 
 
