@@ -384,7 +384,7 @@ def test_two_process_gloo_run_survives_a_killed_rank(tmp_path):
     ref = _torchrun(tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr[-3000:]
     victim = tmp_path / "victim"
-    r = _torchrun(victim, fault="step:11", rank=1)  # 8 steps per epoch: inside epoch 2
+    r = _torchrun(victim, fault="step:21", rank=1)  # 16 steps per epoch: inside epoch 2
     assert r.returncode != 0
     _all_load(victim / "runs/r")
     assert torch.load(victim / "runs/r/checkpoints/last.pt", weights_only=True)["epoch"] == 1
@@ -415,3 +415,19 @@ def test_a_stalled_rank_ends_the_job_with_one_line_naming_the_rank(tmp_path):
     assert p.returncode != 0 and time.time() - t0 < 150
     lines = [ln for ln in err.splitlines() if ln.startswith("aidkd: error:")]
     assert lines and "rank 0 of 2" in lines[0] and "train.dist_timeout_s" in lines[0], err[-3000:]
+
+
+def test_world_size_change_is_refused_unless_allowed(tmp_path):
+    cfg = _cfg(tmp_path, method={"name": "vanilla"})
+
+    def stop(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_epoch_end=stop)
+    last = tmp_path / "runs/r/checkpoints/last.pt"
+    torch.save({**torch.load(last, weights_only=True), "world_size": 4}, last)
+    with pytest.raises(UserError, match="started with 4 process"):
+        train(cfg)
+    s = train(cfg, allow_world_size_change=True)
+    assert s["world_size"] == 1 and torch.load(last, weights_only=True)["epoch"] == 3
