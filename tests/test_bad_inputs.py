@@ -316,6 +316,10 @@ ROWS = [
     ("adapt_missing_config", ["adapt", "--config", "nope.yaml"], "nope.yaml", None),
     ("takd_without_assistants", ["takd", "--config", "base.yaml", "--assistants", ","], "assistants", None),
     ("analyze_without_teacher", ["analyze", "--student", "ck.pt"], "--teacher", None),
+    ("analyze_out_is_user_folder", ["analyze", "--teacher", "ck.pt", "--student", "ck.pt", "--out", "mydata"],
+     "--out", None),
+    ("analyze_out_under_a_file", ["analyze", "--teacher", "ck.pt", "--student", "ck.pt", "--out", "afile.txt/an"],
+     "--out", None),
     ("analyze_inner_class_out_of_range", ["analyze", "--teacher", "ck.pt", "--student", "ck.pt", "--out", "an",
                                           "--inner-classes", "10"], "--inner-classes 10", None),
     ("analyze_inner_class_not_a_number", ["analyze", "--teacher", "ck.pt", "--student", "ck.pt", "--out", "an",
@@ -417,3 +421,15 @@ def test_a_run_that_fails_in_its_first_epoch_leaves_nothing_and_the_fix_runs(tmp
     assert not (tmp_path / "runs").exists()
     assert main([*T, "output.name=r"]) == 0
     assert json.loads((tmp_path / "runs/r/summary.json").read_text())["epochs"] == 1
+
+
+def test_analysis_output_folder_rule(tmp_path):
+    out = tmp_path / "an"
+    assert rundir.check_output_folder(out, "--out", rundir.ANALYSIS_FILES, (".png",)) == out and not out.exists()
+    out.mkdir()
+    (out / "analysis.json").write_text("{}")
+    (out / "components.png").write_bytes(b"png")
+    rundir.check_output_folder(out, "--out", rundir.ANALYSIS_FILES, (".png",))  # a rerun may overwrite its own
+    (out / "thesis.tex").write_text("mine")
+    with pytest.raises(Exception, match="thesis.tex"):
+        rundir.check_output_folder(out, "--out", rundir.ANALYSIS_FILES, (".png",))

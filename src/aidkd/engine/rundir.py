@@ -14,6 +14,8 @@ writes into ``<output.dir>/<output.name>``. This module is the single rule for t
 * :func:`has_resumable_run` -- a folder without ``checkpoints/last.pt`` holds no run to resume (a run that failed
   before its first epoch leaves at most a config): callers treat it as empty and may reuse it.
 * :func:`clean_stale_tmp` -- remove the ``checkpoints/.*.tmp`` files a killed checkpoint write leaves behind.
+* :func:`check_output_folder` -- the same rule for a command's output folder that is not a run (``aidkd
+  analyze --out``: only ``analysis.json``, ``ladder.json`` and plots may be there).
 * :func:`check_creatable` -- refuse, before anything is written, an output path under a regular file or in a
   folder that cannot be written.
 """
@@ -55,8 +57,15 @@ def check_name(name: str, key: str = "output.name") -> str:
     return name
 
 
-def foreign_entries(folder: str | Path) -> list[str]:
-    """The entries of ``folder`` (relative paths, sorted) that are not run files; [] for a missing folder."""
+#: what ``aidkd analyze`` writes into its ``--out`` folder
+ANALYSIS_FILES = frozenset({"analysis.json", "ladder.json"})
+
+
+def foreign_entries(folder: str | Path, files: frozenset[str] = RUN_FILES, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """The entries of ``folder`` (relative paths, sorted) that are not run files; [] for a missing folder.
+
+    ``files`` / ``suffixes``: the top-level file names (and name endings) that count as the command's own outputs
+    (default: a run's; :data:`ANALYSIS_FILES` with ``(".png",)`` for ``aidkd analyze``)."""
     folder = Path(folder)
     if not folder.exists():
         return []
@@ -67,13 +76,28 @@ def foreign_entries(folder: str | Path) -> list[str]:
         if p.is_symlink():
             out.append(p.name)
         elif p.is_file():
-            if p.name not in RUN_FILES and not _is_tmp(p.name):
+            if p.name not in files and not p.name.endswith(suffixes or ("\0",)) and not _is_tmp(p.name):
                 out.append(p.name)
         elif p.is_dir() and p.name in RUN_SUBDIRS:
             out += [f"{p.name}/{q.name}" for q in sorted(p.iterdir()) if q.is_symlink() or not q.is_file()]
         else:
             out.append(p.name)
     return out
+
+
+def check_output_folder(folder: str | Path, key: str, files: frozenset[str] = RUN_FILES,
+                        suffixes: tuple[str, ...] = ()) -> Path:
+    """Refuse (one line naming ``key``) an output folder that cannot be created or that holds anything but the
+    command's own outputs, which it is about to overwrite; return it as a Path. Nothing is written."""
+    folder = Path(folder).expanduser()
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"{key}: {str(folder)!r} exists and is not a folder; choose another {key}")
+    check_creatable(folder, key)
+    foreign = foreign_entries(folder, files, suffixes)
+    if foreign:
+        raise UserError(f"{key}: {str(folder)!r} holds {foreign[0]!r}, which this command did not write; aidkd "
+                        f"does not write into such a folder: choose another {key}")
+    return folder
 
 
 def is_run_folder(folder: str | Path) -> bool:
@@ -137,5 +161,5 @@ def _is_tmp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
-__all__ = ["RUN_FILES", "RUN_SUBDIRS", "check_name", "foreign_entries", "is_run_folder", "remove_run_folder",
+__all__ = ["ANALYSIS_FILES", "RUN_FILES", "RUN_SUBDIRS", "check_output_folder", "check_name", "foreign_entries", "is_run_folder", "remove_run_folder",
            "has_resumable_run", "clean_stale_tmp", "nearest_dir", "check_creatable"]
