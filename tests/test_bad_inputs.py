@@ -308,6 +308,7 @@ ROWS = [
     ("eval_missing_checkpoint", ["eval", "gone.pt"], "gone.pt", None),
     ("eval_garbage_checkpoint", ["eval", "garbage.pt", "--model", "cnn_tiny", "--data", "digits"], "garbage.pt", None),
     ("eval_unsafe_checkpoint", ["eval", "evil.pt", "--model", "cnn_tiny", "--data", "digits"], "evil.pt", None),
+    ("eval_unsafe_is_called_unsafe", ["eval", "evil.pt"], "is unsafe", None),
     ("models_unknown_dataset", ["models", "--dataset", "mnist9"], "mnist9", None),
     ("bench_unknown_suite", ["bench", "nosuch"], "nosuch", None),
     ("pipeline_missing_config", ["pipeline", "--config", "nope.yaml"], "nope.yaml", None),
