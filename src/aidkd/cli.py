@@ -17,11 +17,13 @@ EXAMPLES = {
 }
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
+def _add_run_args(p: argparse.ArgumentParser, resume_options: bool = True) -> None:
     p.add_argument("--config", "-c", help="YAML config file (sections: data, model, teacher, method, optim, sched, train, output)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.1 train.epochs=5")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run directory of the same name (only a folder of run files is deleted)")
+    if not resume_options:
+        return
     p.add_argument("--resume-with-changes", action="store_true",
                    help="continue an unfinished run from its last epoch with changed optim/sched settings (e.g. a "
                         "lower optim.lr after a non-finite loss); the change is recorded in config_history.jsonl")
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("takd", help="TAKD: distil through assistant(s), teacher -> assistants -> student",
                        description="Each link is a run of the config's method from the previous link's best "
                                    "checkpoint; finished links are skipped, an interrupted one resumes.")
-    _add_run_args(p)
+    _add_run_args(p, resume_options=False)
     p.add_argument("--assistants", required=True, help="comma-separated assistant models, largest first")
     p.set_defaults(func=cmd_takd)
 
