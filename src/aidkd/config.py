@@ -216,6 +216,9 @@ class RunConfig(_Section):
         d.pop("output", None)
         for k in ("progress", "log_every", "dist_timeout_s"):
             d["train"].pop(k, None)
+        for k, default in (("on_nonfinite", "stop"), ("max_skipped_steps", 10)):  # hashed only when changed, so
+            if d["train"].get(k) == default:  # runs made before these options keep their fingerprints
+                d["train"].pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
