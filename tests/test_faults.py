@@ -431,3 +431,21 @@ def test_world_size_change_is_refused_unless_allowed(tmp_path):
         train(cfg)
     s = train(cfg, allow_world_size_change=True)
     assert s["world_size"] == 1 and torch.load(last, weights_only=True)["epoch"] == 3
+
+
+def test_a_missing_peer_ends_the_job_within_the_timeout(tmp_path):
+    """WORLD_SIZE=2 with a rendezvous address but no second process: one line naming the rank, not a hang."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(ENV, WORLD_SIZE="2", RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "aidkd.cli", "train", "data.name=digits", "model.name=cnn_tiny",
+                        "train.device=cpu", "train.dist_timeout_s=3", "output.dir=runs"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and time.time() - t0 < 60, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rank 0 of 2" in lines[0] and "did not form within 3 s" in lines[0], r.stderr
+    assert not (tmp_path / "runs").exists()
