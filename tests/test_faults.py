@@ -449,3 +449,20 @@ def test_a_missing_peer_ends_the_job_within_the_timeout(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "rank 0 of 2" in lines[0] and "did not form within 3 s" in lines[0], r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_with_another_optimiser_starts_its_state_afresh(tmp_path):
+    cfg = _cfg(tmp_path, method={"name": "vanilla"})
+
+    def stop(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_epoch_end=stop)
+    adamw = _cfg(tmp_path, method={"name": "vanilla"}, optim={"name": "adamw", "lr": 0.001})
+    train(adamw, resume_with_changes=True)
+    last = torch.load(tmp_path / "runs/r/checkpoints/last.pt", weights_only=True)
+    group = last["optimizer"]["param_groups"][0]
+    assert "betas" in group and group["lr"] == pytest.approx(0.001) and last["epoch"] == 3
+    hist = json.loads((tmp_path / "runs/r/config_history.jsonl").read_text())
+    assert hist["changes"]["optim.name"] == ["sgd", "adamw"]
