@@ -417,14 +417,17 @@ def test_a_stalled_rank_ends_the_job_with_one_line_naming_the_rank(tmp_path):
     assert lines and "rank 0 of 2" in lines[0] and "train.dist_timeout_s" in lines[0], err[-3000:]
 
 
-def test_world_size_change_is_refused_unless_allowed(tmp_path):
-    cfg = _cfg(tmp_path, method={"name": "vanilla"})
-
+def _interrupted_after_one_epoch(cfg) -> None:
     def stop(epoch, record):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         train(cfg, on_epoch_end=stop)
+
+
+def test_world_size_change_is_refused_unless_allowed(tmp_path):
+    cfg = _cfg(tmp_path, method={"name": "vanilla"})
+    _interrupted_after_one_epoch(cfg)
     last = tmp_path / "runs/r/checkpoints/last.pt"
     torch.save({**torch.load(last, weights_only=True), "world_size": 4}, last)
     with pytest.raises(UserError, match="started with 4 process"):
@@ -453,12 +456,7 @@ def test_a_missing_peer_ends_the_job_within_the_timeout(tmp_path):
 
 def test_resume_with_another_optimiser_starts_its_state_afresh(tmp_path):
     cfg = _cfg(tmp_path, method={"name": "vanilla"})
-
-    def stop(epoch, record):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, on_epoch_end=stop)
+    _interrupted_after_one_epoch(cfg)
     adamw = _cfg(tmp_path, method={"name": "vanilla"}, optim={"name": "adamw", "lr": 0.001})
     train(adamw, resume_with_changes=True)
     last = torch.load(tmp_path / "runs/r/checkpoints/last.pt", weights_only=True)
