@@ -206,3 +206,16 @@ def test_shipped_configs_resolve_and_validate():
         assert cfg.methods and cfg.seeds
     with pytest.raises(UserError, match="not found"):
         resolve_config_path("pipeline/no_such_config")
+
+
+def test_distillations_run_in_a_process_pool(copied):
+    """The last wave (the distillations) through a process pool: the same stages, the same folders."""
+    from aidkd.stages import PoolExecutor
+
+    d = pipe(copied, methods=[{"name": "kd", "params": {"temperature": 2.0}}])
+    res = run(d, executor=PoolExecutor(2))
+    assert {n for n, s in res["stages"].items() if s in TRAINED} == {"kd-s0", "aid-kd-s0"}
+    again = run(d)  # found finished by the in-process plan
+    assert set(again["stages"].values()) <= {"skipped", "reused"}
+    assert [s["dir"] for s in again["results"]["stages"]] == [s["dir"] for s in res["results"]["stages"]]
+    assert list(res["stages"]) == ["teacher", "vanilla-s0", "reference", "adapt", "kd-s0", "aid-kd-s0"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
 
@@ -124,11 +124,25 @@ class ModelConfig(_Section):
 
 
 class TeacherConfig(_Section):
+    """What the teacher is: ``kind: model`` (an architecture ``name`` with ``checkpoint`` or ``pretrained``
+    weights), ``logits`` (``checkpoint``: a file of per-sample training logits, written by a logits stage) or
+    ``targets`` (``checkpoint``: an AID projection teacher's per-sample targets)."""
+
+    kind: Literal["model", "logits", "targets"] = "model"
     name: Optional[str] = None
     checkpoint: Optional[str] = None
     pretrained: bool = False
     cache: bool = False  # compute the teacher's train logits once (needs data.augment=false; logit methods only)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _kind_needs_file(self):
+        if self.kind != "model":
+            if not self.checkpoint:
+                raise ValueError(f"teacher.kind: {self.kind} serves a file: set teacher.checkpoint to it")
+            if self.cache or self.pretrained:
+                raise ValueError(f"teacher.cache / teacher.pretrained apply to teacher.kind: model, not {self.kind}")
+        return self
 
 
 class MethodConfig(_Section):
@@ -219,6 +233,8 @@ class RunConfig(_Section):
         for k, default in (("on_nonfinite", "stop"), ("max_skipped_steps", 10)):  # hashed only when changed, so
             if d["train"].get(k) == default:  # runs made before these options keep their fingerprints
                 d["train"].pop(k)
+        if d["teacher"]["kind"] == "model":  # the default kind: fingerprints of runs from before it are unchanged
+            d["teacher"].pop("kind")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

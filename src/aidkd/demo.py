@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import config_from_dict
-from .engine import read_summary, train
+from .stages import StageStore, train_stage
+from .stages.train import summary_of
 
 TEACHER, STUDENT = "cnn_large", "cnn_tiny"
 
@@ -29,11 +30,9 @@ def _cfg(out: str, name: str, model: str, method: dict, epochs: int, seed: int, 
 
 
 def _run(cfg) -> dict:
-    run_dir = Path(cfg.output.dir) / cfg.run_name()
-    s = read_summary(run_dir)
-    if s is not None and s.get("fingerprint") == cfg.fingerprint():
-        return s
-    return train(cfg, overwrite=s is not None)
+    res = train_stage(StageStore(cfg.output.dir, verbose=False), cfg.output.name, cfg,
+                      folder=Path(cfg.output.dir) / cfg.run_name())
+    return summary_of(res)
 
 
 def run_demo(out: str = "runs/demo", epochs: int = 30, seed: int = 0) -> list[dict]:

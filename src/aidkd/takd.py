@@ -1,16 +1,18 @@
 """TAKD (Mirzadeh et al., AAAI'20): distil through a chain teacher -> assistant(s) -> student.
 
-Each link is an ordinary distillation run of the engine (the config's method, ``kd`` by default) from the
-previous link's best checkpoint, with its own run directory ``<output.name>-link<i>-<model>``. A finished link
-with the same config is skipped and an interrupted one resumes, so the chain resumes link by link.
+A plan over the stage layer: each link is a train stage (the config's method, ``kd`` by default) from the
+previous link's best checkpoint, in its own folder ``<output.dir>/<output.name>-link<i>-<model>``. A finished
+link of the same config and teacher file is reused and an interrupted one resumes, so the chain resumes link by
+link; a folder holding another config is refused by the engine unless ``overwrite``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from .config import RunConfig
-from .engine import read_summary, train
 from .errors import UserError
+from .stages import StageStore, train_stage
+from .stages.train import summary_of
 
 
 def run_takd(cfg: RunConfig, assistants: list[str], overwrite: bool = False) -> list[dict]:
@@ -21,6 +23,7 @@ def run_takd(cfg: RunConfig, assistants: list[str], overwrite: bool = False) -> 
         raise UserError("TAKD starts from a trained teacher: set teacher.name and teacher.checkpoint")
     if cfg.method.name == "vanilla":
         raise UserError("TAKD links are distillation runs: set method.name (kd for the published chain)")
+    store = StageStore(cfg.output.dir, overwrite=overwrite, verbose=False)
     base = cfg.run_name()
     teacher_name, teacher_ckpt = cfg.teacher.name, cfg.teacher.checkpoint
     summaries = []
@@ -31,10 +34,7 @@ def run_takd(cfg: RunConfig, assistants: list[str], overwrite: bool = False) -> 
         if i > 0:
             link.teacher.pretrained = False
         link.output.name = f"{base}-link{i + 1}-{model}"
-        run_dir = Path(link.output.dir) / link.output.name
-        s = read_summary(run_dir)
-        if s is None or s.get("fingerprint") != link.fingerprint() or overwrite:
-            s = train(link, overwrite=overwrite or s is not None)
-        summaries.append(s)
-        teacher_name, teacher_ckpt = model, str(run_dir / "checkpoints" / "best.pt")
+        res = train_stage(store, link.output.name, link, folder=Path(link.output.dir) / link.output.name)
+        summaries.append(summary_of(res))
+        teacher_name, teacher_ckpt = model, str(res.checkpoint)
     return summaries

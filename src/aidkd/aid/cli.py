@@ -104,8 +104,10 @@ def cmd_adapt(args) -> int:
 def cmd_pipeline(args) -> int:
     from .pipeline import load_pipeline_config, run_pipeline
 
+    from ..stages import PoolExecutor
+
     cfg = load_pipeline_config(args.config, args.overrides)
-    out = run_pipeline(cfg, overwrite=args.overwrite)
+    out = run_pipeline(cfg, overwrite=args.overwrite, executor=PoolExecutor(args.workers) if args.workers > 1 else None)
     print(open(out["table"]).read())
     return 0
 
@@ -154,6 +156,8 @@ def register(sub) -> None:
                                    "method from the original and the adapted teacher, results table. Finished "
                                    "stages are skipped. Example: " + EXAMPLES["pipeline"])
     _add_config_args(p)
+    p.add_argument("--workers", type=int, default=1, help="run the distillations in this many processes (default 1: "
+                   "one after the other, here)")
     p.set_defaults(func=cmd_pipeline)
 
 

@@ -29,6 +29,7 @@ from typing import Iterable, Literal
 import torch
 from torch import Tensor, nn
 
+from ..engine.teacher_cache import IndexedTeacher
 from ..errors import UserError
 from ..losses.decomposition import group_logsumexp
 from .split import _EvalMode, model_logits, unpack_batch
@@ -273,13 +274,13 @@ def projection_targets(
 # serving the targets
 
 
-class TargetTeacher(nn.Module):
+class TargetTeacher(IndexedTeacher):
     """A teacher that serves fixed per-sample targets: ``forward(images, index)`` returns the logits
     tau * log p*[index], so that softmax(logits / tau) = p*. It has ``indexed = True``, which
     :meth:`aidkd.methods.base.Method.teacher_logits` recognises; it has no features, so it serves logit-based
     methods only (KD, DKD, DIST, CTKD, ...)."""
 
-    indexed = True
+    source = "AID projection targets"
 
     def __init__(self, log_targets: Tensor, temperature: float, meta: dict | None = None):
         super().__init__()
@@ -289,19 +290,11 @@ class TargetTeacher(nn.Module):
         self.meta = dict(meta or {})
 
     @property
-    def num_classes(self) -> int:
-        return self.log_targets.shape[1]
+    def table(self) -> Tensor:
+        return self.log_targets
 
-    def forward(self, images: Tensor, index: Tensor) -> Tensor:
-        if index is None:
-            raise UserError("this teacher serves per-sample targets and needs sample indices in every batch")
-        logits = self.temperature * self.log_targets[index.to(self.log_targets.device).long()]
-        return logits.to(images.device)
-
-    def forward_features(self, images: Tensor):
-        raise UserError(
-            "an AID projection teacher serves per-sample logits only; use a logit-based method (kd, dkd, dist, ctkd)"
-        )
+    def logits_at(self, index: Tensor) -> Tensor:
+        return self.temperature * self.log_targets[index.to(self.log_targets.device)]
 
     def save(self, path: str | Path) -> None:
         torch.save(

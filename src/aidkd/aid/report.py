@@ -5,7 +5,7 @@
     rows = analyze_ladder_checkpoints([("cnn_small", "a.pt"), ("cnn_large", "b.pt")], student="s.pt",
                                       out_dir="runs/ladder")
 
-They load the models (:func:`aidkd.aid.stages.load_model`), build the split, call
+They load the models (:func:`aidkd.stages.artifacts.load_model`), build the split, call
 :func:`aidkd.aid.analysis.analyze` / :func:`~aidkd.aid.analysis.analyze_ladder` and write ``analysis.json``
 (or ``ladder.json``) and the PNG plots.
 """
@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from ..config import DataConfig, apply_overrides
 from ..engine.checkpoint import atomic_write_json
 from ..errors import UserError
-from .stages import checkpoint_config, json_safe, load_model
+from ..stages import json_safe
+from ..stages.artifacts import checkpoint_config, load_model
 
 
 def build_split(data: str | None, checkpoints: Sequence[str | Path], split: str = "test",

@@ -222,17 +222,30 @@ def _suite_files(suite: str) -> list[Path]:
     if suite not in ("cifar100", "imagenet"):
         from ..errors import UserError
 
-        raise UserError(f"unknown suite {suite!r}; choose fmnist-gap, cifar100 or imagenet")
+        raise UserError(f"unknown suite {suite!r}; choose cifar100 or imagenet (the Fashion-MNIST study: "
+                        "python -m benchmarks.fmnist_gap)")
     return sorted((CONFIG_DIR / suite).glob("*/*.yaml"))
+
+
+def _in_out_dir(path: str, out_dir: str) -> str:
+    """A shipped config's ``runs/...`` path, under the suite's output folder."""
+    return str(Path(out_dir) / path[len("runs/"):]) if path.startswith("runs/") else path
 
 
 def run_suite(suite: str, seeds: int = 1, out: str | None = None, name_filter: str | None = None,
               overrides: list[str] | None = None, report: str | None = None) -> int:
-    """Train every entry of a suite (teachers first) and write the table against the published numbers."""
+    """Train every entry of a suite (teachers first) and write the table against the published numbers.
+
+    A plan over the stage layer: each run is a train stage in the folder its config names (``output.name``,
+    with ``-s<seed>`` for students) under ``out``; a finished run is reused, an interrupted one resumes. A
+    student's teacher is the teacher stage of its config's ``teacher.checkpoint`` path when the suite trained
+    it, or the file at that path."""
     from ..config import load_config
-    from ..engine import read_summary, train
+    from ..stages import StageStore, train_stage
+    from ..stages.train import summary_of
 
     out_dir = out or "runs"
+    store = StageStore(out_dir)
     paths = [p for p in suite_configs(suite) if not name_filter or name_filter in str(p)]
     paths.sort(key=lambda p: (p.parent.name != "teachers", str(p)))
     rows = []
@@ -243,20 +256,17 @@ def run_suite(suite: str, seeds: int = 1, out: str | None = None, name_filter: s
             cfg = load_config(path, [f"train.seed={seed}", f"output.dir={out_dir}", *(overrides or [])])
             if not is_teacher:
                 cfg.output.name = f"{cfg.output.name}-s{seed}"
-            if cfg.teacher.checkpoint and cfg.teacher.checkpoint.startswith("runs/"):
-                cfg.teacher.checkpoint = str(Path(out_dir) / cfg.teacher.checkpoint[len("runs/"):])
-            run_dir = Path(cfg.output.dir) / cfg.run_name()
-            s = read_summary(run_dir)
-            if s is None or s.get("fingerprint") != cfg.fingerprint():
-                s = train(cfg, overwrite=s is not None)
-            summaries.append(s)
+            if cfg.teacher.checkpoint:
+                cfg.teacher.checkpoint = _in_out_dir(cfg.teacher.checkpoint, out_dir)
+            res = train_stage(store, cfg.output.name, cfg, folder=Path(out_dir) / cfg.run_name())
+            summaries.append(summary_of(res))
         rows.append((path, cfg, summaries))
     aid_rows = []
     for path in suite_pipeline_configs(suite):
         if name_filter and name_filter not in str(path):
             continue
         aid_rows.append((path, _run_aid_entry(path, seeds, out_dir, overrides or [])))
-    return _write_suite_report(suite, rows, aid_rows, report or f"docs/results/{suite}_suite.md")
+    return _write_suite_report(suite, rows, aid_rows, report or str(Path(out_dir) / f"{suite}_suite.md"))
 
 
 _RUN_SECTIONS = ("data.", "optim.", "sched.", "train.")
@@ -268,10 +278,9 @@ def _run_aid_entry(path: Path, seeds: int, out_dir: str, overrides: list[str]) -
 
     ov = [("base." + o) if o.startswith(_RUN_SECTIONS) else o for o in overrides]
     cfg = load_pipeline_config(path, [f"seeds={list(range(seeds))}", *ov])
-    if cfg.output.dir.startswith("runs/"):
-        cfg.output.dir = str(Path(out_dir) / cfg.output.dir[len("runs/"):])
-    if cfg.teacher.checkpoint and cfg.teacher.checkpoint.startswith("runs/"):
-        cfg.teacher.checkpoint = str(Path(out_dir) / cfg.teacher.checkpoint[len("runs/"):])
+    cfg.output.dir = _in_out_dir(cfg.output.dir, out_dir)
+    if cfg.teacher.checkpoint:
+        cfg.teacher.checkpoint = _in_out_dir(cfg.teacher.checkpoint, out_dir)
     return run_pipeline(cfg)
 
 

@@ -1,11 +1,13 @@
 """A teacher-output cache: the frozen teacher's logits on every training sample, computed once.
 
 Without augmentation the teacher sees the same view of each sample every epoch, so its logits can be computed
-once and served by sample index; on a CPU this removes the teacher forward from every step (about 3x on
+once and served by sample index (:class:`CachedTeacher`, one kind of :class:`IndexedTeacher`); on a CPU this removes the teacher forward from every step (about 3x on
 res32x4 -> res8x4, see docs/results/perf.md). The cache is an *indexed* teacher: methods ask for
 ``teacher_logits(batch)`` and get ``logits[batch.index]``. Feature-based methods need the real teacher.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -14,22 +16,79 @@ from ..errors import UserError
 from .distributed import all_reduce_sum
 
 
-class CachedTeacher(nn.Module):
+class IndexedTeacher(nn.Module):
+    """A teacher that serves fixed per-sample logits by sample index (``forward(images, index)``); it has no
+    features, so it serves logit-based methods only. Subclasses say how the logits of ``index`` are made."""
+
     indexed = True
+    source = "per-sample outputs"
+
+    @property
+    def table(self) -> Tensor:
+        """The (num_samples, num_classes) buffer the logits are made from."""
+        raise NotImplementedError
+
+    @property
+    def num_samples(self) -> int:
+        return self.table.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return self.table.shape[1]
+
+    def logits_at(self, index: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, images: Tensor, index: Tensor | None) -> Tensor:
+        if index is None:
+            raise UserError(f"the teacher serves per-sample outputs ({self.source}) and needs sample indices in "
+                            "every batch")
+        return self.logits_at(index.long()).to(images.device)
+
+    def forward_features(self, images: Tensor):
+        raise UserError(
+            f"this method needs the teacher's features, but the teacher serves per-sample outputs ({self.source}); "
+            "use a logit-based method or a teacher model (teacher.kind: model, teacher.cache: false)"
+        )
+
+    def check_fits(self, num_train: int, num_classes: int, where: str) -> None:
+        """A one-line error when the table does not belong to this training split."""
+        if (self.num_samples, self.num_classes) != (num_train, num_classes):
+            raise UserError(f"{where} holds outputs for {self.num_samples} samples x {self.num_classes} classes, but "
+                            f"the training split has {num_train} samples x {num_classes} classes; build it from "
+                            "the same data config")
+
+
+class CachedTeacher(IndexedTeacher):
+    """A frozen teacher's logits on every training sample (``teacher.kind: logits`` or ``teacher.cache``)."""
 
     def __init__(self, logits: Tensor, source: str = "teacher"):
         super().__init__()
         self.register_buffer("logits", logits)
         self.source = source
 
-    def forward(self, images: Tensor, index: Tensor) -> Tensor:
-        return self.logits[index.to(self.logits.device)].to(images.device)
+    @property
+    def table(self) -> Tensor:
+        return self.logits
 
-    def forward_features(self, images: Tensor):
-        raise UserError(
-            f"this method needs the teacher's features, but the teacher is served from a logit cache ({self.source}); "
-            "set teacher.cache=off"
-        )
+    def logits_at(self, index: Tensor) -> Tensor:
+        return self.logits[index.to(self.logits.device)]
+
+    def save(self, path: str | Path) -> None:
+        """Write the table (atomically) as ``{"logits": (N, C) float32, "source": str}``."""
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint({"logits": self.logits.detach().float().cpu(), "source": self.source}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CachedTeacher":
+        from .checkpoint import load_checkpoint
+
+        obj = load_checkpoint(path)
+        if not isinstance(obj, dict) or not isinstance(obj.get("logits"), Tensor):
+            raise UserError(f"{str(path)!r} is not a teacher-output file (written by a logits stage); "
+                            "check teacher.checkpoint and teacher.kind")
+        return cls(obj["logits"], source=str(path))
 
 
 @torch.no_grad()

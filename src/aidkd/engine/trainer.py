@@ -104,7 +104,19 @@ def build_model_from_config(mcfg, spec, role: str) -> nn.Module:
 
 
 def build_teacher(cfg: RunConfig, spec) -> nn.Module | None:
+    """The teacher the config describes: a model, a table of cached logits or AID projection targets."""
     t = cfg.teacher
+    if t.kind != "model":
+        if t.kind == "logits":
+            from .teacher_cache import CachedTeacher
+
+            teacher = CachedTeacher.load(t.checkpoint)
+        else:
+            from ..aid.project import TargetTeacher
+
+            teacher = TargetTeacher.load(t.checkpoint)
+        teacher.check_fits(spec.num_train, spec.num_classes, f"teacher.checkpoint {t.checkpoint!r}")
+        return teacher
     if t.name is None:
         if t.checkpoint:
             raise UserError("teacher.checkpoint is set but teacher.name is not; set teacher.name to its architecture")
@@ -260,15 +272,15 @@ def versions() -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------- train
-def train(cfg: RunConfig, *, overwrite: bool = False, teacher: nn.Module | None = None,
+def train(cfg: RunConfig, *, overwrite: bool = False,
           on_epoch_end: Callable[[int, dict], None] | None = None, resume_with_changes: bool = False,
           allow_world_size_change: bool = False) -> dict:
     """Train the model of ``cfg`` with its method; return the run summary (also written to summary.json).
 
-    ``teacher`` may be passed directly (e.g. an adapted teacher held in memory) instead of
-    ``cfg.teacher.checkpoint``. ``resume_with_changes``: continue an unfinished run whose ``optim`` / ``sched``
-    settings differ (see :func:`plan_run_dir`). ``allow_world_size_change``: resume a run started with another
-    number of processes (the global batch split and the data order change).
+    The teacher is the one ``cfg.teacher`` describes (:func:`build_teacher`). To train a config only when it has
+    no finished run, use :func:`aidkd.stages.train_stage`. ``resume_with_changes``: continue an unfinished run
+    whose ``optim`` / ``sched`` settings differ (see :func:`plan_run_dir`). ``allow_world_size_change``: resume a
+    run started with another number of processes (the global batch split and the data order change).
     """
     device = resolve_device(cfg.train.device)
     dist_info = init_distributed(device.type, cfg.train.dist_timeout_s)
@@ -276,7 +288,7 @@ def train(cfg: RunConfig, *, overwrite: bool = False, teacher: nn.Module | None 
         device = torch.device("cuda", dist_info.local_rank)
     try:
         with distributed_errors(dist_info, cfg.train.dist_timeout_s):
-            return _train(cfg, device, dist_info, overwrite, teacher, on_epoch_end, resume_with_changes,
+            return _train(cfg, device, dist_info, overwrite, on_epoch_end, resume_with_changes,
                           allow_world_size_change)
     finally:
         if dist_info.enabled:
@@ -374,7 +386,7 @@ class NonFiniteMonitor:
                         f"{' in ' + ', '.join(bad) if bad else ''} ({shown}){why}; {where}, or {alt}")
 
 
-def _train(cfg, device, dist_info: DistInfo, overwrite, teacher, on_epoch_end, resume_with_changes,
+def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_with_changes,
            allow_world_size_change) -> dict:
     from ..data import build_data
 
@@ -398,8 +410,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, teacher, on_epoch_end, r
     data = build_data(cfg.data, device=device, rank=dist_info.rank, world_size=dist_info.world_size, seed=cfg.train.seed)
     spec = data.spec
     student = build_model_from_config(cfg.model, spec, "model")
-    if teacher is None:
-        teacher = build_teacher(cfg, spec)
+    teacher = build_teacher(cfg, spec)
     if teacher is not None:
         teacher.to(device).eval()
         if cfg.teacher.cache and not getattr(teacher, "indexed", False):

@@ -1,0 +1,49 @@
+"""``python -m benchmarks.fmnist_gap --profile quick --report docs/results/fmnist_gap_quick.md``"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from aidkd.errors import UserError
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.fmnist_gap", description=__doc__)
+    ap.add_argument("--profile", default="full", help="full (default), quick (about 20 min on 2 cores), short (the "
+                    "first 5-epoch setting, kept as a record) or test (digits, for the tests)")
+    ap.add_argument("--report", required=True, help="where the Markdown report goes (its .json and plots beside it)")
+    ap.add_argument("--out", help="where the stages go (default ~/aidkd-runs/fmnist-gap-<profile>)")
+    ap.add_argument("--executor", default="pool", help="pool (default), inprocess, submitit-local or slurm")
+    ap.add_argument("--workers", type=int, default=2, help="pool: worker processes (one thread each)")
+    ap.add_argument("--report-only", action="store_true", help="only write the report from the finished stages")
+    args = ap.parse_args(argv)
+    try:
+        path = run(args.profile, args.report, out=args.out, executor=args.executor, workers=args.workers,
+                   report_only=args.report_only)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report written to {path}")
+    return 0
+
+
+def run(profile: str, report: str | Path, out: str | Path | None = None, executor: str = "pool", workers: int = 2,
+        report_only: bool = False) -> Path:
+    """Run the study's stages (reusing the finished ones) and write the report to ``report``."""
+    from aidkd.stages import make_executor
+
+    from .plan import check_profile, collect, run_study
+    from .render import write_report
+
+    check_profile(profile)
+    root = Path(out or f"~/aidkd-runs/fmnist-gap-{profile}").expanduser()
+    if report_only:
+        R = collect(profile, root)
+    else:
+        R = run_study(profile, root, make_executor(executor, workers, folder=root / "jobs"))
+    return write_report(profile, root, R, Path(report))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The study's plan: its profiles and variants, and the stages it runs, wave by wave, through an executor.
+
+* data: Fashion-MNIST 28x28, 10% of train held out as a validation split (the same for every run), a
+  class-stratified training subset (the CPU budget), no augmentation, so every teacher's outputs on the
+  training views are fixed: each model that teaches is turned once into a logits stage, and the students
+  distil from that table (``teacher.kind: logits``) at the cost of their own steps only;
+* a ladder of three plain CNNs from the zoo as teachers (cnn_small, cnn_medium, cnn_large) and one student;
+* every student method per seed; the seed fixes the student's initialisation and batch order, so methods are
+  compared pairwise on the same seeds;
+* the adaptations run through the AID pipeline's adapt stage (:func:`aidkd.aid.pipeline.adapt`), measured on
+  the validation split.
+
+Every stage is a folder under ``OUT/stages`` keyed by its fingerprint: rerunning reuses what is finished, a
+changed setting gets new folders and keeps the old ones.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aidkd.errors import UserError
+
+PROFILES = {
+    "full": dict(seeds=[0, 1, 2, 3, 4], teacher_epochs=20, student_epochs=5, train_subset=20000, variants="all",
+                 student="cnn_mini"),
+    # the first full run: teachers too short to beat the student by much, and KD below vanilla (kept as a record)
+    "short": dict(seeds=[0, 1, 2], teacher_epochs=6, student_epochs=5, train_subset=20000, variants="all",
+                  student="cnn_tiny"),
+    "quick": dict(seeds=[0], teacher_epochs=2, student_epochs=2, train_subset=12000, variants="quick",
+                  student="cnn_tiny"),
+    # the whole flow on scikit-learn's digits in about a minute: for the tests, not for conclusions
+    "test": dict(seeds=[0, 1], teacher_epochs=1, student_epochs=1, train_subset=None, variants="quick",
+                 dataset="digits", student="cnn_tiny"),
+}
+TEACHERS = ["cnn_small", "cnn_medium", "cnn_large"]
+LARGEST = TEACHERS[-1]
+ASSISTANT = "cnn_small"  # TAKD's assistant, from the ladder
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An AID setting: which student is the reference, and the AIDParams fields."""
+
+    reference: str  # distilled (the KD student of that teacher) | vanilla
+    params: dict = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return self.params.get("mode", "finetune")
+
+
+def _ft(**kw) -> dict:
+    return dict(mode="finetune", ic_target="reference", lambda_ic=1.0, epochs=1) | kw
+
+
+def _proj(**kw) -> dict:
+    return dict(mode="projection", ic_target="reference", alpha=1.0) | kw
+
+
+# "ft" is the default setting (AIDParams defaults, distilled reference)
+VARIANTS = {
+    "ft": Variant("distilled", _ft()),
+    "ft_vanref": Variant("vanilla", _ft()),
+    "ft_tempered": Variant("distilled", _ft(ic_target="tempered")),
+    "ft_lam0.25": Variant("distilled", _ft(lambda_ic=0.25)),
+    "ft_lam4": Variant("distilled", _ft(lambda_ic=4.0)),
+    "ft_lam16": Variant("distilled", _ft(lambda_ic=16.0)),
+    "ft_ep2": Variant("distilled", _ft(epochs=2)),
+    "proj": Variant("distilled", _proj()),
+    "proj_a0.5": Variant("distilled", _proj(alpha=0.5)),
+    "proj_vanref": Variant("vanilla", _proj()),
+    "proj_tempered": Variant("distilled", _proj(ic_target="tempered")),
+    "proj_b0.5": Variant("distilled", _proj(ic_target="tempered", beta=0.5)),
+    "proj_b0.8": Variant("distilled", _proj(ic_target="tempered", beta=0.8)),
+}
+QUICK_VARIANTS = ["ft", "ft_lam4", "proj", "proj_tempered"]
+LAMBDA_SWEEP = [(0.25, "ft_lam0.25"), (1.0, "ft"), (4.0, "ft_lam4"), (16.0, "ft_lam16")]  # lambda_ic -> variant
+
+METHOD_PARAMS = {  # published settings, with warm-ups/curricula scaled to the short schedule (see the report)
+    "kd": {},
+    "dkd": {"beta": 8.0, "warmup_epochs": 1},
+    "dist": {},
+    "ctkd": {"curriculum_epochs": 2},
+}
+
+
+def variants(profile: str) -> list[str]:
+    return list(VARIANTS) if PROFILES[profile]["variants"] == "all" else QUICK_VARIANTS
+
+
+def check_profile(profile: str) -> dict:
+    if profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    return PROFILES[profile]
+
+
+# ------------------------------------------------------------------------------------------------------- configs
+def data_config(profile: str) -> dict:
+    p = PROFILES[profile]
+    return {"name": p.get("dataset", "fashion_mnist"), "batch_size": 128, "eval_batch_size": 1000, "val_split": 0.1,
+            "augment": False, "train_subset": p["train_subset"], "workers": 0}
+
+
+def run_config(profile: str, model: str, method: str, seed: int, epochs: int, teacher: dict | None) -> dict:
+    """A RunConfig dict of one training stage (``teacher``: the teacher section, or None)."""
+    return {
+        "data": data_config(profile),
+        "model": {"name": model},
+        "teacher": teacher or {},
+        "method": {"name": method, "params": METHOD_PARAMS.get(method, {})},
+        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+        "sched": {"name": "cosine", "warmup_epochs": 0.3},
+        "train": {"epochs": epochs, "seed": seed, "device": "cpu", "progress": False, "tensorboard": False},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------- jobs
+@dataclass(frozen=True)
+class Job:
+    """One stage of the study: ``kind`` train | logits | adapt, and what that stage needs (plain data, so that
+    a job can run in another process or on a cluster)."""
+
+    id: str
+    kind: str
+    args: dict
+
+
+def run_job(root: str, job: Job, reuse_only: bool = False):
+    """Run (or reuse) one stage in ``root``; returns its :class:`~aidkd.stages.StageResult` (None when
+    ``reuse_only`` and the stage is not finished)."""
+    import torch
+
+    from aidkd.aid.adapt import AIDParams
+    from aidkd.aid.pipeline import adapt
+    from aidkd.config import DataConfig, config_from_dict
+    from aidkd.stages import StageStore, logits_stage, train_stage
+
+    torch.set_num_threads(1)
+    store = StageStore(Path(root), verbose=False, reuse_only=reuse_only)
+    a = job.args
+    if job.kind == "train":
+        cfg = config_from_dict({**a["config"], "output": {"dir": root, "name": job.id}}, f"fmnist-gap:{job.id}")
+        return train_stage(store, job.id, cfg)
+    if job.kind == "logits":
+        return logits_stage(store, job.id, a["checkpoint"], a["data"])
+    if job.kind == "adapt":
+        res = adapt(store, job.id, teacher=Path(a["teacher"]), reference=Path(a["reference"]),
+                    teacher_arch=a["teacher_arch"], teacher_kwargs={}, reference_arch=a["reference_arch"],
+                    reference_kwargs={}, data=DataConfig(**a["data"]), params=AIDParams(**a["params"]),
+                    seed=a["seed"], distill_epochs=a["distill_epochs"], eval_split="val")
+        return None if res is None else res.stage
+    raise ValueError(f"unknown job kind {job.kind!r}")
+
+
+def logits_id(job_id: str) -> str:
+    return f"logits_{job_id}"
+
+
+def plan(profile: str) -> list[list[str]]:
+    """The study's training and adaptation stages, wave by wave (every stage depends only on earlier waves);
+    each model that teaches gets a logits stage in the wave after it."""
+    p = check_profile(profile)
+    seeds = p["seeds"]
+    w1 = [f"teacher_{t}" for t in TEACHERS] + [f"s{s}_vanilla" for s in seeds]
+    w2 = []
+    for s in seeds:
+        w2 += [f"s{s}_kd_{t}" for t in TEACHERS]
+        w2 += [f"s{s}_{m}_{LARGEST}" for m in ("dkd", "dist", "ctkd")]
+        w2.append(f"s{s}_takd-assistant_{LARGEST}")
+    w3 = []
+    for s in seeds:
+        w3 += [f"s{s}_takd_{LARGEST}", f"s{s}_ban_{LARGEST}"]
+        for t in TEACHERS:
+            w3 += [f"s{s}_adapt-{v}_{t}" for v in (variants(profile) if t == LARGEST else ["ft"])]
+    w4 = []
+    for s in seeds:
+        for t in TEACHERS:
+            for v in variants(profile) if t == LARGEST else ["ft"]:
+                methods = ["kd"] + (["dkd", "dist"] if t == LARGEST and v == "ft" else [])
+                w4 += [f"s{s}_aid-{v}+{m}_{t}" for m in methods]
+    return [w1, w2, w3, w4]
+
+
+def parse_id(job_id: str) -> dict:
+    """The parts of a student or adapt id ``s<seed>_<what>[_<teacher>]``."""
+    seed, rest = job_id.split("_", 1)
+    for t in TEACHERS:
+        if rest.endswith("_" + t):
+            return {"seed": int(seed[1:]), "what": rest[: -len(t) - 1], "teacher": t}
+    return {"seed": int(seed[1:]), "what": rest, "teacher": None}
+
+
+def make_job(profile: str, job_id: str, R: dict) -> Job:
+    """The job of ``job_id``, its inputs taken from the finished stages ``R`` (id -> StageResult)."""
+    p = PROFILES[profile]
+    data = data_config(profile)
+    if job_id.startswith("logits_"):
+        return Job(job_id, "logits", {"checkpoint": str(R[job_id[len("logits_"):]].checkpoint), "data": data})
+    if job_id.startswith("teacher_"):
+        cfg = run_config(profile, job_id[len("teacher_"):], "vanilla", 0, p["teacher_epochs"], None)
+        return Job(job_id, "train", {"config": cfg})
+    j = parse_id(job_id)
+    s, what, t = j["seed"], j["what"], j["teacher"]
+
+    def student(method: str, teacher: dict | None, model: str | None = None) -> Job:
+        cfg = run_config(profile, model or p["student"], method, s, p["student_epochs"], teacher)
+        return Job(job_id, "train", {"config": cfg})
+
+    def from_logits(src: str) -> dict:
+        return {"kind": "logits", "checkpoint": str(R[logits_id(src)].checkpoint)}
+
+    if what == "vanilla":
+        return student("vanilla", None)
+    if what.startswith("adapt-"):
+        var = VARIANTS[what[len("adapt-"):]]
+        ref = f"s{s}_kd_{t}" if var.reference == "distilled" else f"s{s}_vanilla"
+        return Job(job_id, "adapt", {"teacher": str(R[f"teacher_{t}"].checkpoint), "teacher_arch": t,
+                                     "reference": str(R[ref].checkpoint), "reference_arch": p["student"],
+                                     "data": data, "params": var.params, "seed": s,
+                                     "distill_epochs": p["student_epochs"]})
+    if what.startswith("aid-"):
+        var_name, method = what[len("aid-"):].split("+")
+        ad = R[f"s{s}_adapt-{var_name}_{t}"]
+        if ad.result["teacher_kind"] == "targets":
+            return student(method, {"kind": "targets", "checkpoint": str(ad.checkpoint)})
+        return student(method, from_logits(ad.name))
+    if what == "takd-assistant":
+        return student("kd", from_logits(f"teacher_{t}"), model=ASSISTANT)
+    if what == "takd":
+        return student("kd", from_logits(f"s{s}_takd-assistant_{t}"))
+    if what == "ban":  # born-again: a fresh student distilled from the KD student
+        return student("kd", from_logits(f"s{s}_kd_{t}"))
+    return student(what, from_logits(f"teacher_{t}"))
+
+
+def teaching(wave: list[str]) -> list[str]:
+    """The stages of ``wave`` whose outputs later stages distil from or are compared with: each gets a logits
+    stage (teachers, the vanilla and KD students, TAKD's assistant, the fine-tuned teachers)."""
+    out = []
+    for job_id in wave:
+        if job_id.startswith("teacher_"):
+            out.append(job_id)
+            continue
+        what = parse_id(job_id)["what"]
+        if what in ("vanilla", "kd", "takd-assistant") or (
+                what.startswith("adapt-") and VARIANTS[what[len("adapt-"):]].mode == "finetune"):
+            out.append(job_id)
+    return out
+
+
+def run_study(profile: str, out: str | Path, executor=None, log=print) -> dict:
+    """Run every stage of the profile (reusing the finished ones) under ``out``; return id -> StageResult."""
+    from aidkd.stages import InProcessExecutor
+
+    check_profile(profile)
+    root = Path(out).expanduser() / "stages"
+    root.mkdir(parents=True, exist_ok=True)
+    executor = executor or InProcessExecutor()
+    job_fn = functools.partial(run_job, str(root))
+    R: dict = {}
+    for i, wave in enumerate(plan(profile), 1):
+        for ids in (wave, [logits_id(j) for j in teaching(wave)]):
+            jobs = [make_job(profile, j, R) for j in ids]
+            # the longest first, so that a pool is not left waiting on one long job at the end
+            jobs.sort(key=lambda j: (not j.id.startswith("teacher_"), j.kind != "adapt"))
+            for job, res in zip(jobs, executor.map(job_fn, jobs)):
+                R[job.id] = res
+            ran = sum(r.status in ("ran", "resumed") for r in R.values())
+            log(f"fmnist-gap ({profile}): wave {i}: {len(jobs)} stages done; {len(R)} in all, {ran} run this time")
+    return R
+
+
+def collect(profile: str, out: str | Path) -> dict:
+    """The finished stages of the profile under ``out`` (id -> StageResult), running nothing."""
+    check_profile(profile)
+    root = str(Path(out).expanduser() / "stages")
+    R: dict = {}
+    for wave in plan(profile):
+        for ids in (wave, [logits_id(j) for j in teaching(wave)]):
+            for job_id in ids:
+                try:
+                    job = make_job(profile, job_id, R)
+                except KeyError:  # an input is not finished
+                    continue
+                res = run_job(root, job, reuse_only=True)
+                if res is not None:
+                    R[job_id] = res
+    return R

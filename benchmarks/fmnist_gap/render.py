@@ -1,0 +1,349 @@
+"""The study's report: tables (mean +- std over seeds), the verdict records in words, plots, and a JSON copy.
+
+:func:`records` turns the finished stages into one plain record per job (the JSON the report is written from);
+:func:`write_report` writes ``REPORT.md``, ``REPORT.json`` and ``REPORT/<plot>.png``; a hand-written
+``REPORT.notes.md`` beside it is appended.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from .plan import LAMBDA_SWEEP, LARGEST, PROFILES, TEACHERS, VARIANTS, data_config, logits_id, parse_id
+from .verdicts import SIG, fmt_cmp, judge
+
+
+# -------------------------------------------------------------------------------------------------- the records
+def _train_labels(profile: str):
+    from aidkd.config import DataConfig
+    from aidkd.data import build_data
+
+    return build_data(DataConfig(**data_config(profile)), device="cpu").train.labels
+
+
+def _logits(res):
+    from aidkd.engine.teacher_cache import CachedTeacher
+
+    return CachedTeacher.load(res.checkpoint).logits
+
+
+def _decompose(t_logits, s_logits, labels, tau: float = 4.0) -> tuple[float, float]:
+    from aidkd.aid.split import split_decomposition_from_logits
+
+    d = split_decomposition_from_logits(t_logits, s_logits, labels, tau, t_logits.shape[1])
+    return d.cs, d.ic
+
+
+def records(profile: str, R: dict) -> tuple[dict, dict]:
+    """(job id -> record, decomposition per teacher) from the finished stages ``R``.
+
+    A training record: ``{"kind": teacher | student, "summary", "params", "job_wall_s"}``. An adaptation record:
+    the teacher's validation accuracy before/after, L_CS / L_IC against the reference on the training split
+    before/after, beta, the AID parameters and the adapt stage's report."""
+    from aidkd.aid.project import TargetTeacher
+
+    labels = None
+    out: dict[str, dict] = {}
+    for job_id, res in R.items():
+        if job_id.startswith("logits_"):
+            continue
+        if res.kind == "train":
+            lg = R.get(logits_id(job_id))
+            out[job_id] = {"kind": "teacher" if job_id.startswith("teacher_") else "student",
+                           "summary": res.result["summary"], "params": lg.result["num_params"] if lg else None,
+                           "job_wall_s": res.wall_time_s}
+            continue
+        rep = res.result["report"]
+        j = parse_id(job_id)
+        s, var, t = j["seed"], j["what"][len("adapt-"):], j["teacher"]
+        ref = f"s{s}_kd_{t}" if VARIANTS[var].reference == "distilled" else f"s{s}_vanilla"
+        rec = {"kind": "adapt", "variant": var, "params": rep["params"], "beta": rep.get("beta"), "report": rep,
+               "job_wall_s": res.wall_time_s, "adapt_wall_s": rep.get("wall_time_s")}
+        if res.result["teacher_kind"] == "targets":
+            rec["teacher_val_acc_before"] = rec["teacher_val_acc_after"] = rep["teacher_val_acc"]
+            target = TargetTeacher.load(res.checkpoint)
+            after = target.temperature * target.log_targets
+        else:
+            rec["teacher_val_acc_before"], rec["teacher_val_acc_after"] = rep["teacher_acc_before"], rep["teacher_acc_after"]
+            rec["val_cs_before"], rec["val_ic_before"] = rep["cs_before"], rep["ic_before"]
+            rec["val_cs_after"], rec["val_ic_after"] = rep["cs_after"], rep["ic_after"]
+            after = _logits(R[logits_id(job_id)]) if logits_id(job_id) in R else None
+        t_lg, r_lg = R.get(logits_id(f"teacher_{t}")), R.get(logits_id(ref))
+        if t_lg and r_lg and after is not None:
+            labels = _train_labels(profile) if labels is None else labels
+            r_logits = _logits(r_lg)
+            rec["train_cs_before"], rec["train_ic_before"] = _decompose(_logits(t_lg), r_logits, labels)
+            rec["train_cs_after"], rec["train_ic_after"] = _decompose(after, r_logits, labels)
+        out[job_id] = rec
+    decomp = {}
+    for t in TEACHERS:
+        t_lg = R.get(logits_id(f"teacher_{t}"))
+        if not t_lg:
+            continue
+        d = {"van_cs": [], "van_ic": [], "kd_cs": [], "kd_ic": []}
+        for s in PROFILES[profile]["seeds"]:
+            for key, job in (("van", f"s{s}_vanilla"), ("kd", f"s{s}_kd_{t}")):
+                cs = ic = None
+                if logits_id(job) in R:
+                    labels = _train_labels(profile) if labels is None else labels
+                    cs, ic = _decompose(_logits(t_lg), _logits(R[logits_id(job)]), labels)
+                d[f"{key}_cs"].append(cs)
+                d[f"{key}_ic"].append(ic)
+        decomp[t] = d
+    return out, decomp
+
+
+# ----------------------------------------------------------------------------------------------------- wording
+def _ms(xs: list) -> str:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return f"{xs[0]:.2f}"
+    return f"{statistics.mean(xs):.2f} +- {statistics.stdev(xs):.2f}"
+
+
+def _wall(r: dict) -> float:
+    """A job's wall time; a training run interrupted and resumed counts the time of all its sessions."""
+    return max(r["job_wall_s"] or 0.0, (r.get("summary") or {}).get("wall_time_s") or 0.0)
+
+
+def verdict_lines(recs: list[dict]) -> list[str]:
+    """The verdict records in words (one numbered line each)."""
+    out = []
+    for r in recs:
+        c, v, k = r["comparison"], r["verdict"], r["claim"]
+        if k == "0":
+            parts = [f"from {t} {fmt_cmp(x)}: **{r['answers'][t]}**" for t, x in c["kd_minus_vanilla"].items()]
+            out.append(f"0. **{r['title']}** (KD vs the vanilla student, by teacher): " + "; ".join(parts)
+                       + ". Where KD does not help, the claims are tested outside the regime they are about; the AID "
+                       f"variants are all measured on {LARGEST}.")
+        elif k == "1":
+            out.append(f"1. **{r['title']}** (KD from {LARGEST} vs the best smaller teacher, {c['best_smaller']}): "
+                       f"{fmt_cmp(c['largest_minus_best_smaller'])}; KD means by teacher: "
+                       + ", ".join(f"{t} {m:.2f}" for t, m in c["kd_means"].items())
+                       + f". Verdict: **{v}** (the claim predicts that the largest teacher gives no better student).")
+        elif k == "2":
+            out.append(f"2. **{r['title']}** (residual vs the KD student, {TEACHERS[0]} -> {LARGEST}): growth of L_IC "
+                       f"{c['growth_ic']:+.3f}, of L_CS {c['growth_cs']:+.3f}; difference {fmt_cmp(c['ic_minus_cs'])}. "
+                       f"Verdict: **{v}**.")
+        elif k == "3":
+            shape = {"no gain": "no teacher shows a gain (every mean difference is negative)",
+                     "largest for the largest gap": "the gain is largest for the largest gap",
+                     "not largest for the largest gap": "the gain is not largest for the largest gap"}[r["shape"]]
+            txt = ", ".join(f"{t} {fmt_cmp(g)}" for t, g in c["gain_by_teacher"].items())
+            out.append(f"3. **{r['title']}** (default fine-tuning; gain by teacher: {txt}). Verdict for the largest "
+                       f"teacher: **{v}**; {shape}.")
+        elif k == "4" and v == "not measured":
+            out.append(f"4. **{r['title']}**: not measured (the lambda_ic sweep needs at least 3 values; this profile "
+                       f"ran {c['lambda_values']}).")
+        elif k == "4":
+            words = {"refuted": "refuted (the strongest adaptation is the best)",
+                     "partly": "partly: too much adaptation hurts, but no degree tried beats no adaptation (plain KD)"}
+            bs = c["best_minus_strongest"]
+            out.append(f"4. **{r['title']}** (lambda_ic sweep, AID+KD from {LARGEST}: "
+                       + ", ".join(f"{lam}: {m:.2f}" for lam, m in sorted(c["means"].items()))
+                       + f"; best {c['best']} vs strongest {c['strongest']}: {fmt_cmp(bs) if bs else 'same'}; best vs "
+                       f"plain KD: {fmt_cmp(c['best_minus_kd'])}). Verdict: **{words.get(v, v)}**.")
+        elif k == "5":
+            out.append(f"5. **{r['title']}** ({LARGEST}): {fmt_cmp(c['aid_minus_method'])}. Verdict: **{v}**.")
+        elif k == "6":
+            if "accuracy" in r:
+                v = f"{v} (accuracy: {r['accuracy']}; cost: AID {r['cost']})"
+            out.append(f"6. **{r['title']}** ({LARGEST}): {fmt_cmp(c['aid_minus_other'])}. Verdict: **{v}**.")
+            if c.get("cost_s"):
+                out.append(f"   Cost beyond the KD student it reuses: AID adaptation {c['cost_s']['aid']:.0f} s + "
+                           f"distillation; TAKD assistant {c['cost_s']['takd']:.0f} s + distillation (mean wall s per "
+                           "seed, on a shared machine).")
+        elif k == "7":
+            v = v if v != "borderline" else (f"borderline: {c['seeds_over']} of {len(c['val_drops'])} seeds past the "
+                                             f"tolerance, mean drop {c['mean_drop']:.2f}")
+            out.append(f"7. **{r['title']}** (default fine-tuning, {LARGEST}, val drop per seed: "
+                       + ", ".join(f"{d:+.2f}" for d in c["val_drops"]) + f"; tolerance {c['tolerance']}). "
+                       f"Verdict: **{v}**.")
+        elif k == "A/A":
+            out += ["", f"**{r['title']}.** The entropy bisection gave beta = 1 on every seed: the teacher is already as "
+                    "smooth as the reference, the tempered target is the teacher's own distribution, and AID+KD "
+                    f"(proj_tempered) is plain KD from {LARGEST} up to float rounding. Its paired difference from KD, "
+                    f"{fmt_cmp(c['same_targets_minus_kd'])}, is how far two runs with the same targets drift apart. "
+                    "Differences of that size are noise whatever their p-value, and with some twenty comparisons a "
+                    "few p < 0.05 are expected by chance alone."]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ report
+def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
+    from .plan import plan
+
+    recs, decomp = records(profile, R)
+    seeds = PROFILES[profile]["seeds"]
+    n_jobs = sum(len(w) for w in plan(profile))
+    fig_dir = report_path.parent / report_path.stem
+    fig_dir.mkdir(parents=True, exist_ok=True)
+
+    def acc(job: str, key: str = "last_test_acc"):
+        r = recs.get(job)
+        return None if r is None or "summary" not in r else r["summary"].get(key)
+
+    def accs(fmt: str, key: str = "last_test_acc") -> list:
+        return [acc(fmt.format(s=s), key) for s in seeds]
+
+    p = PROFILES[profile]
+    lines = [f"# Fashion-MNIST capacity-gap benchmark ({profile} profile)", "",
+             f"Produced by `python -m benchmarks.fmnist_gap --profile {profile} --report {report_path}` (stages under "
+             f"`{root}`); {len(recs)} of {n_jobs} jobs finished.", "",
+             "Setting: Fashion-MNIST 28x28, 10% of train held out for validation (fixed split), no augmentation "
+             f"(teacher outputs cached), SGD momentum 0.9, lr 0.05 cosine, batch 128; teachers {p['teacher_epochs']} "
+             f"epochs, students {p['student_epochs']} epochs; seeds {seeds}. Student `{p['student']}`; teachers "
+             f"{', '.join('`' + t + '`' for t in TEACHERS)}. Accuracies are test top-1 (%), mean +- std over seeds: "
+             "**last** = last epoch, **sel** = the epoch chosen on the validation split.", ""]
+
+    lines += ["## Teachers", "", "| teacher | params | val (sel) | test last | test sel | wall s |", "|---|---|---|---|---|---|"]
+    tparams = {}
+    for t in TEACHERS:
+        r = recs.get(f"teacher_{t}")
+        if r and r["params"] is not None:
+            s = r["summary"]
+            tparams[t] = r["params"]
+            lines.append(f"| {t} | {r['params']:,} | {s['best_acc']:.2f} | {s['last_test_acc']:.2f} | "
+                         f"{s['best_test_acc']:.2f} | {s['wall_time_s']:.0f} |")
+    lines.append("")
+
+    rows = [("vanilla", "-", "s{s}_vanilla")]
+    rows += [("KD", t, f"s{{s}}_kd_{t}") for t in TEACHERS]
+    rows += [("AID+KD (ft, default)", t, f"s{{s}}_aid-ft+kd_{t}") for t in TEACHERS]
+    rows += [(m.upper(), LARGEST, f"s{{s}}_{m}_{LARGEST}") for m in ("dkd", "dist", "ctkd")]
+    rows += [("AID+DKD (ft)", LARGEST, f"s{{s}}_aid-ft+dkd_{LARGEST}"),
+             ("AID+DIST (ft)", LARGEST, f"s{{s}}_aid-ft+dist_{LARGEST}"),
+             ("TAKD (via cnn_small)", LARGEST, f"s{{s}}_takd_{LARGEST}"),
+             ("born-again KD", LARGEST, f"s{{s}}_ban_{LARGEST}")]
+    rows += [(f"AID+KD ({v})", LARGEST, f"s{{s}}_aid-{v}+kd_{LARGEST}") for v in VARIANTS if v != "ft"]
+    lines += ["## Students", "", "| method | teacher | test last | test sel | seeds | wall s (mean) |", "|---|---|---|---|---|---|"]
+    for name, t, fmt in rows:
+        last, sel = accs(fmt), accs(fmt, "best_test_acc")
+        n = sum(x is not None for x in last)
+        if n:
+            walls = [_wall(recs[fmt.format(s=s)]) for s in seeds if fmt.format(s=s) in recs]
+            lines.append(f"| {name} | {t} | {_ms(last)} | {_ms(sel)} | {n} | {statistics.mean(walls):.0f} |")
+    lines.append("")
+
+    lines += ["## Adaptation (teacher side)", "",
+              "L_CS / L_IC: the decomposition of KD(teacher || reference student) on the training split, before and "
+              "after adaptation. Teacher accuracy on the validation split.", "",
+              "| variant | teacher | teacher val before | after | L_CS before | after | L_IC before | after | adapt s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for t in TEACHERS:
+        for var in VARIANTS:
+            js = [recs[f"s{s}_adapt-{var}_{t}"] for s in seeds if f"s{s}_adapt-{var}_{t}" in recs]
+            if js:
+                g = lambda k: _ms([j.get(k) for j in js])  # noqa: E731
+                lines.append(f"| {var} | {t} | {g('teacher_val_acc_before')} | {g('teacher_val_acc_after')} | "
+                             f"{g('train_cs_before')} | {g('train_cs_after')} | {g('train_ic_before')} | "
+                             f"{g('train_ic_after')} | {g('adapt_wall_s')} |")
+    lines.append("")
+
+    lines += ["## The decomposition against teacher size", "",
+              "KD(teacher || student) split into L_CS + L_IC on the training split (tau = 4, times tau^2), for the "
+              "vanilla student and for the student distilled from that teacher (the residual).", "",
+              "| teacher | params | vs vanilla: L_CS | L_IC | vs KD student: L_CS | L_IC |", "|---|---|---|---|---|---|"]
+    for t in TEACHERS:
+        d = decomp.get(t)
+        if d:
+            lines.append(f"| {t} | {tparams.get(t, 0):,} | {_ms(d['van_cs'])} | {_ms(d['van_ic'])} | "
+                         f"{_ms(d['kd_cs'])} | {_ms(d['kd_ic'])} |")
+    lines.append("")
+
+    verdicts = judge(seeds, acc, lambda j: recs.get(j),
+                     decomp, lambda j: _wall(recs[j]) if j in recs else None)
+    lines += ["## Verdicts (the claims of docs/aid.md section 7)", "",
+              f"Paired over seeds (same seed = same student initialisation and batch order); two-sided t-test, "
+              f"level {SIG}. Differences in accuracy points of last-epoch test accuracy.", ""]
+    lines += verdict_lines(verdicts)
+    lines.append("")
+
+    figs = _plots(fig_dir, seeds, accs, decomp, tparams)
+    if figs:
+        lines += ["## Plots", ""] + [f"![{f.stem}]({fig_dir.name}/{f.name})" for f in figs] + [""]
+
+    kinds: dict[str, list[float]] = {}
+    for r in recs.values():
+        kinds.setdefault(r["kind"], []).append(_wall(r))
+    lines += ["## Wall time per stage", "", "| stage | jobs | total min | mean s |", "|---|---|---|---|"]
+    for k, v in sorted(kinds.items()):
+        lines.append(f"| {k} | {len(v)} | {sum(v) / 60:.1f} | {statistics.mean(v):.0f} |")
+    lines.append("")
+    notes = report_path.with_suffix(".notes.md")
+    if notes.exists():  # hand-written discussion kept beside the generated report
+        lines.append(notes.read_text())
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text("\n".join(lines))
+    report_path.with_suffix(".json").write_text(json.dumps(
+        {"profile": profile, "results": recs, "decomposition": decomp, "verdicts": verdicts}, indent=1, default=str))
+    return report_path
+
+
+def _plots(fig_dir: Path, seeds, accs, decomp, tparams) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs: list[Path] = []
+    ts = [t for t in TEACHERS if t in tparams]
+    if not ts:
+        return figs
+
+    def mean_std(v):
+        v = [x for x in v if x is not None]
+        if not v:
+            return float("nan"), 0.0
+        return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        figs.append(fig_dir / name)
+        fig.savefig(figs[-1], dpi=110)
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, fmt in (("KD", "s{{s}}_kd_{t}"), ("AID+KD", "s{{s}}_aid-ft+kd_{t}")):
+        ms = [mean_std(accs(fmt.format(t=t))) for t in ts]
+        ax.errorbar([tparams[t] for t in ts], [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", capsize=3,
+                    label=label)
+    ax.axhline(mean_std(accs("s{s}_vanilla"))[0], color="gray", ls="--", label="vanilla student")
+    ax.set_xscale("log")
+    ax.set_xlabel("teacher parameters")
+    ax.set_ylabel("student test acc (%, last epoch)")
+    ax.legend()
+    save(fig, "student_acc_vs_teacher.png")
+
+    if decomp:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        dts = [t for t in ts if t in decomp]
+        for key, label, style in (("kd_cs", "L_CS (vs KD student)", "o-"), ("kd_ic", "L_IC (vs KD student)", "s-"),
+                                  ("van_cs", "L_CS (vs vanilla)", "o--"), ("van_ic", "L_IC (vs vanilla)", "s--")):
+            ms = [mean_std(decomp[t][key]) for t in dts]
+            ax.errorbar([tparams[t] for t in dts], [m for m, _ in ms], yerr=[s for _, s in ms], fmt=style,
+                        capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("teacher parameters")
+        ax.set_ylabel("loss component (x tau^2)")
+        ax.legend(fontsize=7)
+        save(fig, "components_vs_teacher.png")
+
+    pts = [(lam, mean_std(accs(f"s{{s}}_aid-{v}+kd_{LARGEST}"))) for lam, v in LAMBDA_SWEEP]
+    pts = [(lam, m) for lam, m in pts if not math.isnan(m[0])]
+    if len(pts) >= 2:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.errorbar([lam for lam, _ in pts], [m[0] for _, m in pts], yerr=[m[1] for _, m in pts], marker="o",
+                    capsize=3, label="AID+KD")
+        ax.axhline(mean_std(accs(f"s{{s}}_kd_{LARGEST}"))[0], color="C1", ls="--", label="KD")
+        ax.set_xscale("log")
+        ax.set_xlabel("lambda_ic")
+        ax.set_ylabel("student test acc (%, last epoch)")
+        ax.set_title(f"degree of adaptation ({LARGEST})")
+        ax.legend()
+        save(fig, "lambda_sweep.png")
+    return figs

@@ -1,0 +1,164 @@
+"""The study's claims (docs/aid.md section 7), each judged from the finished results as a structured record.
+
+A record is ``{"claim", "title", "comparison", "verdict"}``: ``comparison`` holds the numbers the verdict rests
+on (paired differences over seeds, means, costs), ``verdict`` one of a few fixed words (``confirmed``,
+``refuted``, ``not significant``, ``borderline``, ...), with ``detail`` where a verdict has parts. The Markdown
+wording lives in :mod:`.render`; tests check these records.
+
+Inputs: ``acc(job_id)`` -> last-epoch test accuracy (None if not finished), ``adapt(job_id)`` -> an adaptation's
+record (None if not finished), ``decomp`` (per teacher: the L_CS / L_IC lists per seed), ``wall(job_id)``.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Callable
+
+from .plan import LAMBDA_SWEEP, LARGEST, TEACHERS
+
+SIG = 0.05  # two-sided paired t-test level for the verdicts
+
+
+def paired(a: list, b: list) -> dict:
+    """Paired comparison a - b over seeds: mean, std, n, two-sided p (t-test; None below 2 pairs)."""
+    d = [x - y for x, y in zip(a, b) if x is not None and y is not None]
+    res = {"n": len(d), "mean": statistics.mean(d) if d else float("nan"),
+           "std": statistics.stdev(d) if len(d) > 1 else float("nan"), "p": None}
+    if len(d) > 1:
+        if res["std"] == 0:
+            res["p"] = 0.0 if res["mean"] != 0 else 1.0
+        else:
+            from scipy import stats
+
+            res["p"] = float(stats.ttest_1samp(d, 0.0).pvalue)
+    return res
+
+
+def significance(cmp: dict, want_positive: bool = True) -> str:
+    """confirmed / refuted (significant, in / against the predicted direction) / not significant [(fewer than 2
+    seeds)]."""
+    if cmp["n"] < 2 or cmp["p"] is None:
+        return "not significant (fewer than 2 seeds)"
+    if cmp["p"] < SIG:
+        return "confirmed" if (cmp["mean"] > 0) == want_positive else "refuted"
+    return "not significant"
+
+
+def _record(claim: str, title: str, comparison: dict, verdict: str, **detail) -> dict:
+    return {"claim": claim, "title": title, "comparison": comparison, "verdict": verdict, **detail}
+
+
+def judge(seeds: list[int], acc: Callable, adapt: Callable, decomp: dict, wall: Callable) -> list[dict]:
+    """Every claim's record, in the order of docs/aid.md section 7 (claims 5 and 6 have two records each)."""
+    def accs(fmt: str) -> list:
+        return [acc(fmt.format(s=s)) for s in seeds]
+
+    out = []
+    kd = {t: accs(f"s{{s}}_kd_{t}") for t in TEACHERS}
+    van = accs("s{s}_vanilla")
+    # 0. the premise of every claim: KD helps this student
+    by_teacher = {t: paired(kd[t], van) for t in TEACHERS}
+    by_teacher = {t: c for t, c in by_teacher.items() if c["n"]}
+    if by_teacher:
+        answers = {t: {"confirmed": "yes", "refuted": "no, significantly below"}.get(significance(c), "not significantly")
+                   for t, c in by_teacher.items()}
+        out.append(_record("0", "Premise: KD helps this student", {"kd_minus_vanilla": by_teacher}, "per teacher",
+                           answers=answers))
+    # 1. capacity gap: the claim predicts that the largest teacher gives no better student
+    if all(all(x is not None for x in kd[t]) for t in TEACHERS):
+        means = {t: statistics.mean(kd[t]) for t in TEACHERS}
+        best_small = max(TEACHERS[:-1], key=lambda t: means[t])
+        c = paired(kd[LARGEST], kd[best_small])
+        v = {"confirmed": "refuted", "refuted": "confirmed"}.get(significance(c), "not significant")
+        out.append(_record("1", "Capacity gap", {"largest_minus_best_smaller": c, "best_smaller": best_small,
+                                                 "kd_means": means}, v))
+    # 2. the inner-class part of the residual grows more than the class-wise part
+    if all(t in decomp and all(x is not None for x in decomp[t]["kd_ic"]) for t in (TEACHERS[0], LARGEST)):
+        dic = [a - b for a, b in zip(decomp[LARGEST]["kd_ic"], decomp[TEACHERS[0]]["kd_ic"])]
+        dcs = [a - b for a, b in zip(decomp[LARGEST]["kd_cs"], decomp[TEACHERS[0]]["kd_cs"])]
+        c = paired(dic, dcs)
+        out.append(_record("2", "Inner-class part grows more", {"growth_ic": statistics.mean(dic),
+                                                                "growth_cs": statistics.mean(dcs),
+                                                                "ic_minus_cs": c}, significance(c)))
+    # 3. AID + KD beats KD, most for the largest gap
+    gains = {t: paired(accs(f"s{{s}}_aid-ft+kd_{t}"), kd[t]) for t in TEACHERS}
+    gains = {t: g for t, g in gains.items() if g["n"]}
+    if LARGEST in gains:
+        if all(g["mean"] <= 0 for g in gains.values()):
+            shape = "no gain"
+        else:
+            shape = "largest for the largest gap" if all(gains[LARGEST]["mean"] >= g["mean"] for g in gains.values()) \
+                else "not largest for the largest gap"
+        out.append(_record("3", "AID+KD beats KD", {"gain_by_teacher": gains}, significance(gains[LARGEST]),
+                           shape=shape))
+    # 4. a moderate degree of adaptation is best
+    vals = {lam: accs(f"s{{s}}_aid-{v}+kd_{LARGEST}") for lam, v in LAMBDA_SWEEP}
+    have = {lam: v for lam, v in vals.items() if all(x is not None for x in v)}
+    if len(have) >= 3:
+        means = {lam: statistics.mean(v) for lam, v in have.items()}
+        best = max(means, key=means.get)
+        top = max(have)
+        c = paired(have[best], have[top]) if best != top else None
+        c_none = paired(have[best], kd[LARGEST])  # the best degree against no adaptation (plain KD)
+        too_much_hurts = c is not None and significance(c) == "confirmed"
+        if best == top:
+            v = "refuted"
+        elif too_much_hurts and significance(c_none) == "confirmed":
+            v = "confirmed"
+        elif too_much_hurts:
+            v = "partly"
+        else:
+            v = "not significant"
+        out.append(_record("4", "Moderate adaptation is best", {"means": means, "best": best, "strongest": top,
+                                                                "best_minus_strongest": c,
+                                                                "best_minus_kd": c_none}, v))
+    else:
+        out.append(_record("4", "Moderate adaptation is best", {"lambda_values": len(have)}, "not measured"))
+    # 5. AID composes with DKD and DIST
+    for m in ("dkd", "dist"):
+        c = paired(accs(f"s{{s}}_aid-ft+{m}_{LARGEST}"), accs(f"s{{s}}_{m}_{LARGEST}"))
+        if c["n"]:
+            out.append(_record("5", f"AID+{m.upper()} > {m.upper()}", {"aid_minus_method": c, "method": m},
+                               significance(c)))
+    # 6. against TAKD (accuracy and cost) and born-again KD
+    aid = accs(f"s{{s}}_aid-ft+kd_{LARGEST}")
+    a_cost = [wall(f"s{s}_adapt-ft_{LARGEST}") for s in seeds]
+    t_cost = [wall(f"s{s}_takd-assistant_{LARGEST}") for s in seeds]
+    a_cost, t_cost = [x for x in a_cost if x is not None], [x for x in t_cost if x is not None]
+    cost = {"aid": statistics.mean(a_cost), "takd": statistics.mean(t_cost)} if a_cost and t_cost else None
+    for name, fmt in (("TAKD", "s{s}_takd_" + LARGEST), ("born-again KD", "s{s}_ban_" + LARGEST)):
+        c = paired(aid, accs(fmt))
+        if not c["n"]:
+            continue
+        v = significance(c)
+        detail = {}
+        if name == "TAKD":
+            acc_ok = v != "refuted"
+            cheaper = cost is not None and cost["aid"] < cost["takd"]
+            detail = {"accuracy": v, "cost": "cheaper" if cheaper else "dearer"}
+            v = ("confirmed" if acc_ok and cheaper else "refuted on cost" if acc_ok else
+                 "refuted on accuracy" if cheaper else "refuted")
+        out.append(_record("6", f"AID+KD vs {name}", {"aid_minus_other": c, "cost_s": cost if name == "TAKD" else None},
+                           v, **detail))
+    # 7. the adapted teacher keeps its accuracy
+    ft = [r for r in (adapt(f"s{s}_adapt-ft_{LARGEST}") for s in seeds) if r is not None]
+    drops = [r["teacher_val_acc_before"] - r["teacher_val_acc_after"] for r in ft]
+    if drops:
+        tol = ft[0]["params"]["acc_tolerance"]
+        over = sum(d > tol for d in drops)
+        v = "confirmed" if over == 0 else "refuted" if over == len(drops) else "borderline"
+        out.append(_record("7", "The adapted teacher keeps its accuracy", {"val_drops": drops, "tolerance": tol,
+                                                                          "seeds_over": over,
+                                                                          "mean_drop": statistics.mean(drops)}, v))
+    # a control: where the entropy bisection leaves the teacher as it is, the projection is KD up to rounding
+    betas = [(adapt(f"s{s}_adapt-proj_tempered_{LARGEST}") or {}).get("beta") for s in seeds]
+    c = paired(accs(f"s{{s}}_aid-proj_tempered+kd_{LARGEST}"), kd[LARGEST])
+    if c["n"] >= 2 and all(b is not None and b >= 0.999 for b in betas):
+        out.append(_record("A/A", "Noise floor (an A/A control)", {"same_targets_minus_kd": c}, "noise floor"))
+    return out
+
+
+def fmt_cmp(c: dict) -> str:
+    p = "n/a" if c["p"] is None else f"{c['p']:.3f}"
+    std = "" if math.isnan(c["std"]) else f" +- {c['std']:.2f}"
+    return f"{c['mean']:+.2f}{std} (n={c['n']}, p={p})"

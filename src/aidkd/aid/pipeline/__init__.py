@@ -1,0 +1,108 @@
+"""The AID pipeline (docs/aid.md section 6): from one config, the whole flow, each stage skipped when already done.
+
+    teacher (trained unless a checkpoint is given)
+      -> vanilla student, per seed (the baseline every benchmark trains)
+      -> reference student S_ref (distilled from T0 with KD, the vanilla one, or a given checkpoint)
+      -> adapt (T0 -> T, fine-tuning or projection)
+      -> per seed and method: the student distilled from T0 (baseline) and from T (AID + method)
+         [and, with ``online: true``, the online variant ``aid_online`` from T0]
+      -> results.md / results.json
+
+Python API::
+
+    from aidkd.aid.pipeline import load_pipeline_config, run_pipeline
+    cfg = load_pipeline_config("pipeline/digits_quick", ["seeds=[0, 1]"])
+    out = run_pipeline(cfg)            # out["results"], out["stages"], out["table"], out["out_dir"]
+
+The plan runs over the stage primitive (:mod:`aidkd.stages`): every stage is a folder ``<stage>-<fingerprint>``
+under ``output.dir``, skipped when finished, resumed when interrupted. By concern: :mod:`.schema` (the typed
+config), :mod:`.stages` (the stages, returning typed results), :mod:`.results` (aggregation to a dict) and
+:mod:`.render` (the Markdown report).
+"""
+from __future__ import annotations
+
+import time
+
+from ...engine.checkpoint import atomic_write_json, atomic_write_text
+from ...stages import StageStore, json_safe
+from .render import results_markdown
+from .results import collect_results
+from .schema import (NEEDS_TEACHER_MODEL, MethodSpec, PipelineBase, PipelineConfig, StudentSpec, TeacherSpec,
+                     load_pipeline_config, pipeline_config_from_dict)
+from .stages import (AdaptResult, adapt, adapt_stage, distill_stage, online_stage, reference_stage, teacher_stage,
+                     vanilla_stage)
+
+
+def _store(cfg: PipelineConfig, overwrite: bool, verbose: bool) -> StageStore:
+    store = StageStore(cfg.output.dir, overwrite=overwrite, verbose=verbose)
+    store.root.mkdir(parents=True, exist_ok=True)
+    return store
+
+
+def run_adapt(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=None, verbose: bool = True) -> dict:
+    """The stages up to the adapted teacher (teacher, reference and what it needs, adapt). Returns
+    ``{"teacher": path of the adapted teacher, "teacher_kind": "model" | "targets", "report": the AID report
+    (dict), "stage": its folder, "stages": {name: status}}``."""
+    store = _store(cfg, overwrite, verbose)
+    t0 = teacher_stage(cfg, store, on_epoch_end)
+    ref = reference_stage(cfg, store, t0, on_epoch_end)
+    ad = adapt_stage(cfg, store, t0, ref)
+    return {"teacher": str(ad.teacher), "teacher_kind": ad.teacher_kind, "report": ad.report,
+            "stage": str(ad.stage.dir), "stages": {n: r.status for n, r in store.results.items()}}
+
+
+def _distill_job(job: tuple) -> object:
+    """One distillation of the last wave, in whichever process the executor runs it."""
+    cfg, root, overwrite, m, seed, teacher = job
+    store = StageStore(root, overwrite=overwrite, verbose=False)
+    if m is None:
+        return online_stage(cfg, store, seed, teacher)
+    return distill_stage(cfg, store, m, seed, teacher)
+
+
+def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=None, verbose: bool = True,
+                 executor=None) -> dict:
+    """Run every stage (skipping the finished ones) and write ``results.md`` / ``results.json`` and
+    ``pipeline.json`` (the config and the stages) into ``cfg.output.dir``.
+
+    ``on_epoch_end(stage_name, epoch, record)`` is called after every epoch of every engine stage that runs in
+    this process. ``executor`` (:mod:`aidkd.stages.executor`; default: here, one after the other) runs the
+    distillations, which are independent of each other, e.g. in a process pool or on SLURM. Returns ``{"results": the results dict (see :func:`collect_results`), "stages": {name: status}, "table":
+    path of results.md, "out_dir": path}``."""
+    t_start = time.time()
+    store = _store(cfg, overwrite, verbose)
+    t0 = teacher_stage(cfg, store, on_epoch_end)
+    for s in cfg.seeds:
+        vanilla_stage(cfg, store, s, on_epoch_end)
+    ref = reference_stage(cfg, store, t0, on_epoch_end)
+    ad = adapt_stage(cfg, store, t0, ref)
+    jobs = []
+    for s in cfg.seeds:
+        for m in cfg.methods:
+            jobs += [(m, s, t0), (m, s, ad)]
+        if cfg.online:
+            jobs.append((None, s, t0))
+    if executor is None:
+        for m, s, teacher in jobs:
+            if m is None:
+                online_stage(cfg, store, s, teacher, on_epoch_end)
+            else:
+                distill_stage(cfg, store, m, s, teacher, on_epoch_end)
+    else:
+        for res in executor.map(_distill_job, [(cfg, str(store.root), overwrite, *j) for j in jobs]):
+            store.add(res)
+    results = collect_results(cfg, store.results, ad.report, time.time() - t_start)
+    out = store.root
+    atomic_write_json(out / "results.json", json_safe(results))
+    atomic_write_text(out / "results.md", results_markdown(results))
+    atomic_write_json(out / "pipeline.json", json_safe({
+        "config": cfg.model_dump(mode="json"), "stages": [r.row() for r in store.results.values()],
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    store.log(f"results: {out / 'results.md'}")
+    return {"results": results, "stages": {n: r.status for n, r in store.results.items()},
+            "table": str(out / "results.md"), "out_dir": str(out)}
+
+
+__all__ = ["NEEDS_TEACHER_MODEL", "AdaptResult", "MethodSpec", "PipelineBase", "PipelineConfig", "StudentSpec",
+           "TeacherSpec", "adapt", "collect_results", "load_pipeline_config", "pipeline_config_from_dict",
+           "results_markdown", "run_adapt", "run_pipeline"]

@@ -1,0 +1,201 @@
+"""The pipeline's stages, each a stage of :mod:`aidkd.stages` returning a typed result.
+
+teacher (given or trained), vanilla students, the reference S_ref, the adaptation T0 -> T, and the distillations
+from T0 and from T. :func:`adapt` is the adapt stage on its own (any teacher and reference checkpoint, any data
+config): the benchmarks run the adaptation through it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ...config import DataConfig, config_from_dict
+from ...stages import StageResult, StageStore, train_stage
+from ...stages.artifacts import checkpoint_config
+from ..adapt import AIDParams
+from .schema import NEEDS_TEACHER_MODEL, MethodSpec, PipelineConfig
+
+
+@dataclass
+class AdaptResult:
+    """The adapt stage: the adapted teacher's file and how a run config serves it, and the AID report."""
+
+    stage: StageResult
+    report: dict
+
+    @property
+    def teacher(self) -> Path:
+        return self.stage.checkpoint
+
+    @property
+    def teacher_kind(self) -> Literal["model", "targets"]:
+        return self.stage.result["teacher_kind"]
+
+
+def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teacher_arch: str,
+          teacher_kwargs: dict, reference_arch: str, reference_kwargs: dict, data: DataConfig, params: AIDParams,
+          seed: int, distill_epochs: int, device: str = "cpu", deterministic: bool = False,
+          eval_split: Literal["test", "val"] = "test", on_warning=None) -> AdaptResult | None:
+    """Adapt the teacher in ``teacher`` (T0) towards the student in ``reference`` (S_ref) with ``params``.
+
+    Fine-tuning writes an aidkd checkpoint (``teacher.pt``, a model teacher) and measures before/after on
+    ``eval_split``; projection writes a :class:`~aidkd.aid.project.TargetTeacher` (``teacher.kind: targets``),
+    measured on the projected training samples, and T0's accuracy on ``eval_split``. The report is returned and
+    also written to ``report.json`` for the reader (None from a ``reuse_only`` store that has not got it).
+    ``teacher_arch`` / ``reference_arch`` are used for files that
+    are not aidkd checkpoints (published state dicts)."""
+    ref_arch = None if checkpoint_config(reference) is not None else reference_arch
+    config = {
+        "teacher": {"name": teacher_arch, "kwargs": teacher_kwargs},
+        "reference": {"name": ref_arch, "kwargs": reference_kwargs},
+        "aid": params.model_dump(mode="json"), "data": data.model_dump(mode="json"),
+        "adapt_epochs": params.num_epochs(distill_epochs) if params.mode == "finetune" else None,
+        "seed": seed, "device": device, "deterministic": deterministic, "eval_split": eval_split,
+    }
+
+    def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
+        from ...data import build_data
+        from ...engine.checkpoint import atomic_write_json
+        from ...engine.trainer import evaluate, resolve_device, seed_everything
+        from ...errors import UserError
+        from ...stages import json_safe
+        from ...stages.artifacts import load_model, save_model_checkpoint, save_target_teacher
+        from ..adapt import adapt_teacher
+
+        dev = resolve_device(device)
+        seed_everything(seed, deterministic)
+        dcfg = data.model_copy(update={"balanced": None})
+        d = build_data(dcfg, device=dev, seed=seed)
+        spec = d.spec
+        held_out = d.test if eval_split == "test" else d.val
+        if held_out is None:
+            raise UserError("the adapt stage measures on the validation split, but the data has none: set "
+                            "data.val_split")
+        t0 = load_model(teacher, spec, teacher_arch, teacher_kwargs)
+        ref = load_model(reference, spec, ref_arch, None if ref_arch is None else reference_kwargs)
+        extra = {"distill_epochs": distill_epochs, "seed": seed, "teacher_checkpoint": str(teacher),
+                 "reference_checkpoint": str(reference)}
+        if params.mode == "finetune":
+            P = params.P or min(spec.num_classes, max(1, dcfg.batch_size // params.K))
+            bal = build_data(dcfg.model_copy(update={"balanced": [P, params.K]}), device=dev, seed=seed)
+            adapted, report = adapt_teacher(t0, ref, bal.train, held_out, params, dev, distill_epochs=distill_epochs)
+            rd = report.to_dict()
+            rd.update(extra, eval_split=eval_split, balanced=[P, params.K])
+            run_cfg = {"data": dcfg.model_dump(mode="json"), "model": {"name": teacher_arch, "kwargs": teacher_kwargs},
+                       "method": {"name": "vanilla"}, "train": {"seed": seed, "device": device},
+                       "meta": {"aid_adapted": True, "aid": params.model_dump(mode="json"),
+                                "adapted_from": str(teacher), "reference": str(reference)}}
+            save_model_checkpoint(adapted, folder / "teacher.pt", teacher_arch, spec, teacher_kwargs,
+                                  config_from_dict(run_cfg, "adapted teacher").model_dump(mode="json"),
+                                  report.epochs, extra={"metrics": {f"{eval_split}.top1": report.teacher_acc_after}})
+            kind = "model"
+        else:
+            t0_acc = evaluate(t0.to(dev), held_out, dev)["top1"]
+            adapted, report = adapt_teacher(t0, ref, d.train.as_eval(), None, params, dev)
+            rd = report.to_dict()
+            rd.update(extra, **{f"teacher_{eval_split}_acc": t0_acc})
+            save_target_teacher(adapted, folder / "teacher.pt")
+            kind = "targets"
+        if report.acc_warning and on_warning is not None:
+            on_warning(report)
+        atomic_write_json(folder / "report.json", json_safe(rd))
+        return {"checkpoint": "teacher.pt", "teacher_kind": kind, "report": rd}, "ran"
+
+    res = store.run(name, "adapt", config, {"teacher": teacher, "reference": reference}, run)
+    return None if res is None else AdaptResult(res, res.result["report"])
+
+
+# ------------------------------------------------------------------------------------------------ the plan's stages
+def _teacher_section(cfg: PipelineConfig, checkpoint: Path, kind: str = "model", cache: bool = False) -> dict:
+    if kind != "model":
+        return {"kind": kind, "name": cfg.teacher.name, "checkpoint": str(checkpoint)}
+    return {"name": cfg.teacher.name, "checkpoint": str(checkpoint), "kwargs": dict(cfg.teacher.kwargs), "cache": cache}
+
+
+def _student(cfg: PipelineConfig) -> dict:
+    return {"name": cfg.student.name, "kwargs": dict(cfg.student.kwargs)}
+
+
+def _method(name: str, params: dict) -> dict:
+    """The method section of a run, its parameters completed with the defaults (so that ``{}`` and the defaults
+    spelt out give the same fingerprint, and the distilled reference is recognised as the KD baseline)."""
+    from ...methods import METHODS
+
+    return {"name": name, "params": METHODS.get(name).Params(**params).model_dump(mode="json")}
+
+
+def _uses_cache(cfg: PipelineConfig, method: str) -> bool:
+    return cfg.teacher.cache and method not in NEEDS_TEACHER_MODEL
+
+
+def _train(store: StageStore, name: str, d: dict, on_epoch_end) -> StageResult:
+    """The train stage ``name`` of the RunConfig dict ``d`` (without ``output``)."""
+    run = config_from_dict({**d, "output": {"dir": str(store.root), "name": name}}, f"stage {name}")
+    return train_stage(store, name, run, on_epoch_end=on_epoch_end)
+
+
+def teacher_stage(cfg: PipelineConfig, store: StageStore, on_epoch_end=None) -> StageResult:
+    if cfg.teacher.checkpoint:
+        if cfg.teacher.epochs or cfg.teacher.lr:
+            store.log("teacher.checkpoint is given: teacher.epochs / teacher.lr are not used")
+        return store.given("teacher", cfg.teacher.checkpoint)
+    d = cfg.run_dict({"name": cfg.teacher.name, "kwargs": dict(cfg.teacher.kwargs)}, {"name": "vanilla"},
+                     cfg.teacher.seed if cfg.teacher.seed is not None else cfg.seeds[0],
+                     epochs=cfg.teacher.epochs, lr=cfg.teacher.lr)
+    return _train(store, "teacher", d, on_epoch_end)
+
+
+def vanilla_stage(cfg: PipelineConfig, store: StageStore, seed: int, on_epoch_end=None) -> StageResult:
+    return _train(store, f"vanilla-s{seed}", cfg.run_dict(_student(cfg), {"name": "vanilla"}, seed), on_epoch_end)
+
+
+def reference_stage(cfg: PipelineConfig, store: StageStore, t0: StageResult, on_epoch_end=None) -> StageResult:
+    kind = cfg.reference_kind
+    if kind == "checkpoint":
+        return store.given("reference", cfg.reference)
+    if kind == "vanilla":
+        v = store.results.get(f"vanilla-s{cfg.seeds[0]}") or vanilla_stage(cfg, store, cfg.seeds[0], on_epoch_end)
+        return store.alias("reference", v)
+    d = cfg.run_dict(_student(cfg), _method("kd", cfg.reference_params), cfg.seeds[0],
+                     teacher=_teacher_section(cfg, t0.checkpoint, cache=_uses_cache(cfg, "kd")),
+                     epochs=cfg.reference_epochs)
+    return _train(store, "reference", d, on_epoch_end)
+
+
+def adapt_stage(cfg: PipelineConfig, store: StageStore, t0: StageResult, ref: StageResult) -> AdaptResult:
+    """Adapt T0 towards S_ref with ``cfg.aid``, on the pipeline's data (before/after on the test split)."""
+    def warn(report) -> None:
+        store.log(f"[bold red]WARNING: the adapted teacher lost {report.acc_drop:.2f} accuracy points "
+                  f"({report.teacher_acc_before:.2f} -> {report.teacher_acc_after:.2f}), more than the tolerance "
+                  f"of {report.acc_tolerance:.2f}[/]")
+
+    return adapt(store, "adapt", teacher=t0.checkpoint, reference=ref.checkpoint, teacher_arch=cfg.teacher.name,
+                 teacher_kwargs=dict(cfg.teacher.kwargs), reference_arch=cfg.student.name,
+                 reference_kwargs=dict(cfg.student.kwargs), data=cfg.base.data, params=cfg.aid, seed=cfg.seeds[0],
+                 distill_epochs=cfg.base.train.epochs, device=cfg.base.train.device,
+                 deterministic=cfg.base.train.deterministic, on_warning=warn)
+
+
+def distill_stage(cfg: PipelineConfig, store: StageStore, m: MethodSpec, seed: int, teacher: StageResult | AdaptResult,
+                  on_epoch_end=None) -> StageResult:
+    """Method ``m`` from T0 (a teacher stage) or from the adapted teacher (an :class:`AdaptResult`)."""
+    aid = isinstance(teacher, AdaptResult)
+    name = f"{'aid-' if aid else ''}{m.key}-s{seed}"
+    if aid and teacher.teacher_kind == "targets":
+        section = _teacher_section(cfg, teacher.teacher, kind="targets")
+    else:
+        ckpt = teacher.teacher if aid else teacher.checkpoint
+        section = _teacher_section(cfg, ckpt, cache=_uses_cache(cfg, m.name))
+    d = cfg.run_dict(_student(cfg), _method(m.name, m.params), seed, teacher=section)
+    return _train(store, name, d, on_epoch_end)
+
+
+def online_stage(cfg: PipelineConfig, store: StageStore, seed: int, t0: StageResult, on_epoch_end=None) -> StageResult:
+    d = cfg.run_dict(_student(cfg), _method("aid_online", cfg.online_method_params()), seed,
+                     teacher=_teacher_section(cfg, t0.checkpoint))
+    return _train(store, f"aid_online-s{seed}", d, on_epoch_end)
+
+
+__all__ = ["AdaptResult", "adapt", "adapt_stage", "distill_stage", "online_stage", "reference_stage", "teacher_stage",
+           "vanilla_stage"]

@@ -1,0 +1,78 @@
+"""The training case of the stage primitive: "train this config, or return its finished summary".
+
+:func:`train_stage` runs :func:`aidkd.engine.train` in the stage's folder (the engine's run directory plus
+``stage.json``). The stage config is the run config without ``output`` and the display options, with the
+checkpoint paths it reads (``teacher.checkpoint``, ``model.checkpoint``) moved into the stage's files, so the
+fingerprint follows their contents. An interrupted run resumes through the engine (same config, ``last.pt``);
+``overwrite`` goes through the engine's own ``overwrite``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..config import RunConfig
+from .core import StageResult, StageStore
+
+#: the summary fields a train stage records (the engine's summary.json keeps everything)
+SUMMARY_KEYS = ("arch", "method", "teacher", "dataset", "seed", "epochs", "selection", "best_acc", "best_epoch",
+                "best_test_acc", "last_test_acc", "last_test_top5", "last_val_acc", "best_test_epoch_acc",
+                "wall_time_s", "device", "fingerprint")
+
+EpochHook = Callable[[str, int, dict], None]
+
+
+def stage_config(cfg: RunConfig) -> tuple[dict, dict[str, str]]:
+    """(the fingerprinted config, the files it reads) of a run."""
+    d = cfg.model_dump(mode="json")
+    d.pop("output", None)
+    for k in ("progress", "tensorboard", "wandb"):
+        d["train"].pop(k, None)
+    files = {}
+    for section in ("teacher", "model"):
+        if d[section].get("checkpoint"):
+            files[f"{section}.checkpoint"] = d[section]["checkpoint"]
+            d[section]["checkpoint"] = "file"
+    return d, files
+
+
+def finished_summary(run_dir: Path, cfg: RunConfig) -> dict | None:
+    """The engine's summary of a finished run of ``cfg`` in ``run_dir`` (None if unfinished or another config)."""
+    from ..engine import read_summary
+
+    s = read_summary(run_dir)
+    return s if s is not None and s.get("fingerprint") == cfg.fingerprint() else None
+
+
+def train_stage(store: StageStore, name: str, cfg: RunConfig, *, folder: str | Path | None = None,
+                on_epoch_end: EpochHook | None = None) -> StageResult | None:
+    """Train ``cfg`` as the stage ``name`` of ``store`` (its ``output`` is replaced by the stage's folder), or
+    find it finished. ``folder``: a folder the user named instead of the fingerprint-keyed one.
+    ``on_epoch_end(name, epoch, record)`` is called after each epoch that runs."""
+    from ..engine import train
+
+    config, files = stage_config(cfg)
+
+    def run(where: Path, overwrite: bool) -> tuple[dict, str]:
+        run_cfg = cfg.model_copy(update={"output": cfg.output.model_copy(
+            update={"dir": str(where.parent), "name": where.name})})
+        summary = None if overwrite else finished_summary(where, run_cfg)  # finished, but the record was lost
+        status = "skipped"
+        if summary is None:
+            status = "resumed" if not overwrite and (where / "checkpoints" / "last.pt").is_file() else "ran"
+            store.log(f"[bold]stage {name}[/]: {'resuming' if status == 'resumed' else 'running'} -> {where}")
+            hook = None if on_epoch_end is None else (lambda epoch, record: on_epoch_end(name, epoch, record))
+            summary = train(run_cfg, overwrite=overwrite, on_epoch_end=hook)
+        result = {"checkpoint": "checkpoints/best.pt", "last_checkpoint": "checkpoints/last.pt",
+                  "summary": {k: summary.get(k) for k in SUMMARY_KEYS}, "wall_time_s": summary.get("wall_time_s")}
+        return result, status
+
+    return store.run(name, "train", config, files, run, folder=folder)
+
+
+def summary_of(res: StageResult) -> dict:
+    """A train stage's summary with its run directory (the engine's summary shape)."""
+    return {**res.result.get("summary", {}), "run_dir": str(res.dir)}
+
+
+__all__ = ["SUMMARY_KEYS", "finished_summary", "stage_config", "summary_of", "train_stage"]

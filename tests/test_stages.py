@@ -1,0 +1,124 @@
+"""The stage layer: the reuse contract (fingerprint over config and file contents, folders, records), the
+training case, the logits stage and the teacher kinds it feeds, and the executors (pool, submitit's local one)."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from aidkd.config import config_from_dict
+from aidkd.errors import UserError
+from aidkd.stages import (RECORD, InProcessExecutor, PoolExecutor, StageStore, SubmititExecutor, dict_hash,
+                          logits_stage, make_executor, train_stage)
+
+
+def copy_stage(store: StageStore, name: str, src: Path, calls: list):
+    """A toy stage kind: copies the bytes of ``src`` (doubled) into its folder; counts its runs in ``calls``."""
+    def run(folder: Path, overwrite: bool):
+        calls.append(name)
+        (folder / "out.bin").write_bytes(src.read_bytes() * 2)
+        return {"checkpoint": "out.bin", "size": src.stat().st_size}, "ran"
+
+    return store.run(name, "copy", {"times": 2}, {"src": src}, run)
+
+
+def test_reuse_contract(tmp_path):
+    src = tmp_path / "in.bin"
+    src.write_bytes(b"abc")
+    calls = []
+    store = StageStore(tmp_path / "root", verbose=False)
+    a = copy_stage(store, "a", src, calls)
+    assert a.status == "ran" and a.checkpoint.read_bytes() == b"abcabc" and a.result["size"] == 3
+    assert a.dir.name == f"a-{a.fingerprint[:10]}" and json.loads((a.dir / RECORD).read_text())["fingerprint"] == a.fingerprint
+    assert copy_stage(store, "a", src, calls).status == "skipped"
+    b = copy_stage(store, "b", src, calls)  # the same computation under another name: found, not run again
+    assert b.status == "reused" and b.dir == a.dir and calls == ["a"]
+    # the folder can move: paths are not in the fingerprint
+    shutil.move(str(tmp_path / "root"), str(tmp_path / "moved"))
+    moved = StageStore(tmp_path / "moved", verbose=False)
+    assert copy_stage(moved, "a", src, calls).status == "skipped" and calls == ["a"]
+    # the same path with new contents is another input: a new folder, the old output kept
+    src.write_bytes(b"xyz!")
+    c = copy_stage(moved, "a", src, calls)
+    assert c.status == "ran" and c.dir != a.dir and c.checkpoint.read_bytes() == b"xyz!xyz!"
+    assert (tmp_path / "moved" / a.dir.name / "out.bin").read_bytes() == b"abcabc"
+    # a folder without its record is unfinished: run again
+    (c.dir / RECORD).unlink()
+    assert copy_stage(moved, "a", src, calls).status == "ran" and calls == ["a", "a", "a"]
+    # reuse_only finds finished stages and runs nothing
+    ro = StageStore(tmp_path / "moved", verbose=False, reuse_only=True)
+    assert copy_stage(ro, "a", src, calls).status == "skipped"
+    src.write_bytes(b"new")
+    assert copy_stage(ro, "a", src, calls) is None and len(calls) == 3
+    with pytest.raises(UserError, match="not found"):
+        copy_stage(store, "a", tmp_path / "missing.bin", calls)
+
+
+def test_train_stage_follows_the_teacher_file_and_logits_teacher(run_cfg, tmp_path):
+    store = StageStore(tmp_path / "st", verbose=False)
+    teacher = train_stage(store, "teacher", config_from_dict(run_cfg(model={"name": "cnn_small"})))
+    assert teacher.status == "ran" and teacher.checkpoint.is_file()
+    data = run_cfg()["data"]
+    lg = logits_stage(store, "logits", teacher.checkpoint, data)
+    assert lg.result["shape"][1] == 10 and lg.result["num_params"] > 0
+    # the table is the teacher's own outputs on the training views
+    from aidkd.config import DataConfig
+    from aidkd.data import build_data
+    from aidkd.engine.teacher_cache import CachedTeacher
+    from aidkd.stages.artifacts import load_model
+
+    d = build_data(DataConfig(**data), device="cpu")
+    model = load_model(teacher.checkpoint, d.spec).eval()
+    table = CachedTeacher.load(lg.checkpoint)
+    with torch.no_grad():
+        for batch in d.train.as_eval():
+            torch.testing.assert_close(table(batch.images, batch.index), model(batch.images))
+    # a student distilled from the table (teacher.kind: logits) learns
+    kd = run_cfg(method={"name": "kd"}, teacher={"kind": "logits", "checkpoint": str(lg.checkpoint)},
+                 train={"epochs": 3})
+    s = train_stage(store, "kd", config_from_dict(kd))
+    assert s.status == "ran" and s.result["summary"]["last_test_acc"] > 50
+    assert train_stage(store, "kd", config_from_dict(kd)).status == "skipped"
+    # retraining the teacher into the same path invalidates what was computed from it
+    ck = torch.load(teacher.checkpoint, weights_only=True)
+    ck["epoch"] += 1
+    torch.save(ck, teacher.checkpoint)
+    assert logits_stage(store, "logits", teacher.checkpoint, data).status == "ran"
+    # a table of another training split is refused in one line
+    other = dict(data, val_split=0.5)
+    lg_other = logits_stage(store, "logits-other", teacher.checkpoint, other)
+    bad = run_cfg(method={"name": "kd"}, teacher={"kind": "logits", "checkpoint": str(lg_other.checkpoint)})
+    with pytest.raises(UserError, match="samples"):
+        train_stage(store, "bad", config_from_dict(bad))
+    with pytest.raises(UserError, match="teacher.checkpoint"):
+        config_from_dict(run_cfg(teacher={"kind": "logits"}))
+
+
+def test_executors_map_in_order(tmp_path):
+    items = [{"a": i} for i in range(4)]
+    want = [dict_hash(x) for x in items]
+    assert InProcessExecutor().map(dict_hash, items) == want
+    assert PoolExecutor(2).map(dict_hash, items) == want
+    assert make_executor("pool", 1).map(dict_hash, []) == []
+    sub = SubmititExecutor(tmp_path / "jobs", cluster="local", timeout_min=5)
+    assert sub.map(dict_hash, items) == want
+    with pytest.raises(UserError, match="unknown executor"):
+        make_executor("threads")
+    with pytest.raises(UserError, match="folder"):
+        make_executor("slurm")
+
+
+def test_named_folder_of_another_config_is_refused_and_kept(run_cfg, tmp_path):
+    store = StageStore(tmp_path / "runs", verbose=False)
+    folder = tmp_path / "runs" / "mine"
+    first = train_stage(store, "mine", config_from_dict(run_cfg(train={"epochs": 1})), folder=folder)
+    record = (folder / RECORD).read_bytes()
+    with pytest.raises(UserError, match="--overwrite"):
+        train_stage(store, "mine", config_from_dict(run_cfg(train={"epochs": 1}, optim={"lr": 0.1})), folder=folder)
+    assert (folder / RECORD).read_bytes() == record and first.checkpoint.is_file()
+    again = train_stage(store, "mine", config_from_dict(run_cfg(train={"epochs": 1})), folder=folder)
+    assert again.status == "skipped"
+    redone = train_stage(StageStore(tmp_path / "runs", overwrite=True, verbose=False), "mine",
+                         config_from_dict(run_cfg(train={"epochs": 1}, optim={"lr": 0.1})), folder=folder)
+    assert redone.status == "ran" and json.loads((folder / RECORD).read_text())["fingerprint"] == redone.fingerprint
