@@ -105,20 +105,20 @@ counts_strategy = st.lists(st.integers(min_value=0, max_value=5), min_size=2, ma
 )
 def test_identity_float64(counts, scale, tau, seed):
     zt, zs, y = make_batch(counts, scale, seed)
-    d = kd_decomposition(zs, zt, y, tau)
+    d = kd_decomposition(student_logits=zs, teacher_logits=zt, labels=y, temperature=tau)
     kd, cs, ic = float(d.kd), float(d.cs), float(d.ic)
     tol = 1e-10 * max(1.0, abs(kd))
     assert abs(cs + ic - kd) <= tol
     assert cs >= -tol and ic >= -tol
     # the detached-weights variant has the same value
-    assert float(kd_decomposition(zs, zt, y, tau, detach_class_weights=True).ic) == pytest.approx(ic, abs=tol)
+    assert float(kd_decomposition(student_logits=zs, teacher_logits=zt, labels=y, temperature=tau, detach_class_weights=True).ic) == pytest.approx(ic, abs=tol)
     # singletons: their class's L_IC is 0 (on the class's samples alone)
     for k, nk in enumerate(counts):
         if nk == 1:
             mask = y == k
-            assert abs(float(kd_decomposition(zs[mask], zt[mask], y[mask], tau).ic)) <= 1e-10 * max(1.0, kd)
+            assert abs(float(kd_decomposition(student_logits=zs[mask], teacher_logits=zt[mask], labels=y[mask], temperature=tau).ic)) <= 1e-10 * max(1.0, kd)
     # the split-level accumulator, fed in chunks of any size, gives the same numbers; per class too
-    res = split_decomposition_from_logits(zt, zs, y, tau, num_classes=len(counts), chunk_size=1 + seed % 4)
+    res = split_decomposition_from_logits(teacher_logits=zt, student_logits=zs, labels=y, temperature=tau, num_classes=len(counts), chunk_size=1 + seed % 4)
     assert res.kd == pytest.approx(kd, abs=tol) and res.cs == pytest.approx(cs, abs=tol)
     assert res.ic == pytest.approx(ic, abs=tol)
     for k, nk in enumerate(counts):
@@ -140,7 +140,7 @@ def test_float32_finite_with_gradients(counts, scale, tau, seed, detach):
     zt, zs, y = make_batch(counts, scale, seed, dtype=torch.float32)
     zt.requires_grad_(True)
     zs.requires_grad_(True)
-    d = kd_decomposition(zs, zt, y, tau, detach_class_weights=detach)
+    d = kd_decomposition(student_logits=zs, teacher_logits=zt, labels=y, temperature=tau, detach_class_weights=detach)
     for v in (d.kd, d.cs, d.ic):
         assert torch.isfinite(v)
     kd = float(d.kd.detach())
@@ -148,7 +148,7 @@ def test_float32_finite_with_gradients(counts, scale, tau, seed, detach):
     (d.cs + d.ic).backward()
     assert torch.isfinite(zt.grad).all() and torch.isfinite(zs.grad).all()
     # float16 logits (as under autocast) are computed in float32 and stay finite
-    d16 = kd_decomposition(zs.detach().half(), zt.detach().half(), y, tau)
+    d16 = kd_decomposition(student_logits=zs.detach().half(), teacher_logits=zt.detach().half(), labels=y, temperature=tau)
     assert all(torch.isfinite(v) for v in (d16.kd, d16.cs, d16.ic))
 
 
@@ -163,11 +163,11 @@ def test_against_loop_implementation(counts, scale, tau, seed):
     zt, zs, y = make_batch(counts, scale, seed)
     kd, cs, ic = loop_decomposition(zs, zt, y, tau)
     tol = 1e-9 * max(1.0, kd)
-    d = kd_decomposition(zs, zt, y, tau)
+    d = kd_decomposition(student_logits=zs, teacher_logits=zt, labels=y, temperature=tau)
     assert float(d.kd) == pytest.approx(kd, abs=tol)
     assert float(d.cs) == pytest.approx(cs, abs=tol)
     assert float(d.ic) == pytest.approx(ic, abs=tol)
-    two = split_decomposition_from_logits(zt, zs, y, tau, num_classes=len(counts), chunk_size=3, ic_mode="two_pass")
+    two = split_decomposition_from_logits(teacher_logits=zt, student_logits=zs, labels=y, temperature=tau, num_classes=len(counts), chunk_size=3, ic_mode="two_pass")
     assert two.ic == pytest.approx(ic, abs=tol) and two.cs == pytest.approx(cs, abs=tol)
 
 
@@ -199,7 +199,7 @@ def test_split_decomposition_streams_and_matches_one_batch():
     assert t.training  # state restored
     with torch.no_grad():
         zt, zs = t(x).double(), s(x).double()
-    d = kd_decomposition(zs, zt, y, 3.0)
+    d = kd_decomposition(student_logits=zs, teacher_logits=zt, labels=y, temperature=3.0)
     assert res.kd == pytest.approx(float(d.kd), rel=1e-5)
     assert res.cs == pytest.approx(float(d.cs), rel=1e-5)
     assert res.ic == pytest.approx(float(d.ic), rel=1e-5)
@@ -248,12 +248,12 @@ def test_projection_fixed_point_and_class_means():
     assert (colsum[present] - m[present]).abs().max() < 1e-6
     assert res.fit.col_error < 1e-6 and res.fit.row_error < 1e-6
     # p* is closer to the reference's inner-class distribution than the teacher was
-    before = kd_decomposition(zs, zt, y, tau).ic
-    after = kd_decomposition(zs, tau * log_star, y, tau).ic
+    before = kd_decomposition(student_logits=zs, teacher_logits=zt, labels=y, temperature=tau).ic
+    after = kd_decomposition(student_logits=zs, teacher_logits=tau * log_star, labels=y, temperature=tau).ic
     assert float(after) < float(before)
     # and keeps the class-wise similarity: L_CS(T -> S) unchanged
-    assert float(kd_decomposition(zs, tau * log_star, y, tau).cs) == pytest.approx(
-        float(kd_decomposition(zs, zt, y, tau).cs), abs=1e-6
+    assert float(kd_decomposition(student_logits=zs, teacher_logits=tau * log_star, labels=y, temperature=tau).cs) == pytest.approx(
+        float(kd_decomposition(student_logits=zs, teacher_logits=zt, labels=y, temperature=tau).cs), abs=1e-6
     )
 
 

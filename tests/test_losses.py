@@ -90,7 +90,7 @@ def test_kd_zero_and_temperature_gradient(logits):
 
 def test_kd_equals_decomposition_sum(logits):
     zs, zt, y = logits
-    d = kd_decomposition(zs, zt, y, 4.0)
+    d = kd_decomposition(student_logits=zs, teacher_logits=zt, labels=y, temperature=4.0)
     assert (d.cs + d.ic).item() == pytest.approx(kd_loss(zs, zt, 4.0).item(), rel=1e-10)
 
 

@@ -160,7 +160,7 @@ def test_kd_component_ablation(teacher, data):
     with torch.no_grad():
         zs, zt = student(b.images), teacher(b.images)
     ce = F.cross_entropy(zs, b.labels)
-    parts = kd_decomposition(zs, zt, b.labels, 4.0)
+    parts = kd_decomposition(student_logits=zs, teacher_logits=zt, labels=b.labels, temperature=4.0)
 
     def run(params):
         m = build_method("kd", student, teacher, params, make_ctx()).eval()

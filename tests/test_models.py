@@ -359,7 +359,7 @@ def test_pretrained_offline_and_missing_timm_are_user_errors(tmp_path, monkeypat
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "urlopen", offline)
-    with pytest.raises(UserError, match="pretrained weights of torchvision 'resnet18'.*no network"):
+    with pytest.raises(UserError, match="pretrained weights of torchvision 'resnet18'.*never downloads"):
         create_model("tv_resnet18", num_classes=10, pretrained=True)
     monkeypatch.setitem(sys.modules, "timm", None)
     with pytest.raises(UserError, match=r"pip install aidkd\[timm\]"):

@@ -32,7 +32,8 @@ def _logits(res):
 def _decompose(t_logits, s_logits, labels, tau: float = 4.0) -> tuple[float, float]:
     from aidkd.aid.split import split_decomposition_from_logits
 
-    d = split_decomposition_from_logits(t_logits, s_logits, labels, tau, t_logits.shape[1])
+    d = split_decomposition_from_logits(teacher_logits=t_logits, student_logits=s_logits, labels=labels, temperature=tau,
+                                        num_classes=t_logits.shape[1])
     return d.cs, d.ic
 
 

@@ -118,7 +118,7 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     name: str = "resnet8"
     in_chans: Optional[int] = None  # default: the dataset's channels
-    pretrained: bool = False
+    pretrained: bool | str = False  # published weights: true = the local cache, or a cache directory
     checkpoint: Optional[str] = None  # initial weights (aidkd checkpoint or a published state dict)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
@@ -131,7 +131,7 @@ class TeacherConfig(_Section):
     kind: Literal["model", "logits", "targets"] = "model"
     name: Optional[str] = None
     checkpoint: Optional[str] = None
-    pretrained: bool = False
+    pretrained: bool | str = False  # published weights: true = the local cache, or a cache directory
     cache: bool = False  # compute the teacher's train logits once (needs data.augment=false; logit methods only)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..losses.decomposition import kd_decomposition
+from ..progress import progress_enabled, track_images
 from .project import project_teacher, projection_targets
 from .split import SplitDecomposition, split_decomposition, split_decomposition_from_logits, unpack_batch
 
@@ -134,13 +135,15 @@ def aid_loss(
             target = tau * res.log_targets
         work = teacher_logits.dtype if teacher_logits.dtype in (torch.float32, torch.float64) else torch.float32
         ic = kd_decomposition(
-            target.to(work), teacher_logits, labels, tau, detach_class_weights=detach_class_weights
+            student_logits=target.to(work), teacher_logits=teacher_logits, labels=labels, temperature=tau,
+            detach_class_weights=detach_class_weights,
         ).ic
         terms["ic"] = lambda_ic * ic
     if lambda_cs > 0:
         if t0_logits is None:
             raise UserError("L_CS(T0 -> T) needs T0's logits")
-        terms["cs"] = lambda_cs * kd_decomposition(teacher_logits, t0_logits.detach(), labels, tau).cs
+        terms["cs"] = lambda_cs * kd_decomposition(
+            student_logits=teacher_logits, teacher_logits=t0_logits.detach(), labels=labels, temperature=tau).cs
     return terms, info
 
 
@@ -300,7 +303,7 @@ def _adapt_finetune(teacher, reference, train_loader, eval_loader, params, devic
             adapted.train(not params.freeze_bn)
             sums: dict[str, float] = {}
             nb = 0
-            for batch in train_loader:
+            for batch in track_images(train_loader, f"AID adaptation, epoch {epoch + 1}/{epochs}", progress_enabled()):
                 images, labels, _ = unpack_batch(batch, device)
                 with torch.no_grad():
                     z0 = teacher(images) if need_t0 else None
@@ -399,8 +402,10 @@ def _adapt_projection(teacher, reference, train_loader, params, device):
     r_logits = data["reference_logits"]
     if r_logits is not None:
         r_logits = r_logits[seen]
-        before = split_decomposition_from_logits(t_logits, r_logits, labels, params.tau)
-        after = split_decomposition_from_logits(new_logits, r_logits, labels, params.tau)
+        before = split_decomposition_from_logits(teacher_logits=t_logits, student_logits=r_logits, labels=labels,
+                                                 temperature=params.tau)
+        after = split_decomposition_from_logits(teacher_logits=new_logits, student_logits=r_logits, labels=labels,
+                                                temperature=params.tau)
         ref_acc = before.student_acc
         vals = {k: (getattr(before, k), getattr(after, k)) for k in ("kd", "cs", "ic")}
     else:

@@ -89,7 +89,8 @@ def cmd_adapt(args) -> int:
     from .pipeline import load_pipeline_config, run_adapt
 
     cfg = load_pipeline_config(args.config, args.overrides)
-    out = run_adapt(cfg, overwrite=args.overwrite)
+    with _stage_progress(cfg, args.quiet) as bar:
+        out = run_adapt(cfg, overwrite=args.overwrite, on_epoch_end=bar.hook, verbose=not bar.enabled)
     r = out["report"]
     print(f"adapted teacher: {out['teacher']}  (report: {out['stage']}/report.json)")
     print(f"teacher top-1 {r['teacher_acc_before']:.2f} -> {r['teacher_acc_after']:.2f} ({r['eval_split']});  "
@@ -107,9 +108,20 @@ def cmd_pipeline(args) -> int:
     from ..stages import PoolExecutor
 
     cfg = load_pipeline_config(args.config, args.overrides)
-    out = run_pipeline(cfg, overwrite=args.overwrite, executor=PoolExecutor(args.workers) if args.workers > 1 else None)
+    with _stage_progress(cfg, args.quiet) as bar:
+        out = run_pipeline(cfg, overwrite=args.overwrite, on_epoch_end=bar.hook, verbose=not bar.enabled,
+                           executor=PoolExecutor(args.workers) if args.workers > 1 else None)
     print(open(out["table"]).read())
     return 0
+
+
+def _stage_progress(cfg, quiet: bool):
+    """A progress bar per stage (off with --quiet, in CI and when stderr is not a terminal)."""
+    from ..progress import StageProgress, progress_enabled, set_quiet, stage_epochs
+
+    if quiet:
+        set_quiet()
+    return StageProgress(progress_enabled(quiet), stage_epochs(cfg))
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -119,6 +131,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="recompute every stage even if its output exists (stage folders are keyed by config "
                         "fingerprint, so a changed config never needs this)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def register(sub) -> None:

@@ -299,6 +299,7 @@ def split_decomposition(
 
 @torch.no_grad()
 def split_decomposition_from_logits(
+    *,
     teacher_logits: Tensor,
     student_logits: Tensor,
     labels: Tensor,
@@ -307,7 +308,8 @@ def split_decomposition_from_logits(
     chunk_size: int = 65536,
     ic_mode: Literal["identity", "two_pass"] = "identity",
 ) -> SplitDecomposition:
-    """The same from precomputed logits (N, C) (e.g. a teacher-output cache, possibly memory-mapped), processed
+    """The same from precomputed logits (N, C), every argument a keyword (``teacher_logits=``,
+    ``student_logits=``, ``labels=``; see :func:`~aidkd.losses.decomposition.kd_decomposition`) (e.g. a teacher-output cache, possibly memory-mapped), processed
     in chunks of ``chunk_size`` rows so that only one chunk is converted to float64 at a time."""
     if teacher_logits.shape[0] != labels.shape[0] or student_logits.shape[0] != labels.shape[0]:
         raise UserError("teacher logits, student logits and labels must have the same number of rows")

@@ -14,10 +14,15 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, default=1, help="seeds per run")
     p.add_argument("--filter", help="run only entries whose name contains this")
     p.add_argument("overrides", nargs="*", help="config overrides applied to every run, e.g. train.epochs=2")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
+    if args.quiet:
+        from ..progress import set_quiet
+
+        set_quiet()
     from .suites import run_suite
 
     return run_suite(args.suite, seeds=args.seeds, out=args.out, name_filter=args.filter, overrides=args.overrides,

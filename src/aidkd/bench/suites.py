@@ -58,6 +58,11 @@ REVIEW_WEIGHT = {"wrn40_2_wrn16_2": 5, "wrn40_2_wrn40_1": 5, "wrn40_2_shv1": 5, 
 LS_KD = {"vgg13_vgg8": (3, 9), "vgg13_mv2": (3, 9), "res50_mv2": (3, 1)}
 LS_DKD = {"res56_res20": (3, 18, 2), "vgg13_vgg8": (2, 15, 2)}  # (T_b, weight, beta); default (2, 9, 2)
 LIGHT = {"MobileNetV2", "ShuffleV1", "ShuffleV2"}
+# LSKD's MLKD+LS table (its README): base temperature 2 in MLKD's list [T, 3, 5, 2, 6], kd_weight 9, 480 epochs as
+# in LSKD's MLKD configs
+MLKD_LS_PUBLISHED = {"res32x4_res8x4": 78.28, "vgg13_vgg8": 75.22, "wrn40_2_wrn40_1": 75.56, "wrn40_2_wrn16_2": 76.95,
+                     "res56_res20": 72.33, "res110_res32": 74.32, "res32x4_shv2": 78.76, "vgg13_mv2": 70.94,
+                     "res50_mv2": 71.19}
 
 IMAGENET_PAIRS = {"res34_res18": ("tv_resnet34", "tv_resnet18", 73.31, 69.76),
                   "res50_mv1": ("tv_resnet50", "MobileNetV1", 76.16, 70.13)}
@@ -101,7 +106,7 @@ def cifar_entries() -> dict[str, dict]:
         d["output"] = {"name": f"cifar100-{pair}-vanilla"}
         d["meta"] = {"published": sa, "pair": pair, "role": "student"}
         out[f"cifar100/vanilla/{pair}.yaml"] = d
-        pubs = dict(zip(_COLS, CIFAR_PUBLISHED[pair]))
+        pubs = dict(zip(_COLS, CIFAR_PUBLISHED[pair]), mlkd_ls=MLKD_LS_PUBLISHED.get(pair))
         beta = DKD_BETA.get(pair, 8)
         methods = {
             "kd": {"name": "kd", "params": {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4}},
@@ -116,6 +121,8 @@ def cifar_entries() -> dict[str, dict]:
                                                  "kd_weight": LS_DKD.get(pair, (2, 9, 2))[1],
                                                  "beta": LS_DKD.get(pair, (2, 9, 2))[2], "warmup_epochs": 20}},
             "mlkd": {"name": "mlkd", "params": {}},
+            "mlkd_ls": {"name": "mlkd", "params": {"logit_standardization": True, "temperatures": [2, 3, 5, 2, 6],
+                                                   "kd_weight": 9}},
         }
         if pair in REVIEW_WEIGHT:
             methods["reviewkd"] = {"name": "reviewkd", "params": {"review_weight": REVIEW_WEIGHT[pair]}}
@@ -130,8 +137,10 @@ def cifar_entries() -> dict[str, dict]:
             if m == "reviewkd":  # ReviewKD's own recipe
                 d["data"]["batch_size"] = 128
                 d["optim"].update(lr=0.02 if s in LIGHT else 0.1, nesterov=True)
-            if m == "mlkd":
+            if m in ("mlkd", "mlkd_ls"):
                 d["optim"]["lr"] = 0.01 if s in LIGHT else 0.025
+            if m == "mlkd_ls":
+                d["train"]["epochs"] = 480
             out[f"cifar100/{m}/{pair}.yaml"] = d
     return out
 
@@ -156,8 +165,10 @@ def imagenet_entries() -> dict[str, dict]:
             "dkd": {"name": "dkd", "params": {"alpha": 0.5, "beta": 0.5 if pair == "res34_res18" else 2,
                                               "temperature": 1, "warmup_epochs": 1}},
             "dist": {"name": "dist", "params": {"kd_weight": 2.0, "tau": 1}},
+            # the official ImageNet code and mdistiller: pre-ReLU student features; 256 mid channels for MobileNetV1
             "reviewkd": {"name": "reviewkd", "params": {"review_weight": 1.0 if pair == "res34_res18" else 8.0,
-                                                        "warmup_epochs": 0}},
+                                                        "warmup_epochs": 0, "student_preact": True,
+                                                        "max_mid_channels": 512 if pair == "res34_res18" else 256}},
         }
         for m, spec in methods.items():
             d = json.loads(json.dumps(base))
@@ -241,6 +252,7 @@ def run_suite(suite: str, seeds: int = 1, out: str | None = None, name_filter: s
     student's teacher is the teacher stage of its config's ``teacher.checkpoint`` path when the suite trained
     it, or the file at that path."""
     from ..config import load_config
+    from ..progress import progress_enabled, track_jobs
     from ..stages import StageStore, train_stage
     from ..stages.train import summary_of
 
@@ -249,7 +261,7 @@ def run_suite(suite: str, seeds: int = 1, out: str | None = None, name_filter: s
     paths = [p for p in suite_configs(suite) if not name_filter or name_filter in str(p)]
     paths.sort(key=lambda p: (p.parent.name != "teachers", str(p)))
     rows = []
-    for path in paths:
+    for path in track_jobs(paths, f"{suite} suite", progress_enabled(), lambda p: p.stem):
         summaries = []
         is_teacher = path.parent.name == "teachers"
         for seed in range(1 if is_teacher else seeds):  # one teacher per architecture, as published

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..export import is_safetensors, read_safetensors
 
 FORMAT = "aidkd-checkpoint-v1"
 
@@ -56,6 +57,8 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} not found; check the path")
+    if is_safetensors(path):
+        return read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or not a torch file

@@ -29,7 +29,7 @@ from ..errors import UserError
 
 #: files a run (or a pipeline stage) writes at the top of its folder
 RUN_FILES = frozenset({
-    "config.yaml", "config_history.jsonl", "metrics.jsonl", "summary.json", "stage.json", "report.json",
+    "config.yaml", "config_history.jsonl", "metrics.jsonl", "summary.json", "curves.png", "stage.json", "report.json",
     "teacher.pt", "results.json", "results.md", "pipeline.json",
 })
 #: folders a run writes; they may hold files only (no further folders, no links)

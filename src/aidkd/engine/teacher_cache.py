@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..progress import progress_enabled, track_images
 from .distributed import all_reduce_sum
 
 
@@ -100,7 +101,7 @@ def teacher_logits_on_train(teacher: nn.Module, train_loader, num_train: int, de
     teacher.eval()
     out: Tensor | None = None
     seen = torch.zeros(num_train, device=device)
-    for batch in train_loader.as_eval():
+    for batch in track_images(train_loader.as_eval(), "teacher-output cache", progress_enabled()):
         with autocast(device, dtype):
             z = teacher(batch.images).float()
         if out is None:

@@ -46,6 +46,7 @@ from .. import __version__
 from ..config import RunConfig, config_from_dict, dump_config, read_yaml
 from ..errors import UserError
 from ..methods import Batch, MethodContext, build_method
+from ..plots import plot_training_curves
 from .checkpoint import (FORMAT, _atomic_write, atomic_write_json, atomic_write_text, load_checkpoint, rng_state,
                          set_rng_state)
 from .distributed import (DistInfo, all_reduce_sum, barrier, cleanup_distributed, distributed_errors,
@@ -96,7 +97,7 @@ def build_model_from_config(mcfg, spec, role: str) -> nn.Module:
     in_chans = getattr(mcfg, "in_chans", None) or spec.input_size[0]
     kwargs = dict(mcfg.kwargs)
     if getattr(mcfg, "pretrained", False):
-        kwargs["pretrained"] = True
+        kwargs["pretrained"] = mcfg.pretrained
     model = create_model(mcfg.name, num_classes=spec.num_classes, in_chans=in_chans, input_hw=spec.input_size[1], **kwargs)
     if mcfg.checkpoint:
         load_weights(model, mcfg.checkpoint)
@@ -597,6 +598,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
         if resume is not None:  # wall time of a resumed run: sum of the recorded epoch times
             summary["wall_time_s"] = _recorded_time(run_dir)
         atomic_write_json(run_dir / "summary.json", summary)
+        plot_training_curves(run_dir)
     barrier()
     return summary
 

@@ -60,6 +60,7 @@ def inner_class_log_dist(log_p: Tensor, labels: Tensor, num_classes: int) -> Ten
 
 
 def kd_decomposition(
+    *,
     student_logits: Tensor,
     teacher_logits: Tensor,
     labels: Tensor,
@@ -67,6 +68,10 @@ def kd_decomposition(
     detach_class_weights: bool = False,
 ) -> Decomposition:
     """Split tau^2 * batch-mean KL(p_teacher || q_student) into L_CS + L_IC (both returned with L_KD).
+
+    Every argument is a keyword (``kd_decomposition(student_logits=zs, teacher_logits=zt, labels=y)``): the loss
+    functions take (student, teacher) and the split-level functions of :mod:`aidkd.aid` (teacher, student), so a
+    positional call here would be a silent trap.
 
     ``teacher_logits`` is the target distribution's logits, ``student_logits`` the second argument of the KL; both
     may carry gradients (AID fine-tuning passes the adapting teacher as the target). With

@@ -41,7 +41,8 @@ class KD(Method):
         if p.cs_weight == 1.0 and p.ic_weight == 1.0:
             losses["kd"] = p.kd_weight * kd_loss(zs, zt, p.temperature, p.kl_reduction)
         else:
-            parts = kd_decomposition(zs, zt, batch.labels, p.temperature)
+            parts = kd_decomposition(student_logits=zs, teacher_logits=zt, labels=batch.labels,
+                                     temperature=p.temperature)
             scale = p.kd_weight / (logits.shape[1] if p.kl_reduction == "elementwise_mean" else 1)
             losses["kd_cs"] = scale * p.cs_weight * parts.cs
             losses["kd_ic"] = scale * p.ic_weight * parts.ic

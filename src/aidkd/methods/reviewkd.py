@@ -17,7 +17,8 @@ class ReviewKDParams(MethodParams):
     review_weight: float = Field(1.0, ge=0)
     warmup_epochs: int = Field(20, ge=0)  # min(1, epoch / 20) with the 0-indexed epoch
     max_mid_channels: int = Field(512, ge=1)
-    #: use the student's pre-activation stage outputs (mdistiller's STU_PREACT; the official code uses post-ReLU)
+    #: use the student's pre-activation stage outputs (mdistiller's STU_PREACT and the official ImageNet code; the
+    #: official CIFAR code uses post-ReLU)
     student_preact: bool = False
     #: official CIFAR quirk: the teacher is frozen but never put in eval mode, so its BN uses (and updates) batch
     #: statistics during training

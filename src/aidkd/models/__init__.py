@@ -25,22 +25,24 @@ def create_model(name: str, num_classes: int = 100, in_chans: int = 3, input_hw:
 
     ``name`` is a registered name (``list_models()``), or ``tv:<name>`` / ``timm:<name>`` for any torchvision or
     timm classifier. ``input_hw`` is the input side the model is built for (default: 32 for the CIFAR zoo, 224
-    for ImageNet models). ``pretrained=True`` loads published ImageNet weights (torchvision/timm models only);
-    ``pretrained=<path>`` loads a checkpoint with :func:`load_weights`. Other keyword arguments go to the
+    for ImageNet models). ``pretrained=True`` loads published ImageNet weights (torchvision/timm models only)
+    from the local cache, ``pretrained=<directory>`` from that folder (never a download:
+    :mod:`aidkd.models.pretrained`); ``pretrained=<file>`` loads a checkpoint (``.pt`` or ``.safetensors``)
+    with :func:`load_weights`. Other keyword arguments go to the
     builder (e.g. ``width_mult`` for MobileNetV2); an unknown one is a UserError that lists the accepted ones.
     """
     if input_hw is not None:
         kwargs["input_hw"] = input_hw
     path = None
-    if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
-        path, pretrained = pretrained, False
+    if isinstance(pretrained, (str, Path)) and not Path(pretrained).expanduser().is_dir():
+        path, pretrained = pretrained, False  # a file: loaded below; a directory: the builder's weights cache
     try:
         if name.startswith(("tv:", "timm:")):
-            model = imagenet.build_external(name, num_classes, in_chans, pretrained=bool(pretrained), **kwargs)
+            model = imagenet.build_external(name, num_classes, in_chans, pretrained=pretrained, **kwargs)
         else:
             builder = MODELS.get(name)
             if getattr(builder, "supports_pretrained", False):
-                kwargs["pretrained"] = bool(pretrained)
+                kwargs["pretrained"] = pretrained
             elif pretrained:
                 raise UserError(f"model {name!r} has no published pretrained weights to download; give a trained "
                                 "checkpoint instead (pretrained=<path>, or model.checkpoint / teacher.checkpoint)")

@@ -42,16 +42,14 @@ class KDModel(nn.Module):
     def feature_info(self, input_size: tuple[int, int, int] | None = None) -> dict:
         """Shapes (without the batch dimension) of every output of :meth:`forward_features`.
 
-        Runs one forward pass on a zero tensor in eval mode on the model's device; the model's train/eval state
-        is restored afterwards.
+        Runs one forward pass on a zero tensor in eval mode, on the model's device and in its dtype (float64 and
+        bf16 models too); the model's train/eval state is restored afterwards.
         """
         size = tuple(input_size or self.input_size)
         was_training = self.training
         self.eval()
         try:
-            p = next(self.parameters(), None)
-            device = p.device if p is not None else torch.device("cpu")
-            out = self.forward_features(torch.zeros(1, *size, device=device))
+            out = self.forward_features(probe_input(self, size))
         finally:
             self.train(was_training)
         return {
@@ -60,6 +58,15 @@ class KDModel(nn.Module):
             "preact_feats": [tuple(f.shape[1:]) for f in out.preact_feats],
             "pooled": tuple(out.pooled.shape[1:]),
         }
+
+
+def probe_input(model: nn.Module, size: tuple[int, ...]) -> Tensor:
+    """A zero batch of one input of shape ``size`` on the model's device and in its floating dtype (the default
+    dtype for a model without floating parameters)."""
+    p = next((q for q in model.parameters() if q.is_floating_point()), None)
+    if p is None:
+        return torch.zeros(1, *size)
+    return torch.zeros(1, *size, device=p.device, dtype=p.dtype)
 
 
 def init_fan_out_normal(model: nn.Module) -> None:

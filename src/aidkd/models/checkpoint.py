@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..export import is_safetensors, read_safetensors
 from .registry import canonical_name
 
 STATE_DICT_KEYS = ("model", "state_dict", "net", "model_state_dict")
@@ -53,10 +54,13 @@ def _resolve(name: str):
 
 
 def read_checkpoint(path: str | Path):
-    """``torch.load`` a file safely (weights only, on the CPU); a bad file is a one-line UserError."""
+    """``torch.load`` a file safely (weights only, on the CPU), or read a ``.safetensors`` file
+    (:func:`aidkd.export.read_safetensors`); a bad file is a one-line UserError."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint {str(p)!r} not found; check the path")
+    if is_safetensors(p):
+        return read_safetensors(p)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt, truncated, not a torch file, or unsafe globals

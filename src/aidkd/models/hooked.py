@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from .base import Features, KDModel
+from .base import Features, KDModel, probe_input
 
 CLASSIFIER_ATTRS = ("fc", "classifier", "head", "heads", "linear")
 
@@ -184,8 +184,7 @@ def auto_stage_paths(model: nn.Module, input_size: tuple[int, int, int], classif
     was_training = model.training
     model.eval()
     try:
-        p = next(model.parameters(), None)
-        model(torch.zeros(1, *input_size, device=p.device if p is not None else "cpu"))
+        model(probe_input(model, input_size))
     finally:
         model.train(was_training)
         for h in handles:

@@ -11,8 +11,9 @@
 * ``MobileNetV1``: mdistiller's ``models/imagenet/mobilenetv1.py`` (student of ResNet50 -> MobileNetV1), same
   parameter names (``model.0.0.weight`` ... ``fc``), adaptive final pooling.
 
-``pretrained=True`` loads the torchvision (``DEFAULT``) or timm weights from the local cache (torch hub /
-Hugging Face) or downloads them; when neither works it raises a one-line :class:`~aidkd.errors.UserError`.
+``pretrained=True`` (or a cache directory) loads the torchvision (``DEFAULT``) or timm weights from local disk
+(:mod:`.pretrained`: the torch hub / Hugging Face cache, or the given folder); they are never downloaded, and a
+missing file is a one-line :class:`~aidkd.errors.UserError` that says which file to put where.
 With ``num_classes`` other than 1000 the pretrained classifier is replaced by a fresh one; with ``in_chans``
 other than 3 the first convolution is adapted (summed for 1 channel, tiled and rescaled otherwise, as timm does).
 timm is optional and imported only when a ``timm:`` model is asked for.
@@ -28,14 +29,10 @@ from torch import Tensor, nn
 from ..errors import UserError
 from .base import Features, KDModel
 from .hooked import HookedModel, auto_stage_paths, find_classifier
+from .pretrained import timm_weights_file, torchvision_weights_file
 from .registry import check_kwargs, register_model
 
 IMAGENET_HW = 224
-
-
-def _first_line(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0][:160]}" if msg else type(e).__name__
 
 
 def _set_module(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -103,15 +100,10 @@ def build_torchvision(name: str, num_classes: int = 1000, in_chans: int = 3, inp
     if name not in names:
         raise UserError(f"unknown torchvision classifier {name!r}; choose one of: {', '.join(names)}")
     if pretrained:
-        try:
-            model = torchvision.models.get_model(name, weights="DEFAULT", **kwargs)
-        except TypeError:
-            raise
-        except Exception as e:  # noqa: BLE001 - offline, blocked, corrupt cache: all one message
-            raise UserError(
-                f"pretrained weights of torchvision {name!r} are not in the torch hub cache "
-                f"({torch.hub.get_dir()}/checkpoints) and could not be downloaded ({_first_line(e)}); "
-                "download them once with network access, or set pretrained to false") from None
+        from .checkpoint import load_weights
+
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
+        load_weights(model, torchvision_weights_file(name, pretrained))
         if num_classes != 1000:
             _reset_classifier(model, num_classes, name)
     else:
@@ -167,16 +159,9 @@ def build_timm(name: str, num_classes: int = 1000, in_chans: int = 3, input_hw: 
     timm = import_timm()
     if not timm.is_model(name):
         raise UserError(f"unknown timm model {name!r}; list them with timm.list_models()")
-    try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    except TypeError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        if not pretrained:
-            raise
-        raise UserError(f"pretrained weights of timm {name!r} are not in the local cache and could not be "
-                        f"downloaded ({_first_line(e)}); download them once with network access, or set "
-                        "pretrained to false") from None
+    if pretrained:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(timm_weights_file(name, pretrained))}
+    model = timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes, in_chans=in_chans, **kwargs)
     input_size = (in_chans, input_hw, input_hw)
     if stage_paths is None:
         info = getattr(model, "feature_info", None)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .base import num_params
+from .base import num_params, probe_input
 from .registry import ALIASES, FAMILY, MODELS
 
 DEFAULT_HW = {"cifar": 32, "imagenet": 224}
@@ -25,8 +25,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     was_training = model.training
     model.eval()
     try:
-        p = next(model.parameters(), None)
-        x = torch.zeros(1, *input_size, device=p.device if p is not None else "cpu")
+        x = probe_input(model, input_size)
         with FlopCounterMode(display=False) as counter:
             model(x)
     finally:

@@ -1,0 +1,164 @@
+"""``aidkd report RUN...``: a comparison table of finished runs, printed and written as Markdown.
+
+A RUN argument is a run directory (one holding ``summary.json``) or any folder above run directories (a
+pipeline's output, a benchmark's, ``runs/``): every run below it is found. Runs that differ only in their seed
+are one row: the table gives the mean +- std over the seeds of the test accuracy at the selected epoch
+(``best``, the checkpoint ``best.pt`` holds), at the last epoch (``last``) and at the best test epoch (a selection
+on the test set, the number published DKD-style tables report), and the wall time per run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+SUMMARY = "summary.json"
+
+
+@dataclass
+class RunGroup:
+    """Runs of one configuration (all but the seed equal)."""
+
+    label: str
+    key: str
+    runs: list[dict] = field(default_factory=list)
+
+    def values(self, name: str) -> list[float]:
+        return [float(r[name]) for r in self.runs if isinstance(r.get(name), (int, float)) and r[name] >= 0]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(r.get("seed", 0) for r in self.runs)
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Every run directory at or below ``paths`` (in order, each once)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UserError(f"{str(p)!r} not found: give run directories or folders that hold them")
+        dirs = [p] if (p / SUMMARY).is_file() else sorted(s.parent for s in p.rglob(SUMMARY))
+        if not dirs:
+            raise UserError(f"no finished run in {str(p)!r} (a run directory holds {SUMMARY})")
+        found += [d.resolve() for d in dirs if d.resolve() not in found]
+    return found
+
+
+def _config(run_dir: Path) -> dict:
+    import yaml
+
+    p = run_dir / "config.yaml"
+    return (yaml.safe_load(p.read_text()) or {}) if p.is_file() else {}
+
+
+def group_key(config: dict, summary: dict) -> str:
+    """A hash of the run's configuration without its seed and output folder."""
+    cfg = {k: v for k, v in config.items() if k not in ("output", "meta")}
+    if isinstance(cfg.get("train"), dict):
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k != "seed"}
+    if not cfg:  # no config.yaml: the summary's identity
+        cfg = {k: summary.get(k) for k in ("arch", "method", "teacher", "dataset", "epochs")}
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _label(run_dir: Path, summary: dict) -> str:
+    # pipeline stage folders: kd-s0-<fingerprint> -> kd, teacher-<fingerprint> -> teacher
+    name = re.sub(r"-[0-9a-f]{10}$", "", run_dir.name)
+    name = re.sub(rf"-s{summary.get('seed')}$", "", name)
+    desc = f"{summary.get('arch')} {summary.get('method')}"
+    if summary.get("teacher"):
+        desc += f" <- {summary['teacher']}"
+    return f"{name} ({desc})" if name not in desc else desc
+
+
+def group_runs(run_dirs: list[Path]) -> list[RunGroup]:
+    groups: dict[str, RunGroup] = {}
+    for d in run_dirs:
+        try:
+            s = json.loads((d / SUMMARY).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{d / SUMMARY} is unreadable ({e}); rerun that run") from None
+        key = group_key(_config(d), s)
+        if key not in groups:
+            groups[key] = RunGroup(_label(d, s), key)
+        groups[key].runs.append({**s, "run_dir": str(d)})
+    labels = [g.label for g in groups.values()]
+    for g in groups.values():
+        if labels.count(g.label) > 1:  # same name, other settings: tell them apart by the config hash
+            g.label += f" [{g.key[:6]}]"
+        seeds = [r.get("seed") for r in g.runs]
+        if len(set(seeds)) != len(seeds):  # the same run copied twice would count twice
+            raise UserError(f"{g.label}: two runs with the same seed and config ({', '.join(r['run_dir'] for r in g.runs)}); "
+                            "give one of them")
+    return list(groups.values())
+
+
+def _pm(xs: list[float], digits: int = 2) -> str:
+    if not xs:
+        return "-"
+    m = statistics.fmean(xs)
+    return f"{m:.{digits}f}" if len(xs) == 1 else f"{m:.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
+
+
+COLUMNS = ("run", "seeds", "best (selected)", "last", "best test epoch", "wall s / run")
+
+
+def table_rows(groups: list[RunGroup]) -> list[list[str]]:
+    rows = []
+    for g in groups:
+        sel = {r.get("selection") for r in g.runs}
+        best = _pm(g.values("best_test_acc"))
+        if sel and sel != {None}:
+            best += f" ({'/'.join(sorted(str(s) for s in sel))})"
+        rows.append([g.label, ",".join(map(str, g.seeds)), best, _pm(g.values("last_test_acc")),
+                     _pm(g.values("best_test_epoch_acc")), _pm(g.values("wall_time_s"), 1)])
+    return rows
+
+
+def report_markdown(groups: list[RunGroup]) -> str:
+    n = sum(len(g.runs) for g in groups)
+    legend = ("Test top-1 (%), mean ± std over the seeds: at the selected epoch (the split that selected it in "
+              "brackets), at the last epoch, and at the best test epoch (a selection on the test set).")
+    lines = [f"# Runs compared ({n} run{'s' if n != 1 else ''})", "", legend, "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(groups)]
+    lines += ["", "Runs:", ""] + [f"- {r['run_dir']}" for g in groups for r in g.runs] + [""]
+    return "\n".join(lines)
+
+
+def write_report(paths: list[str | Path], out: str | Path | None, overwrite: bool = False) -> tuple[list[RunGroup], Path | None]:
+    """Group the runs found at ``paths``, write the Markdown table to ``out`` (refused when it exists, unless
+    ``overwrite``) and return (groups, the written path)."""
+    groups = group_runs(find_runs(paths))
+    written = None
+    if out is not None:
+        from .engine.checkpoint import atomic_write_text
+
+        written = Path(out)
+        if written.exists() and not overwrite:
+            raise UserError(f"{written} exists; pass --overwrite to replace it or --out for another file")
+        if (written / SUMMARY).exists() or written.is_dir():
+            raise UserError(f"{written} is a folder; --out takes a Markdown file name")
+        atomic_write_text(written, report_markdown(groups))
+    return groups, written
+
+
+def print_report(groups: list[RunGroup]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="runs compared: test top-1 %, mean ± std over seeds")
+    for c in COLUMNS:
+        t.add_column(c, justify="left" if c in ("run", "seeds") else "right")
+    for r in table_rows(groups):
+        t.add_row(*r)
+    Console(width=160).print(t)
+
+
+__all__ = ["RunGroup", "find_runs", "group_key", "group_runs", "print_report", "report_markdown", "table_rows",
+           "write_report"]
