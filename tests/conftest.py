@@ -1,8 +1,9 @@
-import os
-
 import pytest
-import torch
 
+@pytest.fixture(autouse=True)
+def _private_teacher_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own teacher view-cache folder, never the user's."""
+    monkeypatch.setenv("AIDKD_CACHE", str(tmp_path_factory.mktemp("teacher_views")))
 
 
 @pytest.fixture

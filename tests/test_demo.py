@@ -61,7 +61,9 @@ def test_closing_line_verdicts_follow_the_seed_noise(tmp_path):
     assert not _resolved({"mean": 0.5, "std": 1.5, "n": 3})  # under two standard errors
     assert not _resolved({"mean": 0.2, "std": 0.0, "n": 3})  # under one test image (0.28 points)
     assert not _resolved({"mean": 5.0, "std": 0.0, "n": 1})
-    st = lambda m, s, n: {"mean": m, "std": s, "n": n}
+    def st(m, s, n):
+        return {"mean": m, "std": s, "n": n}
+
     r = {"seeds": [0, 1, 2], "teacher": {"acc_before": 99.0, "acc_after": 98.5},
          "decomposition": {"cs_before": 0.1, "cs_after": 0.2, "ic_before": 0.6, "ic_after": 0.4},
          "methods": [{"method": "kd", "gain_last": st(2.0, 0.5, 3)}, {"method": "dkd", "gain_last": st(0.3, 2.0, 3)}]}

@@ -19,7 +19,7 @@ def test_training_learns_digits(run_cfg):
     cfg = config_from_dict(run_cfg(train={"epochs": 4}, model={"name": "cnn_small"}))
     s = train(cfg)
     assert s["last_test_acc"] > 80.0  # chance is 10%
-    recs = [json.loads(l) for l in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs] == [1, 2, 3, 4]
     assert recs[-1]["train.loss"] < recs[0]["train.loss"]
     for f in ("config.yaml", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
@@ -54,12 +54,15 @@ def test_resume_is_exact(run_cfg, tmp_path):
         train(interrupted, on_epoch_end=stop_after_two)
     assert load_checkpoint(tmp_path / "b/r/checkpoints/last.pt")["epoch"] == 2
     assert not (tmp_path / "b/r/summary.json").exists()
+    last = load_checkpoint(tmp_path / "b/r/checkpoints/last.pt")
+    assert "scaler" not in last
+    save_checkpoint({**last, "scaler": {}}, tmp_path / "b/r/checkpoints/last.pt")  # as older versions wrote it
     resumed = train(interrupted)
     a = load_checkpoint(Path(full["run_dir"], "checkpoints/last.pt"))["model"]
     b = load_checkpoint(Path(resumed["run_dir"], "checkpoints/last.pt"))["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    recs = [json.loads(l) for l in (tmp_path / "b/r/metrics.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (tmp_path / "b/r/metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs] == [1, 2, 3, 4]
 
 
@@ -204,3 +207,69 @@ def test_takd_chain_links_and_skips(run_cfg, tmp_path):
     assert Path(links[0]["run_dir"], "summary.json").stat().st_mtime == mtime
     with pytest.raises(UserError, match="assistant"):
         run_takd(cfg, [])
+
+
+def test_eval_data_config_follows_the_checkpoint(tmp_path):
+    """The split of a checkpoint's own data config: its held-out and training-subset options stay for its own
+    dataset, are dropped for another one (only root, batch sizes and workers carry over); overrides apply last;
+    evaluation never augments or balances. `aidkd eval` and `aidkd analyze` both build their split this way."""
+    from aidkd.engine.checkpoint import FORMAT
+    from aidkd.evaluation import eval_data_config
+
+    data = {"name": "digits", "root": str(tmp_path), "batch_size": 32, "val_split": 0.2, "train_subset": 500,
+            "augment": True, "balanced": [10, 4]}
+    ck = {"format": FORMAT, "config": json.dumps({"data": data})}
+    same = eval_data_config(None, [None, ck])
+    assert (same.name, same.val_split, same.train_subset, same.batch_size) == ("digits", 0.2, 500, 32)
+    assert not same.augment and same.balanced is None
+    assert eval_data_config("digits", [ck]).train_subset == 500
+    other = eval_data_config("fashion_mnist", [ck], ["data.eval_batch_size=7"])
+    assert (other.name, other.val_split, other.train_subset) == ("fashion_mnist", 0.0, None)
+    assert (other.root, other.batch_size, other.eval_batch_size) == (str(tmp_path), 32, 7)
+    with pytest.raises(UserError, match="no dataset"):
+        eval_data_config(None, [{"model": {}}])
+    with pytest.raises(UserError, match=r"bad data option: unknown key 'bogus' \(allowed: .*batch_size"):
+        eval_data_config("digits", [], ["data.bogus=1"])
+
+
+def test_parameter_errors_name_the_key_and_the_allowed_ones():
+    """Method parameters are reported by the same formatter as configs."""
+    from aidkd.methods import MethodContext, build_method
+    from aidkd.models import create_model
+
+    ctx = MethodContext(num_classes=10, input_size=(1, 8, 8))
+    m = create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8)
+    with pytest.raises(UserError, match=r"method 'kd': unknown key 'temprature' \(allowed: .*temperature"):
+        build_method("kd", m, m, {"temprature": 4}, ctx)
+    with pytest.raises(UserError, match=r"aid\.lambda_ic: .*greater than or equal to 0 \(got -1\)"):
+        build_method("aid_online", m, m, {"aid": {"lambda_ic": -1}}, ctx)
+
+
+def test_engine_gives_crd_the_training_labels(run_cfg):
+    """The engine passes every training label through the MethodContext: CRD's label bank is full from the first
+    step (two steps of one epoch fill only two batches' slots by themselves)."""
+    t = train(config_from_dict(run_cfg(output={"name": "t"}, train={"epochs": 1})))
+    s = train(config_from_dict(run_cfg(
+        output={"name": "crd"}, method={"name": "crd", "params": {"nce_k": 16, "feat_dim": 8}},
+        teacher={"name": "cnn_tiny", "checkpoint": str(Path(t["run_dir"], "checkpoints/best.pt"))},
+        train={"epochs": 1, "max_steps_per_epoch": 2})))
+    bank = load_checkpoint(Path(s["run_dir"], "checkpoints/last.pt"))["method_state"]["memory.labels"]
+    assert (bank >= 0).all() and len(torch.unique(bank)) == 10
+
+
+class _Pickled:  # any object: unpickling it could run code
+    pass
+
+
+def test_a_checkpoint_with_pickled_objects_is_refused_as_unsafe(tmp_path):
+    from aidkd.engine.checkpoint import read_checkpoint
+
+    p = tmp_path / "evil.pt"
+    torch.save({"model": {}, "x": _Pickled()}, p)
+    with pytest.raises(UserError, match=r"is unsafe: .*_Pickled.*refused"):
+        read_checkpoint(p)
+    ok = tmp_path / "numpy.pt"
+    import numpy as np
+
+    torch.save({"model": {"w": torch.ones(2)}, "best_acc": np.float64(70.5)}, ok)  # numpy scalars are allowed
+    assert float(read_checkpoint(ok)["best_acc"]) == 70.5

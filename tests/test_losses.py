@@ -270,8 +270,8 @@ def test_hcl_matches_numpy():
     assert hcl_loss(fs, ft).item() == pytest.approx(ref, rel=1e-10)
     # explicit weights for an 8x8 map: levels 4, 2, 1 at 1/2, 1/4, 1/8
     a, b = fs[0].numpy(), ft[0].numpy()
-    explicit = (np.mean((a - b) ** 2) + sum(w * np.mean((block_pool_np(a, l) - block_pool_np(b, l)) ** 2)
-                                            for l, w in ((4, 0.5), (2, 0.25), (1, 0.125)))) / 1.875
+    explicit = (np.mean((a - b) ** 2) + sum(w * np.mean((block_pool_np(a, h) - block_pool_np(b, h)) ** 2)
+                                            for h, w in ((4, 0.5), (2, 0.25), (1, 0.125)))) / 1.875
     assert hcl_loss(fs[:1], ft[:1]).item() == pytest.approx(explicit, rel=1e-10)
     assert hcl_loss(ft, ft).item() == 0.0
 
@@ -376,3 +376,25 @@ def test_contrast_memory_scores_update_and_sampling():
     v = v_s.clone().requires_grad_(True)
     contrast_scores(v, mem.memory_t, idx, 0.1).sum().backward()
     assert v.grad is not None and not mem.memory_t.requires_grad
+
+
+def test_crd_negatives_exactly_from_the_other_classes():
+    """With every slot's label given up front, the negatives are drawn uniformly from the slots of the other
+    classes only (the official sampler's cls_negative), even with two classes where redrawing would not do."""
+    n, k = 40, 4000
+    mem = ContrastMemory(8, n, k)
+    slot_labels = torch.tensor([0] * 10 + [1] * 30)[torch.randperm(n, generator=torch.Generator().manual_seed(1))]
+    mem.set_labels(slot_labels)
+    index = torch.tensor([int((slot_labels == 0).nonzero()[0]), int((slot_labels == 1).nonzero()[0])])
+    torch.manual_seed(0)
+    idx = mem.sample(index, slot_labels[index])
+    assert torch.equal(idx[:, 0], index)
+    for row, y in zip(idx[:, 1:], slot_labels[index].tolist()):
+        assert (slot_labels[row] != y).all()
+        freq = torch.bincount(row, minlength=n).double() / k
+        others = slot_labels != y
+        expected = 1.0 / int(others.sum())
+        assert (freq[others] - expected).abs().max() < 0.5 * expected  # every other-class slot, evenly
+    # without labels: any slot but the sample's own
+    free = mem.sample(index, None)
+    assert not (free[:, 1:] == index[:, None]).any() and (slot_labels[free[1, 1:]] == 1).any()

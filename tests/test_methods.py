@@ -145,9 +145,11 @@ def test_indexed_teacher(data):
     with torch.no_grad():
         zs = m.student(b.images)
         assert m(b, epoch=0)[1]["kd"].item() == pytest.approx(0.9 * kd_loss(zs, table[b.index], 4.0).item(), rel=1e-5)
-    for name in ("reviewkd", "fitnet", "at", "crd"):
+    for name in ("reviewkd", "fitnet", "at", "crd", "mlkd", "aid_online"):  # features, other views, training
         with pytest.raises(UserError, match=f"'{name}'.*per-sample"):
             build_method(name, model(), teacher, {}, make_ctx())
+        assert METHODS.get(name).teacher_model_needed()
+    assert all(METHODS.get(n).teacher_model_needed() is None for n in ("kd", "dkd", "dist", "ctkd"))
 
 
 # ---------------------------------------------------------------- KD and its options
@@ -189,7 +191,7 @@ def test_dkd_warmup_scales_as_published(teacher, data):
     b = batch_at(data, 0)
     m = build_method("dkd", model(), teacher, {}, make_ctx()).eval()
     with torch.no_grad():
-        kd = {e: (lambda l: (l["tckd"] + l["nckd"]).item())(m(b, epoch=e)[1]) for e in (0, 9, 19, 40)}
+        kd = {e: (lambda losses: (losses["tckd"] + losses["nckd"]).item())(m(b, epoch=e)[1]) for e in (0, 9, 19, 40)}
     assert kd[0] == pytest.approx(kd[19] / 20, rel=1e-5)  # epoch 1 of 20 in DKD's 1-indexed count
     assert kd[9] == pytest.approx(kd[19] / 2, rel=1e-5)
     assert kd[40] == pytest.approx(kd[19], rel=1e-6) and kd[19] > 0

@@ -165,6 +165,20 @@ def test_projection_mode_composes_with_logit_methods(copied):
         pipeline_config_from_dict(pipe(copied, aid={"mode": "projection"}, base={"data": {"augment": True}}))
 
 
+def test_mcmi_mode_composes_with_logit_methods(copied):
+    """aid.mode mcmi: only the adapt stage and the distillation from it rerun; the adapted teacher is an engine
+    checkpoint; the report and the table give the teacher's I_T before and after."""
+    res = run(pipe(copied, aid={"mode": "mcmi", "epochs": 1}))
+    assert {n for n, s in res["stages"].items() if s in TRAINED} == {"adapt", "aid-kd-s0"}
+    ck = load_checkpoint(stage_dir(res, "adapt") / "teacher.pt")
+    assert ck["format"] == FORMAT and ck["arch"] == "cnn_small"
+    rep = json.loads((stage_dir(res, "adapt") / "report.json").read_text())
+    assert rep["mode"] == "mcmi" and rep["params"]["mcmi_weight"] == 0.25 and rep["params"]["tau"] == 1.0
+    assert rep["teacher_info_before"] > 0 and rep["teacher_info_after"] > 0 and "balanced" not in rep
+    assert "I_T" in Path(res["table"]).read_text()
+    assert res["results"]["methods"][0]["aid"]["last"][0] > 10
+
+
 def test_analyze_cli_writes_json_and_pngs(first, tmp_path, capsys):
     _, res = first
     t0 = stage_dir(res, "teacher") / "checkpoints/best.pt"
@@ -176,6 +190,11 @@ def test_analyze_cli_writes_json_and_pngs(first, tmp_path, capsys):
     assert abs(a["kd"] - a["cs"] - a["ic"]) < 1e-6 and a["dataset"] == "digits" and len(a["per_class"]["ic"]) == 10
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "components.png" in pngs and sum(p.startswith("inner_class_") for p in pngs) == 2
+    assert a["teacher_info"] > 0 and a["student_info"] > 0
+    capsys.readouterr()
+    assert main(["analyze", "--teacher", str(t0), "--json", "--out", str(tmp_path / "t0"), "--split", "test"]) == 0
+    alone = json.loads(capsys.readouterr().out)  # I_T of any checkpoint, without a student
+    assert alone["teacher_info"] == pytest.approx(a["teacher_info"], rel=1e-9)
     lad = tmp_path / "ladder"
     assert main(["analyze", "--ladder", "--teacher", f"t0={t0}", "--teacher", f"adapted={adapted}", "--student",
                  str(ref), "--distilled", f"t0={ref}", "--out", str(lad)]) == 0

@@ -9,8 +9,17 @@ import torch
 
 from aidkd.config import config_from_dict
 from aidkd.errors import UserError
-from aidkd.stages import (RECORD, InProcessExecutor, PoolExecutor, StageStore, SubmititExecutor, dict_hash,
-                          logits_stage, make_executor, train_stage)
+from aidkd.stages import (
+    RECORD,
+    InProcessExecutor,
+    PoolExecutor,
+    StageStore,
+    SubmititExecutor,
+    dict_hash,
+    logits_stage,
+    make_executor,
+    train_stage,
+)
 
 
 def copy_stage(store: StageStore, name: str, src: Path, calls: list):

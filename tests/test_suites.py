@@ -10,6 +10,7 @@ from aidkd.config import load_config
 from aidkd.methods import Batch, MethodContext, build_method
 from aidkd.models import create_model
 
+
 def calibrate_bn(model, input_size, n=8):
     """Give a randomly initialised model's batch norms the statistics of real forward passes (a cumulative
     average over one batch), as a trained model has; eval-mode outputs of a random model are otherwise huge."""
@@ -74,7 +75,7 @@ def test_suite_config_trains_two_steps(path):
 def test_aid_suite_entry_adapts_two_steps_and_distils(path):
     """An AID entry is a pipeline config: it loads, its teacher takes two L_AID steps towards the student, and
     each of its methods takes a step on the student from the adapted teacher."""
-    from aidkd.aid.adapt import aid_loss
+    from aidkd.aid.objective import AIDObjective
     from aidkd.aid.pipeline import load_pipeline_config
 
     cfg = load_pipeline_config(path)
@@ -95,9 +96,7 @@ def test_aid_suite_entry_adapts_two_steps_and_distils(path):
     for _ in range(2):
         with torch.no_grad():
             z0, zr = t0(x), student(x)
-        terms, _ = aid_loss(teacher(x), z0, zr, y, tau=cfg.aid.tau, lambda_ic=cfg.aid.lambda_ic,
-                            lambda_cs=cfg.aid.lambda_cs)
-        loss = sum(terms.values())
+        loss = AIDObjective(cfg.aid)(teacher(x), z0, zr, y).total
         assert torch.isfinite(loss)
         opt.zero_grad()
         loss.backward()

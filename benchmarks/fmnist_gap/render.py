@@ -11,7 +11,16 @@ import math
 import statistics
 from pathlib import Path
 
-from .plan import LAMBDA_SWEEP, LARGEST, PROFILES, TEACHERS, VARIANTS, data_config, logits_id, parse_id
+from .plan import (
+    LAMBDA_SWEEP,
+    LARGEST,
+    PROFILES,
+    TEACHERS,
+    VARIANTS,
+    data_config,
+    logits_id,
+    parse_id,
+)
 from .verdicts import SIG, fmt_cmp, judge
 
 
@@ -239,10 +248,10 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
         for var in VARIANTS:
             js = [recs[f"s{s}_adapt-{var}_{t}"] for s in seeds if f"s{s}_adapt-{var}_{t}" in recs]
             if js:
-                g = lambda k: _ms([j.get(k) for j in js])  # noqa: E731
-                lines.append(f"| {var} | {t} | {g('teacher_val_acc_before')} | {g('teacher_val_acc_after')} | "
-                             f"{g('train_cs_before')} | {g('train_cs_after')} | {g('train_ic_before')} | "
-                             f"{g('train_ic_after')} | {g('adapt_wall_s')} |")
+                cells = [_ms([j.get(k) for j in js]) for k in ("teacher_val_acc_before", "teacher_val_acc_after",
+                                                               "train_cs_before", "train_cs_after", "train_ic_before",
+                                                               "train_ic_after", "adapt_wall_s")]
+                lines.append(f"| {var} | {t} | " + " | ".join(cells) + " |")
     lines.append("")
 
     lines += ["## The decomposition against teacher size", "",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Callable
+from collections.abc import Callable
 
 from .plan import LAMBDA_SWEEP, LARGEST, TEACHERS
 

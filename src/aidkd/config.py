@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -132,15 +133,26 @@ class TeacherConfig(_Section):
     name: Optional[str] = None
     checkpoint: Optional[str] = None
     pretrained: bool | str = False  # published weights: true = the local cache, or a cache directory
-    cache: bool = False  # compute the teacher's train logits once (needs data.augment=false; logit methods only)
+    #: serve the teacher's logits from the shared view cache (docs/speed.md; logit methods only): "views" = every
+    #: view of the augmentation (exact), "sampled" = cache_views views per image (a change of recipe), "off"
+    cache: Literal["off", "views", "sampled"] = "off"
+    cache_views: int = Field(8, ge=1)  # sampled mode: views stored per image
+    cache_topk: Optional[int] = Field(None, ge=1)  # store only the top-k logits per view (approximate)
+    cache_budget_gb: float = Field(8.0, gt=0)  # refuse to build a cache larger than this
+    lean: bool = True  # fold the frozen teacher's batch norms into its convolutions (logit methods)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_bool(cls, v):  # true/false (and YAML's on/off) from older configs: the exact cache or none
+        return {True: "views", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _kind_needs_file(self):
         if self.kind != "model":
             if not self.checkpoint:
                 raise ValueError(f"teacher.kind: {self.kind} serves a file: set teacher.checkpoint to it")
-            if self.cache or self.pretrained:
+            if self.cache != "off" or self.pretrained:
                 raise ValueError(f"teacher.cache / teacher.pretrained apply to teacher.kind: model, not {self.kind}")
         return self
 
@@ -176,7 +188,7 @@ class TrainConfig(_Section):
     dist_timeout_s: float = Field(300.0, gt=0)  # collective timeout under torchrun: a stalled or lost peer ends the job
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, off on CPU
-    channels_last: bool = False
+    channels_last: bool = True  # student and teacher in channels_last (measured faster: docs/results/lean_teacher.md)
     compile: bool = False
     deterministic: bool = False
     select_on: Literal["auto", "val", "test", "last"] = "auto"  # which split picks the best checkpoint
@@ -235,6 +247,12 @@ class RunConfig(_Section):
                 d["train"].pop(k)
         if d["teacher"]["kind"] == "model":  # the default kind: fingerprints of runs from before it are unchanged
             d["teacher"].pop("kind")
+        t = d["teacher"]  # the view-cache options at their defaults, and the budget, leave the fingerprint as before
+        t["cache"] = {"off": False, "views": True}.get(t["cache"], t["cache"])
+        for key, default in (("cache_views", 8), ("cache_topk", None), ("lean", True)):
+            if t[key] == default:
+                t.pop(key)
+        t.pop("cache_budget_gb")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -265,28 +283,58 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
     return d
 
 
-def format_validation_error(e: ValidationError, source: str) -> str:
+def validation_message(e: ValidationError, root: type[BaseModel]) -> str:
+    """One line naming every problem of a pydantic ``ValidationError`` raised by ``root`` (a model class), joined
+    by "; ": ``unknown key 'a.b' (allowed: ...)``, ``missing key 'a.b'``, ``a.b: <message> (got <value>)``. List
+    positions are written ``methods[1].name``. The one formatter of the package: every config, parameter class
+    and data section reports its validation errors through it."""
     msgs = []
     for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"])
+        loc = tuple(err["loc"])
+        key = _key(loc)
         if err["type"] == "extra_forbidden":
-            section = err["loc"][:-1]
-            allowed = _allowed_keys(section)
-            msgs.append(f"unknown key {loc!r}" + did_you_mean(err["loc"][-1], allowed)
-                        + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
+            allowed = _allowed_keys(root, loc[:-1])
+            msgs.append(f"unknown key {key!r}" + did_you_mean(loc[-1], allowed) + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
+        elif err["type"] == "missing":
+            msgs.append(f"missing key {key!r}")
         else:
-            msgs.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
-    return f"bad config {source}: " + "; ".join(msgs)
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            msgs.append(f"{key}: {msg} (got {err.get('input')!r})" if key else msg)
+    return "; ".join(msgs)
 
 
-def _allowed_keys(section: tuple) -> list[str]:
-    model: Any = RunConfig
+def format_validation_error(e: ValidationError, source: str) -> str:
+    return f"bad config {source}: " + validation_message(e, RunConfig)
+
+
+def _key(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model class inside an annotation (``Section``, ``Optional[Section]``, ``list[Section]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for a in typing.get_args(annotation):
+        m = _model_in(a)
+        if m is not None:
+            return m
+    return None
+
+
+def _allowed_keys(root: type[BaseModel], section: tuple) -> list[str]:
+    model: type[BaseModel] | None = root
     for part in section:
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if field is None:
+        if isinstance(part, int):
+            continue
+        f = model.model_fields.get(part) if model is not None else None
+        model = _model_in(f.annotation) if f is not None else None
+        if model is None:
             return []
-        model = field.annotation
-    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+    return sorted(model.model_fields) if model is not None else []
 
 
 def config_from_dict(d: dict, source: str = "") -> RunConfig:

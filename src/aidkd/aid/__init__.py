@@ -3,25 +3,29 @@
 * :mod:`.split`: the decomposition over a whole split, streaming, in float64.
 * :mod:`.analysis`: ``analyze`` / ``analyze_ladder`` and their plots.
 * :mod:`.project`: the closed-form projection (IPF) and the tempered inner-class target; ``TargetTeacher``.
-* :mod:`.adapt`: ``AIDParams``, ``aid_loss`` and ``adapt_teacher`` (fine-tuning or projection mode).
-* :mod:`.online`: the ``aid_online`` distillation method (importing this package registers it).
+* :mod:`.objective`: ``AIDParams`` (every AID option), ``AIDObjective`` (L_AID) and ``TeacherAdapter`` (its
+  optimiser, schedule and step), shared by the fine-tuning mode and ``aid_online``.
+* :mod:`.adapt`: ``adapt_teacher`` (fine-tuning or projection mode) and its ``AIDReport``.
+* :mod:`.online`: the ``aid_online`` distillation method (registered with the others by :mod:`aidkd.methods`).
 """
-from . import online  # noqa: F401  (registers the aid_online method)
-from .adapt import AIDParams, AIDReport, adapt_teacher, aid_loss
+from .adapt import AIDReport, adapt_teacher
 from .analysis import analyze, analyze_ladder, plot_components, plot_inner_class, plot_ladder
+from .objective import AIDLoss, AIDObjective, AIDParams, TeacherAdapter
 from .online import AIDOnline, AIDOnlineParams
 from .project import TargetTeacher, find_beta, ipf_fit, project_teacher, projection_targets
 from .split import SplitDecomposition, split_decomposition, split_decomposition_from_logits
 
 __all__ = [
+    "AIDLoss",
+    "AIDObjective",
     "AIDOnline",
     "AIDOnlineParams",
     "AIDParams",
     "AIDReport",
     "SplitDecomposition",
     "TargetTeacher",
+    "TeacherAdapter",
     "adapt_teacher",
-    "aid_loss",
     "analyze",
     "analyze_ladder",
     "find_beta",

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..models.base import num_params
-from .split import _EvalMode, SplitDecomposition, model_logits, split_decomposition, unpack_batch
+from .split import SplitDecomposition, eval_mode, model_logits, split_decomposition, unpack_batch
 
 
 def _plt():
@@ -50,7 +50,7 @@ def collect_class_probs(
     want = {int(k) for k in classes}
     parts: dict[int, dict[str, list[Tensor]]] = {k: {"p": [], "q": []} for k in want}
     have = {k: 0 for k in want}
-    with _EvalMode(teacher, student):
+    with eval_mode(teacher, student):
         for batch in loader:
             if all(have[k] >= max_per_class for k in want):
                 break

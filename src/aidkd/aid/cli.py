@@ -1,6 +1,7 @@
 """The AID commands of ``aidkd``: ``analyze``, ``adapt`` and ``pipeline`` (thin layers over the Python API).
 
     aidkd analyze --teacher T.pt --student S.pt [--data digits] [--split test] [--tau 4] [--out DIR]
+    aidkd analyze --teacher T.pt                  (the teacher's inner-class information I_T only)
     aidkd analyze --ladder --teacher small=A.pt --teacher large=B.pt --student S.pt [--distilled small=SA.pt ...]
     aidkd adapt --config pipeline/digits_quick [overrides]
     aidkd pipeline --config pipeline/digits_quick [overrides] [--overwrite]
@@ -65,8 +66,6 @@ def cmd_analyze(args) -> int:
         raise UserError("several --teacher given: add --ladder to compare a ladder of teachers")
     if args.distilled:
         raise UserError("--distilled belongs to the --ladder form")
-    if not args.student:
-        raise UserError("aidkd analyze needs --student CHECKPOINT")
     name, path = teachers[0]
     bad = [k for k in args.inner_classes or [] if not k.isdigit()]
     if bad:
@@ -75,12 +74,18 @@ def cmd_analyze(args) -> int:
     res = analyze_checkpoints(path, args.student, teacher_name=args.teacher_name or name, student_name=args.student_name,
                               data=args.data, split=args.split, tau=args.tau, out_dir=args.out,
                               overrides=args.overrides, device=args.device, inner_classes=inner)
+    keys = ("kd", "cs", "ic", "ic_fraction", "teacher_acc", "student_acc", "teacher_info", "student_info")
     if args.json:
-        print(json.dumps({k: res[k] for k in ("kd", "cs", "ic", "ic_fraction", "teacher_acc", "student_acc")}))
+        print(json.dumps({k: res[k] for k in (keys if args.student else ("teacher_acc", "teacher_info"))}))
     else:
-        print(f"{res['dataset']}/{res['split']} (tau {args.tau:g}, n={res['num_samples']}): L_KD {res['kd']:.4f} = "
-              f"L_CS {res['cs']:.4f} + L_IC {res['ic']:.4f}  (IC share {res['ic_fraction']:.2f});  "
-              f"teacher {res['teacher_acc']:.2f}%  student {res['student_acc']:.2f}%")
+        where = f"{res['dataset']}/{res['split']} (tau {args.tau:g}, n={res['num_samples']})"
+        if args.student:
+            print(f"{where}: L_KD {res['kd']:.4f} = L_CS {res['cs']:.4f} + L_IC {res['ic']:.4f}  "
+                  f"(IC share {res['ic_fraction']:.2f});  teacher {res['teacher_acc']:.2f}%  "
+                  f"student {res['student_acc']:.2f}%")
+            print(f"inner-class information: I_T {res['teacher_info']:.4f}  I_S {res['student_info']:.4f}")
+        else:
+            print(f"{where}: inner-class information I_T {res['teacher_info']:.4f};  top-1 {res['teacher_acc']:.2f}%")
         print(f"written: {args.out}/analysis.json " + " ".join(res.get("plots", [])))
     return 0
 
@@ -142,7 +147,7 @@ def register(sub) -> None:
     p.add_argument("--teacher", action="append", metavar="[NAME=]CHECKPOINT",
                    help="teacher checkpoint; with --ladder, NAME=CHECKPOINT, repeated")
     p.add_argument("--teacher-name", help="teacher architecture (needed only for a published state dict)")
-    p.add_argument("--student", help="student checkpoint")
+    p.add_argument("--student", help="student checkpoint (without it: the teacher's inner-class information I_T)")
     p.add_argument("--student-name", help="student architecture (needed only for a published state dict)")
     p.add_argument("--ladder", action="store_true", help="several teachers against one student: ladder.png")
     p.add_argument("--distilled", action="append", metavar="NAME=CHECKPOINT",

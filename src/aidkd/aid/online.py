@@ -1,14 +1,17 @@
 """Online AID (``aid_online``): teacher adaptation and distillation interleaved in one run (docs/aid.md section 3).
 
-Every ``teacher_every`` training steps, before the student's step, the teacher takes one L_AID step towards the
-*current* student (the student's logits on the same batch, detached):
+Every ``teacher_every`` training steps, before the student's step, the teacher takes one L_AID step
+(:class:`~aidkd.aid.objective.TeacherAdapter`, the same step as the fine-tuning mode) towards the *current*
+student (the student's logits on the same batch, detached), with T0 a frozen copy of the initial teacher and the
+learning rate following ``aid.lr_schedule`` over the run. Then the student is trained with CE + KD at ``aid.tau``
+from the updated teacher (eval mode, no gradients). The teacher stays outside the method's module tree, as for
+every method: the engine's optimizer never sees it, and the teacher step runs under ``torch.enable_grad`` on its
+own. Its extra cost is counted (:meth:`AIDOnline.cost_report`).
 
-    L_AID = lambda_ce CE(z^T, y) + lambda_ic L_IC(T -> S) + lambda_cs L_CS(T0 -> T)
-
-with its own SGD optimizer (cosine decay over the run), T0 a frozen copy of the initial teacher. Then the
-student is trained with CE + KD from the updated teacher (eval mode, no gradients). The teacher stays outside the
-method's module tree, as for every method: the engine's optimizer never sees it, and the teacher step runs under
-``torch.enable_grad`` on its own. Its extra cost is counted (:meth:`AIDOnline.cost_report`).
+The parameters are the AID options (``aid``: :class:`~aidkd.aid.objective.AIDParams`; ``ic_target: reference``
+means the current student; ``mode``, ``epochs``, ``K``, ``P``, ``alpha`` and ``acc_tolerance`` belong to the
+offline adaptation and are not used here) plus the few of the online schedule. The method is registered with
+every other method when :mod:`aidkd.methods` is imported.
 
 The adapted teacher's weights, its optimizer and the counters travel in the method's state dict as *extra
 state*, so a resumed run continues from the adapted teacher, not from T0.
@@ -17,68 +20,53 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Literal, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from ..errors import UserError
 from ..losses.kd import kd_loss
-from ..methods.base import METHODS, Batch, Method, MethodParams
-from .adapt import aid_loss, cosine_lr
+from ..methods.base import Batch, Method, MethodParams, register_method
+from .objective import AIDParams, TeacherAdapter
 
 
 class AIDOnlineParams(MethodParams):
-    tau: float = Field(4.0, gt=0)  # temperature of the student's KD and of the AID loss
+    aid: AIDParams = Field(default_factory=AIDParams)  # the teacher step: objective, optimiser, schedule
     ce_weight: float = Field(1.0, ge=0)  # student: CE
-    kd_weight: float = Field(1.0, ge=0)  # student: tau^2 KL(teacher || student)
-    lambda_ce: float = Field(1.0, ge=0)  # teacher step: CE
-    lambda_ic: float = Field(1.0, ge=0)  # teacher step: L_IC(T -> current student)
-    lambda_cs: float = Field(1.0, ge=0)  # teacher step: L_CS(T0 -> T)
-    detach_class_weights: bool = True
-    ic_target: Literal["reference", "tempered"] = "reference"  # reference = the current student
-    beta: Optional[float] = Field(None, gt=0, le=1)
-    entropy_weights: Literal["teacher", "own"] = "teacher"
-    sinkhorn_iters: int = Field(50, ge=1)
-    teacher_lr: float = Field(0.01, gt=0)
-    teacher_momentum: float = Field(0.9, ge=0, lt=1)
-    teacher_weight_decay: float = Field(5e-4, ge=0)
-    teacher_sched: Literal["cosine", "constant"] = "cosine"
+    kd_weight: float = Field(1.0, ge=0)  # student: tau^2 KL(teacher || student) at aid.tau
     teacher_every: int = Field(1, ge=1)  # one teacher step every this many student steps
     adapt_epochs: Optional[int] = Field(None, ge=0)  # adapt only during the first epochs (None: the whole run)
-    freeze_bn: bool = False  # teacher step with eval-mode batch norm
+
+    @field_validator("aid")
+    @classmethod
+    def _not_mcmi(cls, v: AIDParams) -> AIDParams:
+        if v.mode == "mcmi":
+            raise ValueError("aid_online adapts the teacher towards the current student: aid.mode mcmi is an "
+                             "offline teacher fine-tuning (use aid.mode finetune here)")
+        return v
 
 
-@METHODS.register("aid_online")
+@register_method("aid_online")
 class AIDOnline(Method):
     """KD from a teacher that takes an L_AID step towards the current student between student steps."""
 
-    registered_name = "aid_online"
     Params = AIDOnlineParams
+    teacher_use = "training"
 
     def __init__(self, student, teacher, params: AIDOnlineParams, ctx):
-        if getattr(teacher, "indexed", False):
-            raise UserError("aid_online adapts a real teacher model: turn off teacher.cache and projection teachers")
-        super().__init__(student, teacher, params, ctx)  # freezes the teacher; it is unfrozen for its own steps
+        super().__init__(student, teacher, params, ctx)  # freezes the teacher; the adapter unfreezes it
         p = self.params
-        needs_t0 = p.lambda_cs > 0 or (p.lambda_ic > 0 and p.ic_target == "tempered")
-        t0 = copy.deepcopy(teacher).eval() if needs_t0 else None
+        total = max(1, ((p.adapt_epochs or ctx.epochs) * ctx.steps_per_epoch) // p.teacher_every)
+        t0 = copy.deepcopy(teacher).eval() if p.aid.needs_t0 else None
         object.__setattr__(self, "t0", t0)  # frozen original teacher, not a submodule either
-        for q in self.teacher.parameters():
-            q.requires_grad_(True)
-        object.__setattr__(
-            self,
-            "teacher_opt",
-            torch.optim.SGD(
-                self.teacher.parameters(), lr=p.teacher_lr, momentum=p.teacher_momentum, weight_decay=p.teacher_weight_decay
-            ),
-        )
-        self.total_teacher_steps = max(1, ((p.adapt_epochs or ctx.epochs) * ctx.steps_per_epoch) // p.teacher_every)
-        self.teacher_steps = 0
+        object.__setattr__(self, "adapter", TeacherAdapter(self.teacher, p.aid, total, t0=t0))
         self.student_steps = 0
         self.teacher_time_s = 0.0
-        self.last_teacher_terms: dict[str, torch.Tensor] = {}
+
+    @property
+    def teacher_steps(self) -> int:
+        return self.adapter.steps
 
     # -- the teacher step -------------------------------------------------------------------------------------
     def _adapting(self, epoch: int) -> bool:
@@ -90,54 +78,17 @@ class AIDOnline(Method):
         return self.student_steps % p.teacher_every == 0
 
     def _teacher_step(self, batch: Batch, student_logits: torch.Tensor) -> None:
-        p = self.params
         cuda = batch.images.is_cuda
         if cuda:
             torch.cuda.synchronize(batch.images.device)
         start = time.perf_counter()
         t0 = self.t0
-        if t0 is not None:
-            dev = next(t0.parameters(), torch.empty(0)).device
-            if dev != batch.images.device:
-                t0.to(batch.images.device)
-        with torch.enable_grad():
-            self.teacher.train(not p.freeze_bn)
-            try:
-                zt = self.teacher(batch.images)
-                with torch.no_grad():
-                    z0 = t0(batch.images) if t0 is not None else None
-                terms, _ = aid_loss(
-                    zt,
-                    z0,
-                    student_logits.detach(),
-                    batch.labels,
-                    tau=p.tau,
-                    lambda_ce=p.lambda_ce,
-                    lambda_ic=p.lambda_ic,
-                    lambda_cs=p.lambda_cs,
-                    detach_class_weights=p.detach_class_weights,
-                    ic_target=p.ic_target,
-                    beta=p.beta,
-                    entropy_weights=p.entropy_weights,
-                    sinkhorn_iters=p.sinkhorn_iters,
-                )
-                loss = sum(terms.values())
-                lr = p.teacher_lr
-                if p.teacher_sched == "cosine":
-                    lr = cosine_lr(p.teacher_lr, self.teacher_steps, self.total_teacher_steps)
-                for g in self.teacher_opt.param_groups:
-                    g["lr"] = lr
-                self.teacher_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                _all_reduce_grads(self.teacher)
-                self.teacher_opt.step()
-            finally:
-                self.teacher.eval()
-        self.last_teacher_terms = {k: v.detach() for k, v in terms.items()}
+        if t0 is not None and next(t0.parameters(), torch.empty(0)).device != batch.images.device:
+            t0.to(batch.images.device)
+        self.adapter.step(batch.images, batch.labels, student_logits.detach())
         if cuda:
             torch.cuda.synchronize(batch.images.device)
         self.teacher_time_s += time.perf_counter() - start
-        self.teacher_steps += 1
 
     # -- the method -------------------------------------------------------------------------------------------
     def forward(self, batch: Batch, epoch: int):
@@ -152,7 +103,7 @@ class AIDOnline(Method):
         if p.ce_weight > 0:
             losses["ce"] = p.ce_weight * F.cross_entropy(logits, batch.labels)
         if p.kd_weight > 0:
-            losses["kd"] = p.kd_weight * kd_loss(logits, zt, p.tau)
+            losses["kd"] = p.kd_weight * kd_loss(logits, zt, p.aid.tau)
         return logits, losses
 
     def cost_report(self) -> dict:
@@ -172,8 +123,8 @@ class AIDOnline(Method):
     def get_extra_state(self):
         return {
             "teacher": self.teacher.state_dict(),
-            "teacher_opt": self.teacher_opt.state_dict(),
-            "teacher_steps": self.teacher_steps,
+            "teacher_opt": self.adapter.optimizer.state_dict(),
+            "teacher_steps": self.adapter.steps,
             "student_steps": self.student_steps,
             "teacher_time_s": self.teacher_time_s,
         }
@@ -182,24 +133,9 @@ class AIDOnline(Method):
         if not state:
             return
         self.teacher.load_state_dict(state["teacher"])
-        self.teacher_opt.load_state_dict(state["teacher_opt"])
-        self.teacher_steps = int(state.get("teacher_steps", 0))
+        self.adapter.load_state_dict({"optimizer": state["teacher_opt"], "steps": state.get("teacher_steps", 0)})
         self.student_steps = int(state.get("student_steps", 0))
         self.teacher_time_s = float(state.get("teacher_time_s", 0.0))
-
-
-def _all_reduce_grads(model: torch.nn.Module) -> None:
-    """Average the teacher's gradients over processes under torch.distributed, so that every rank's copy of the
-    adapting teacher stays identical (the teacher is not wrapped in DDP)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    world = dist.get_world_size()
-    for q in model.parameters():
-        if q.grad is not None:
-            dist.all_reduce(q.grad)
-            q.grad.div_(world)
 
 
 __all__ = ["AIDOnline", "AIDOnlineParams"]

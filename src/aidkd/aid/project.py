@@ -12,7 +12,8 @@ The adapted target is p*_i = n_k J(i, .). Two choices of rho (``ic_target``):
 
 * ``reference``: rho = r^ref, the reference student's own inner-class distribution (4b);
 * ``tempered``: rho = r^beta proportional to r^beta, the teacher's own inner-class distribution made smoother
-  (4c). beta = 1 leaves the teacher unchanged (J already has row sums 1/n_k); beta -> 0 gives every sample its
+  (4c, beta < 1) or sharper (beta > 1: more within-class structure, the direction MCMI teachers take).
+  beta = 1 leaves the teacher unchanged (J already has row sums 1/n_k); beta -> 0 gives every sample its
   class's mean m_k. beta is given, or found by bisection so that the entropy of the tempered distributions,
   averaged with the weights (n_k/N) m_k(c) of L_IC, equals the reference student's.
 
@@ -24,17 +25,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import TYPE_CHECKING, Iterable, Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..engine.teacher_cache import IndexedTeacher
 from ..errors import UserError
-from ..losses.decomposition import group_logsumexp
-from .split import _EvalMode, model_logits, unpack_batch
+from ..losses.decomposition import group_logsumexp, inner_class_log_dist
+from .split import eval_mode, model_logits, unpack_batch
+
+if TYPE_CHECKING:
+    from .objective import AIDParams
 
 _F64 = torch.float64
+
+#: the options of :func:`projection_targets`, named as the :class:`~aidkd.aid.objective.AIDParams` fields they
+#: come from: ``projection_targets(..., **params.model_dump(include=PROJECTION_OPTIONS))``
+PROJECTION_OPTIONS = frozenset({"tau", "alpha", "ic_target", "beta", "sinkhorn_iters", "entropy_weights"})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -55,11 +63,6 @@ def group_log_means(log_p: Tensor, labels: Tensor, num_groups: int) -> Tensor:
     counts = _counts(labels, num_groups, log_p.dtype)
     log_n = torch.log(counts.clamp_min(1)).unsqueeze(1)
     return group_logsumexp(log_p, labels, num_groups) - log_n
-
-
-def inner_log_dist(log_p: Tensor, labels: Tensor, num_groups: int) -> Tensor:
-    """log r_{y_i,c}(i), shape (N, C): every column of every group normalised over the group's samples."""
-    return log_p - group_logsumexp(log_p, labels, num_groups)[labels]
 
 
 def tempered_inner_log_dist(log_p: Tensor, labels: Tensor, num_groups: int, beta: float) -> Tensor:
@@ -98,7 +101,7 @@ class FitInfo:
 
 
 def ipf_fit(
-    log_m: Tensor, log_rho: Tensor, labels: Tensor, n_iter: int = 50, tol: float = 0.0
+    log_m: Tensor, log_rho: Tensor, labels: Tensor, sinkhorn_iters: int = 50, tol: float = 0.0
 ) -> tuple[Tensor, FitInfo]:
     """Fit J(i, c) = m_k(c) rho_{k,c}(i) to row sums 1/n_k and column sums m_k(c); return (log p*, info) with
     log p*_i = log(n_k J(i, .)), shape (N, C).
@@ -116,7 +119,7 @@ def ipf_fit(
     col_target = log_m
     log_j = log_m[labels] + log_rho
     it = 0
-    for it in range(1, n_iter + 1):
+    for it in range(1, sinkhorn_iters + 1):
         log_j = log_j - _safe_log_ratio(torch.logsumexp(log_j, 1, keepdim=True), row_target)
         col = group_logsumexp(log_j, labels, num_groups)
         log_j = log_j - _safe_log_ratio(col, col_target)[labels]
@@ -163,7 +166,7 @@ def find_beta(
     g = num_groups or int(labels.max()) + 1
     log_m = group_log_means(teacher_log_p, labels, g)
     ref_weights = log_m if entropy_weights == "teacher" else group_log_means(reference_log_q, labels, g)
-    target = weighted_inner_entropy(inner_log_dist(reference_log_q, labels, g), labels, g, ref_weights)
+    target = weighted_inner_entropy(inner_class_log_dist(reference_log_q, labels, g), labels, g, ref_weights)
 
     def h(beta: float) -> float:
         return weighted_inner_entropy(tempered_inner_log_dist(teacher_log_p, labels, g, beta), labels, g, log_m)
@@ -194,7 +197,7 @@ def find_beta(
 @dataclass
 class ProjectionResult:
     log_targets: Tensor  # (N, C) log p* at temperature tau, mixed with alpha
-    temperature: float
+    tau: float
     alpha: float
     ic_target: str
     beta: float | None
@@ -203,7 +206,7 @@ class ProjectionResult:
 
     def summary(self) -> dict:
         return {
-            "temperature": self.temperature,
+            "tau": self.tau,
             "alpha": self.alpha,
             "ic_target": self.ic_target,
             "beta": self.beta,
@@ -219,15 +222,17 @@ def projection_targets(
     reference_logits: Tensor | None,
     labels: Tensor,
     num_classes: int | None = None,
-    temperature: float = 4.0,
+    tau: float = 4.0,
+    *,
     alpha: float = 1.0,
     ic_target: Literal["reference", "tempered"] = "reference",
     beta: float | None = None,
-    n_iter: int = 50,
+    sinkhorn_iters: int = 50,
     entropy_weights: Literal["teacher", "own"] = "teacher",
     dtype: torch.dtype = torch.float64,
 ) -> ProjectionResult:
-    """The adapted targets log p*_i (N, C) at temperature ``temperature`` (docs/aid.md, projection mode).
+    """The adapted targets log p*_i (N, C) at temperature ``tau`` (docs/aid.md, projection mode); the options
+    are those of :class:`~aidkd.aid.objective.AIDParams`, by the same names.
 
     ``teacher_logits``, ``reference_logits``: (N, C) logits of the teacher and the reference student on the same
     samples (the groups are the classes of ``labels`` over these N samples). ``reference_logits`` may be None for
@@ -237,37 +242,37 @@ def projection_targets(
         raise UserError(f"alpha must lie in [0, 1], got {alpha}")
     if ic_target not in ("reference", "tempered"):
         raise UserError(f"ic_target must be 'reference' or 'tempered', got {ic_target!r}")
-    if beta is not None and not 0.0 < beta <= 1.0:
-        raise UserError(f"beta must lie in (0, 1], got {beta}")
+    if beta is not None and not beta > 0.0:
+        raise UserError(f"beta must be positive (below 1 smooths, above 1 sharpens), got {beta}")
     needs_ref = ic_target == "reference" or beta is None
     if needs_ref and reference_logits is None:
         raise UserError("the reference student's logits are needed for ic_target 'reference' or a beta to be found")
     labels = labels.long().to(teacher_logits.device)
     g = num_classes or teacher_logits.shape[1]
-    log_p = torch.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=1)
+    log_p = torch.log_softmax(teacher_logits.detach().to(dtype) / tau, dim=1)
     log_q = (
-        torch.log_softmax(reference_logits.detach().to(teacher_logits.device, dtype) / temperature, dim=1)
+        torch.log_softmax(reference_logits.detach().to(teacher_logits.device, dtype) / tau, dim=1)
         if reference_logits is not None
         else None
     )
     log_m = group_log_means(log_p, labels, g)
     beta_info: dict = {}
     if ic_target == "reference":
-        log_rho = inner_log_dist(log_q, labels, g)
+        log_rho = inner_class_log_dist(log_q, labels, g)
         used_beta = None
     else:
         if beta is None:
             beta, beta_info = find_beta(log_p, log_q, labels, g, entropy_weights)
         log_rho = tempered_inner_log_dist(log_p, labels, g, beta)
         used_beta = float(beta)
-    log_star, info = ipf_fit(log_m, log_rho, labels, n_iter)
+    log_star, info = ipf_fit(log_m, log_rho, labels, sinkhorn_iters)
     if alpha == 0.0:
         log_t = log_p
     elif alpha == 1.0:
         log_t = log_star
     else:
         log_t = torch.log_softmax((1.0 - alpha) * log_p + alpha * log_star, dim=1)
-    return ProjectionResult(log_t, float(temperature), float(alpha), ic_target, used_beta, info, beta_info)
+    return ProjectionResult(log_t, float(tau), float(alpha), ic_target, used_beta, info, beta_info)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -297,16 +302,19 @@ class TargetTeacher(IndexedTeacher):
         return self.temperature * self.log_targets[index.to(self.log_targets.device)]
 
     def save(self, path: str | Path) -> None:
-        torch.save(
-            {"log_targets": self.log_targets.cpu(), "temperature": self.temperature, "meta": self.meta}, str(path)
-        )
+        """Write the targets atomically (:func:`aidkd.engine.checkpoint.save_checkpoint`)."""
+        from ..engine.checkpoint import save_checkpoint  # here: the engine imports the methods, which import AID
+
+        save_checkpoint({"log_targets": self.log_targets.cpu(), "temperature": self.temperature, "meta": self.meta},
+                        path)
 
     @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "TargetTeacher":
-        try:
-            state = torch.load(str(path), map_location=map_location, weights_only=True)
-        except FileNotFoundError:
-            raise UserError(f"no projection teacher at {path}") from None
+    def load(cls, path: str | Path) -> "TargetTeacher":
+        from ..engine.checkpoint import read_checkpoint
+
+        state = read_checkpoint(path)
+        if not (isinstance(state, dict) and "log_targets" in state and "temperature" in state):
+            raise UserError(f"{str(path)!r} is not a projection teacher (no per-sample targets in it)")
         return cls(state["log_targets"], state["temperature"], state.get("meta"))
 
 
@@ -322,7 +330,7 @@ def collect_logits(
     """
     device = torch.device(device)
     chunks: list[tuple[Tensor, Tensor, list[Tensor]]] = []
-    with _EvalMode(*models):
+    with eval_mode(*models):
         for batch in loader:
             images, labels, index = unpack_batch(batch, device)
             if index is None:
@@ -348,16 +356,13 @@ def project_teacher(
     teacher: nn.Module,
     reference: nn.Module | None,
     loader: Iterable,
-    temperature: float = 4.0,
-    alpha: float = 1.0,
-    ic_target: Literal["reference", "tempered"] = "reference",
-    beta: float | None = None,
-    n_iter: int = 50,
-    entropy_weights: Literal["teacher", "own"] = "teacher",
+    params: AIDParams,
+    *,
     device: torch.device | str = "cpu",
     num_samples: int | None = None,
 ) -> tuple[TargetTeacher, ProjectionResult, dict]:
-    """Run the teacher (and the reference) over the training split and build the projection teacher.
+    """Run the teacher (and the reference) over the training split and build the projection teacher with the
+    options of ``params`` (:data:`PROJECTION_OPTIONS`).
 
     Returns (teacher serving the targets, the projection result, a dict of the collected ``teacher_logits``,
     ``reference_logits``, ``labels`` and ``seen`` for reporting). Samples the loader never served keep the
@@ -372,22 +377,18 @@ def project_teacher(
         r_logits[idx] if r_logits is not None else None,
         labels[idx],
         t_logits.shape[1],
-        temperature,
-        alpha,
-        ic_target,
-        beta,
-        n_iter,
-        entropy_weights,
+        **params.model_dump(include=PROJECTION_OPTIONS),
     )
-    full = torch.log_softmax(t_logits.double() / temperature, dim=1)
+    full = torch.log_softmax(t_logits.double() / params.tau, dim=1)
     full[idx] = res.log_targets
     res.log_targets = full
     meta = {**res.summary(), "num_samples": int(seen.numel()), "num_seen": int(seen.sum())}
-    target = TargetTeacher(full, temperature, meta)
+    target = TargetTeacher(full, params.tau, meta)
     return target, res, {"teacher_logits": t_logits, "reference_logits": r_logits, "labels": labels, "seen": seen}
 
 
 __all__ = [
+    "PROJECTION_OPTIONS",
     "FitInfo",
     "ProjectionResult",
     "TargetTeacher",
@@ -395,7 +396,6 @@ __all__ = [
     "find_beta",
     "group_log_means",
     "inner_entropy",
-    "inner_log_dist",
     "ipf_fit",
     "project_teacher",
     "projection_targets",

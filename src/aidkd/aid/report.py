@@ -5,7 +5,8 @@
     rows = analyze_ladder_checkpoints([("cnn_small", "a.pt"), ("cnn_large", "b.pt")], student="s.pt",
                                       out_dir="runs/ladder")
 
-They load the models (:func:`aidkd.stages.artifacts.load_model`), build the split, call
+They load the models (:func:`aidkd.stages.artifacts.load_model`), build the split of the checkpoints' own data
+config (:func:`aidkd.evaluation.build_split`), call
 :func:`aidkd.aid.analysis.analyze` / :func:`~aidkd.aid.analysis.analyze_ladder` and write ``analysis.json``
 (or ``ladder.json``) and the PNG plots.
 """
@@ -15,48 +16,11 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from pydantic import ValidationError
-
-from ..config import DataConfig, apply_overrides
-from ..engine.checkpoint import atomic_write_json
+from ..engine.checkpoint import atomic_write_json, checkpoint_config
 from ..errors import UserError
+from ..evaluation import build_split
 from ..stages import json_safe
-from ..stages.artifacts import checkpoint_config, load_model
-
-
-def build_split(data: str | None, checkpoints: Sequence[str | Path], split: str = "test",
-                overrides: list[str] | None = None, device: str = "auto"):
-    """(loader of the split, DataSpec, device): the data config of the first aidkd checkpoint (or defaults),
-    ``data`` as the dataset name, ``overrides`` (``data.root=...``) on top; no augmentation, no balancing."""
-    from ..data import build_data
-    from ..engine.trainer import resolve_device
-
-    d: dict = {}
-    for c in checkpoints:
-        cfg = checkpoint_config(c) if c else None
-        if cfg and isinstance(cfg.get("data"), dict):
-            d = dict(cfg["data"])
-            break
-    if data:
-        if d.get("name") not in (None, data):
-            d = {k: v for k, v in d.items() if k in ("root", "batch_size", "eval_batch_size", "in_memory", "workers",
-                                                      "download")}
-        d["name"] = data
-    if not d.get("name"):
-        raise UserError("no dataset: pass --data NAME (the checkpoints are not aidkd checkpoints that name theirs)")
-    d = apply_overrides({"data": d}, overrides or [])["data"]
-    d.update(augment=False, balanced=None)
-    try:
-        dcfg = DataConfig(**d)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise UserError(f"bad data option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    if split == "val" and dcfg.val_split == 0:
-        raise UserError("--split val needs a validation split: add data.val_split=0.1 (as in training)")
-    dev = resolve_device(device)
-    bundle = build_data(dcfg, device=dev)
-    loader = {"test": bundle.test, "val": bundle.val, "train": bundle.train.as_eval()}[split]
-    return loader, bundle.spec, dev
+from ..stages.artifacts import load_model
 
 
 def _check_indexed(model, split: str, what: str) -> None:
@@ -66,7 +30,7 @@ def _check_indexed(model, split: str, what: str) -> None:
 
 def analyze_checkpoints(
     teacher: str | Path,
-    student: str | Path,
+    student: str | Path | None,
     *,
     teacher_name: str | None = None,
     student_name: str | None = None,
@@ -81,7 +45,9 @@ def analyze_checkpoints(
 ) -> dict:
     """Decompose KD(teacher || student) on a split of the data; with ``out_dir``, write ``analysis.json``,
     ``components.png`` and ``inner_class_<k>.png`` for ``inner_classes`` (default: the ``num_inner`` classes
-    with the largest per-class L_IC). Names are needed only for checkpoints that are not aidkd checkpoints."""
+    with the largest per-class L_IC). Names are needed only for checkpoints that are not aidkd checkpoints.
+    The result holds the inner-class information of both models (``teacher_info`` I_T, ``student_info`` I_S).
+    Without a ``student``, the teacher alone is analysed: its I_T (the decomposition against itself is zero)."""
     from .analysis import analyze, collect_class_probs, plot_inner_class
 
     loader, spec, dev = build_split(data, [teacher, student], split, overrides, device)
@@ -89,11 +55,11 @@ def analyze_checkpoints(
     if bad:
         raise UserError(f"--inner-classes {bad[0]} is out of range: {spec.name} has classes 0..{spec.num_classes - 1}")
     t = load_model(teacher, spec, teacher_name)
-    s = load_model(student, spec, student_name)
+    s = load_model(student, spec, student_name) if student is not None else t
     _check_indexed(t, split, "the teacher")
     _check_indexed(s, split, "the student")
     res = analyze(t, s, loader, tau, spec.num_classes, dev, out_dir, inner_classes, spec.classes)
-    if out_dir is not None and not inner_classes:
+    if out_dir is not None and not inner_classes and student is not None:
         pc = res["per_class"]["ic"]
         order = sorted((k for k in range(len(pc)) if pc[k] is not None and not math.isnan(pc[k])),
                        key=lambda k: -pc[k])[:num_inner]
@@ -102,7 +68,7 @@ def analyze_checkpoints(
             name = spec.classes[k] if spec.classes else str(k)
             res["plots"].append(str(plot_inner_class(probs[k]["p"], probs[k]["q"], Path(out_dir) / f"inner_class_{k}.png",
                                                      class_index=k, class_name=name, class_names=spec.classes)))
-    res.update(teacher=str(teacher), student=str(student), teacher_arch=getattr(t, "arch", teacher_name),
+    res.update(teacher=str(teacher), student=None if student is None else str(student), teacher_arch=getattr(t, "arch", teacher_name),
                student_arch=getattr(s, "arch", student_name), dataset=spec.name, split=split, class_names=spec.classes)
     if out_dir is not None:
         atomic_write_json(Path(out_dir) / "analysis.json", json_safe(res))
@@ -174,4 +140,4 @@ def analyze_ladder_checkpoints(
     return out
 
 
-__all__ = ["analyze_checkpoints", "analyze_ladder_checkpoints", "build_split"]
+__all__ = ["analyze_checkpoints", "analyze_ladder_checkpoints"]

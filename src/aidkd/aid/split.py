@@ -9,6 +9,7 @@ float64, only
 * log S_k(c) = log sum_{i in G_k} p_i(c) and log S^_k(c) (the same for q), as running log-sum-exps, so that the
   class means m_k = S_k / n_k never underflow;
 * sum_{i in G_k} KL(p_i || q_i), the per-class sum of per-sample KL;
+* sum_{i in G_k} sum_c p_i(c) log p_i(c) (and the same for q), the per-class sum of negative entropies;
 * the number of correct top-1 predictions of both models.
 
 Memory is O(C^2) whatever the split size. At the end
@@ -17,7 +18,12 @@ Memory is O(C^2) whatever the split size. At the end
     L_CS_k = tau^2 * KL(m_k || m^_k)
     L_IC_k = L_KD_k - L_CS_k                                   (the exact identity of docs/aid.md section 1)
 
-and the split totals are the n_k/N-weighted sums of these. **L_IC is obtained from the identity**, in one pass:
+and the split totals are the n_k/N-weighted sums of these. The inner-class information of each model,
+
+    I_T = tau^2 / N sum_i KL(p_i || m_{y_i})  = sum_k n_k/N tau^2 [H(m_k) - mean_{i in G_k} H(p_i)]
+
+(the conditional mutual information that MCMI teachers raise; the L_IC of the teacher against its own class
+means), and I_S the same for the student, come from the entropies in the same pass. **L_IC is obtained from the identity**, in one pass:
 every term is accumulated in float64, so the subtraction loses only float64 rounding relative to L_KD_k (a
 value below zero by rounding is clipped to 0). ``ic_mode="two_pass"`` instead computes L_IC directly from its
 definition, sum_i sum_c p_i(c) [log r_{k,c}(i) - log r^_{k,c}(i)], in a second pass over the data that reuses
@@ -26,8 +32,9 @@ same views twice (no random augmentation). The two agree to rounding; the tests 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable, Literal
+import contextlib
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Literal
 
 import torch
 from torch import Tensor, nn
@@ -63,8 +70,8 @@ class SplitDecomposition:
     num_samples: int
     temperature: float
     ic_mode: str = "identity"
-    class_log_means_teacher: Tensor | None = field(default=None, repr=False)  # log m_k, (C, C)
-    class_log_means_student: Tensor | None = field(default=None, repr=False)  # log m^_k, (C, C)
+    teacher_info: float = float("nan")  # I_T: tau^2 mean KL(p_i || m_{y_i}), the teacher's inner-class information
+    student_info: float = float("nan")  # I_S: the same for the student
 
     def to_dict(self, per_class: bool = True) -> dict:
         """A JSON-ready dict (plain floats and lists; NaN for absent classes)."""
@@ -77,6 +84,8 @@ class SplitDecomposition:
             "num_samples": self.num_samples,
             "temperature": self.temperature,
             "ic_mode": self.ic_mode,
+            "teacher_info": self.teacher_info,
+            "student_info": self.student_info,
         }
         if per_class:
             out["per_class"] = {
@@ -109,6 +118,8 @@ class SplitAccumulator:
         self.log_sum_p = torch.full((c, c), float("-inf"), dtype=_F64, device=dev)
         self.log_sum_q = torch.full((c, c), float("-inf"), dtype=_F64, device=dev)
         self.kl_sum = torch.zeros(c, dtype=_F64, device=dev)
+        self.neg_entropy_p = torch.zeros(c, dtype=_F64, device=dev)
+        self.neg_entropy_q = torch.zeros(c, dtype=_F64, device=dev)
         self.correct_t = torch.zeros((), dtype=_F64, device=dev)
         self.correct_s = torch.zeros((), dtype=_F64, device=dev)
         # second pass (direct L_IC), filled by update_ic
@@ -132,29 +143,38 @@ class SplitAccumulator:
             raise UserError(f"labels must lie in [0, {self.num_classes - 1}]")
         return labels
 
+    def _prepare(self, t_logits: Tensor, s_logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """(labels, log p, log q) of a checked batch, in float64 on the accumulator's device; None when empty."""
+        labels = self._check(t_logits, s_logits, labels)
+        if labels.numel() == 0:
+            return None
+        return (labels, *self._log_probs(t_logits, s_logits))
+
     @torch.no_grad()
     def update(self, t_logits: Tensor, s_logits: Tensor, labels: Tensor) -> None:
         """Add one batch (first pass)."""
-        labels = self._check(t_logits, s_logits, labels)
-        if labels.numel() == 0:
+        batch = self._prepare(t_logits, s_logits, labels)
+        if batch is None:
             return
-        log_p, log_q = self._log_probs(t_logits, s_logits)
+        labels, log_p, log_q = batch
         c = self.num_classes
         self.counts += torch.bincount(labels, minlength=c).to(_F64)
         self.log_sum_p = torch.logaddexp(self.log_sum_p, group_logsumexp(log_p, labels, c))
         self.log_sum_q = torch.logaddexp(self.log_sum_q, group_logsumexp(log_q, labels, c))
         kl = (log_p.exp() * (log_p - log_q)).sum(1)
         self.kl_sum.index_add_(0, labels, kl)
+        self.neg_entropy_p.index_add_(0, labels, _plogp(log_p).sum(1))
+        self.neg_entropy_q.index_add_(0, labels, _plogp(log_q).sum(1))
         self.correct_t += (t_logits.detach().to(labels.device).argmax(1) == labels).sum()
         self.correct_s += (s_logits.detach().to(labels.device).argmax(1) == labels).sum()
 
     @torch.no_grad()
     def update_ic(self, t_logits: Tensor, s_logits: Tensor, labels: Tensor) -> None:
         """Add one batch to the direct computation of L_IC (second pass, after all first-pass updates)."""
-        labels = self._check(t_logits, s_logits, labels)
-        if labels.numel() == 0:
+        batch = self._prepare(t_logits, s_logits, labels)
+        if batch is None:
             return
-        log_p, log_q = self._log_probs(t_logits, s_logits)
+        labels, log_p, log_q = batch
         log_r = log_p - self.log_sum_p[labels]
         log_rh = log_q - self.log_sum_q[labels]
         self.ic_sum.index_add_(0, labels, (log_p.exp() * (log_r - log_rh)).sum(1))
@@ -181,6 +201,8 @@ class SplitAccumulator:
             ic_k = tau2 * self.ic_sum / safe_counts
         else:
             raise UserError(f"ic_mode must be 'identity' or 'two_pass', got {ic_mode!r}")
+        info_t = tau2 * (self.neg_entropy_p / safe_counts - _plogp(log_m).sum(1)).clamp_min(0.0)
+        info_s = tau2 * (self.neg_entropy_q / safe_counts - _plogp(log_mh).sum(1)).clamp_min(0.0)
         nan = torch.full_like(kd_k, float("nan"))
         kd_k, cs_k, ic_k = (torch.where(present, x, nan) for x in (kd_k, cs_k, ic_k))
         w = counts / n
@@ -188,7 +210,6 @@ class SplitAccumulator:
         def total(x: Tensor) -> float:
             return float((w[present] * x[present]).sum())
 
-        nan_means = torch.full_like(log_m, float("nan"))
         return SplitDecomposition(
             kd=total(kd_k),
             cs=total(cs_k),
@@ -202,9 +223,14 @@ class SplitAccumulator:
             num_samples=int(n),
             temperature=self.temperature,
             ic_mode=ic_mode,
-            class_log_means_teacher=torch.where(present.unsqueeze(1), log_m, nan_means).cpu(),
-            class_log_means_student=torch.where(present.unsqueeze(1), log_mh, nan_means).cpu(),
+            teacher_info=total(info_t),
+            student_info=total(info_s),
         )
+
+
+def _plogp(log_p: Tensor) -> Tensor:
+    """p log p elementwise, 0 where p = 0."""
+    return torch.where(torch.isneginf(log_p), torch.zeros_like(log_p), log_p.exp() * log_p)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -236,22 +262,24 @@ def model_logits(model: nn.Module, images: Tensor, index: Tensor | None = None) 
     return model(images)
 
 
-class _EvalMode:
-    """Puts models in eval mode and restores their train/eval state on exit."""
-
-    def __init__(self, *models: nn.Module):
-        self.models = [m for m in models if isinstance(m, nn.Module)]
-
-    def __enter__(self):
-        self.states = [m.training for m in self.models]
-        for m in self.models:
-            m.eval()
-        return self
-
-    def __exit__(self, *exc):
-        for m, s in zip(self.models, self.states):
-            m.train(s)
-        return False
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module | None, freeze: bool = False) -> Iterator[None]:
+    """Put ``models`` (None entries are skipped) in eval mode, and with ``freeze`` turn off their parameters'
+    gradients; restore both on exit."""
+    mods = [m for m in models if isinstance(m, nn.Module)]
+    state = [(m.training, [q.requires_grad for q in m.parameters()]) for m in mods]
+    for m in mods:
+        m.eval()
+        if freeze:
+            for q in m.parameters():
+                q.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, (training, flags) in zip(mods, state):
+            m.train(training)
+            for q, f in zip(m.parameters(), flags):
+                q.requires_grad_(f)
 
 
 @torch.no_grad()
@@ -263,7 +291,6 @@ def split_decomposition(
     num_classes: int | None = None,
     device: torch.device | str = "cpu",
     ic_mode: Literal["identity", "two_pass"] = "identity",
-    max_batches: int | None = None,
 ) -> SplitDecomposition:
     """Decompose tau^2 KL(teacher || student) over the whole split served by ``loader``, classes grouped across
     the split, streaming (memory O(C^2), not O(N C)).
@@ -272,19 +299,16 @@ def split_decomposition(
     models run in eval mode without gradients; their train/eval state is restored afterwards. ``num_classes``
     defaults to the width of the first batch's logits. ``ic_mode``: see the module docstring (``"identity"``:
     one pass, L_IC = L_KD - L_CS per class; ``"two_pass"``: L_IC from its definition in a second pass).
-    ``max_batches`` stops early (quick looks at a large split).
     """
     device = torch.device(device)
     acc: SplitAccumulator | None = None
 
     def batches():
-        for b, batch in enumerate(loader):
-            if max_batches is not None and b >= max_batches:
-                break
+        for batch in loader:
             images, labels, index = unpack_batch(batch, device)
             yield model_logits(teacher, images, index), model_logits(student, images, index), labels
 
-    with _EvalMode(teacher, student):
+    with eval_mode(teacher, student):
         for zt, zs, labels in batches():
             if acc is None:
                 acc = SplitAccumulator(num_classes or zt.shape[1], temperature, device)

@@ -99,7 +99,7 @@ def cifar_entries() -> dict[str, dict]:
         d["output"] = {"name": f"cifar100-teacher-{t}"}
         d["meta"] = {"published": next(ta for tt, _, ta, _ in CIFAR_PAIRS.values() if tt == t), "role": "teacher"}
         out[f"cifar100/teachers/{t}.yaml"] = d
-    for pair, (t, s, ta, sa) in CIFAR_PAIRS.items():
+    for pair, (t, s, _ta, sa) in CIFAR_PAIRS.items():
         teacher = {"name": t, "checkpoint": f"runs/cifar100-teacher-{t}/checkpoints/best.pt"}
         d = _cifar_base(pair, s)
         d["method"] = {"name": "vanilla"}
@@ -147,7 +147,7 @@ def cifar_entries() -> dict[str, dict]:
 
 def imagenet_entries() -> dict[str, dict]:
     out: dict[str, dict] = {}
-    for pair, (t, s, ta, sa) in IMAGENET_PAIRS.items():
+    for pair, (t, s, _ta, sa) in IMAGENET_PAIRS.items():
         base = {
             "data": {"name": "imagenet", "batch_size": 256, "eval_batch_size": 256, "workers": 8},
             "model": {"name": s},
@@ -185,7 +185,7 @@ def cifar_aid_entries() -> dict[str, dict]:
     default AID settings (E_a = 10% of the 240 distillation epochs) and a distilled reference, which is the
     pipeline's own KD baseline."""
     out: dict[str, dict] = {}
-    for pair, (t, s, ta, sa) in CIFAR_PAIRS.items():
+    for pair, (t, s, _ta, _sa) in CIFAR_PAIRS.items():
         base = _cifar_base(pair, s)
         base.pop("model")
         out[f"cifar100/aid/{pair}.yaml"] = {
@@ -296,6 +296,10 @@ def _run_aid_entry(path: Path, seeds: int, out_dir: str, overrides: list[str]) -
     return run_pipeline(cfg)
 
 
+def _mean_std(st: dict) -> str:
+    return "-" if st["mean"] is None else f"{st['mean']:.2f} +- {st['std']:.2f}"
+
+
 def _write_suite_report(suite: str, rows, aid_rows, report: str) -> int:
     lines = [f"# {suite} reproduction suite", "",
              "Best test-epoch accuracy (as the published harnesses report it) and last-epoch accuracy, mean +- std "
@@ -323,8 +327,7 @@ def _write_suite_report(suite: str, rows, aid_rows, report: str) -> int:
             pubs = dict(zip(_COLS, CIFAR_PUBLISHED.get(pair, [None] * len(_COLS))))
             for m in res["methods"]:
                 b, a, g = m["baseline"]["best_stats"], m["aid"]["best_stats"], m["gain_best"]
-                fmt = lambda st: "-" if st["mean"] is None else f"{st['mean']:.2f} +- {st['std']:.2f}"  # noqa: E731
-                lines.append(f"| {pair} | {m['name']} | {pubs.get(m['name']) or '-'} | {fmt(b)} | {fmt(a)} | {fmt(g)} |")
+                lines.append(f"| {pair} | {m['name']} | {pubs.get(m['name']) or '-'} | {_mean_std(b)} | {_mean_std(a)} | {_mean_std(g)} |")
     Path(report).parent.mkdir(parents=True, exist_ok=True)
     Path(report).write_text("\n".join(lines) + "\n")
     print(f"report written to {report}")

@@ -5,11 +5,15 @@ default for small-image datasets): a batch is one index gather, the augmentation
 on the device, and float conversion + normalisation is one fused multiply-add. No worker processes, no PIL,
 no host-to-device copies per step. With ``in_memory=off`` the tensor stays in host memory and each finished
 batch is copied to the device.
+
+Each training batch records which view of each sample it holds (``Batch.view``, the augmentation's view id;
+all 0 without augmentation), so that a teacher-output cache can serve the teacher's logits for exactly that
+view. :meth:`TensorLoader.replay_views` restricts the draw to a fixed set of stored views per sample.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -30,7 +34,8 @@ class TensorLoader:
     Evaluation (``train=False``): the split in order, rank ``r`` taking positions ``r, r + world_size, ...``
     without padding (``num_samples`` is its count), no augmentation.
 
-    ``index`` in each batch is the sample's position in this split.
+    ``index`` in each batch is the sample's position in this split; ``view`` (training only) the view id of
+    each image under ``augment`` (:func:`aidkd.data.augment.decode_views`).
     """
 
     def __init__(
@@ -43,11 +48,11 @@ class TensorLoader:
         std: Sequence[float],
         device: torch.device | str = "cpu",
         train: bool = True,
-        augment: Optional[TensorAugment] = None,
+        augment: TensorAugment | None = None,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        balanced: Optional[tuple[int, int]] = None,
+        balanced: tuple[int, int] | None = None,
         drop_last: bool = False,
     ):
         if images.dtype != torch.uint8 or images.dim() != 4:
@@ -66,6 +71,7 @@ class TensorLoader:
         self.balanced = tuple(balanced) if (balanced and train) else None
         self.drop_last = drop_last and train
         self.epoch = 0
+        self.view_table: Tensor | None = None  # (N, K) view ids to draw from, per sample (replay_views)
         self._pin = self.device.type == "cuda" and images.device.type == "cpu"
         self._affine = uint8_affine(self.mean, self.std, self.device)
         if self.balanced:
@@ -109,7 +115,7 @@ class TensorLoader:
         P, K = self.balanced  # type: ignore[misc]
         return class_balanced_batches(self.labels, P, K, g)
 
-    def batch_indices(self, epoch: Optional[int] = None) -> list[Tensor]:
+    def batch_indices(self, epoch: int | None = None) -> list[Tensor]:
         """The positions (CPU int64) of each batch this rank yields in ``epoch`` (default: the current one)."""
         epoch = self.epoch if epoch is None else epoch
         if self.balanced:
@@ -123,6 +129,23 @@ class TensorLoader:
         if self.drop_last and out and len(out[-1]) < self.batch_size:
             out.pop()
         return out
+
+    def replay_views(self, table: Tensor) -> None:
+        """From now on draw each training image's view uniformly among its row of ``table`` ``(N, K)`` (view ids
+        of this loader's augmentation, one row per sample of the split) instead of among all its views."""
+        if not self.train or self.augment is None:
+            raise ValueError("replay_views needs a training loader with augmentation")
+        if table.shape[0] != self.dataset_size or table.dim() != 2:
+            raise ValueError(f"view table of shape {tuple(table.shape)} does not fit a split of {self.dataset_size}")
+        self.view_table = table.to(self.images.device, torch.long)
+
+    def _views(self, idx: Tensor, gen: torch.Generator | None) -> Tensor:
+        if self.augment is None:
+            return torch.zeros(idx.shape[0], dtype=torch.long, device=idx.device)
+        if self.view_table is None:
+            return self.augment.draw(idx.shape[0], gen, idx.device)
+        k = torch.randint(0, self.view_table.shape[1], (idx.shape[0],), device=idx.device, generator=gen)
+        return self.view_table[idx, k]
 
     # ------------------------------------------------------------------------------------------------ batches
     def __iter__(self) -> Iterator[Batch]:
@@ -139,17 +162,19 @@ class TensorLoader:
         for idx_cpu, idx in zip(order, on_store):
             x = self.images.index_select(0, idx)
             y = self.labels_store.index_select(0, idx)
+            view = self._views(idx, gen) if self.train else None
             if self.augment is not None:
-                x = self.augment(x, gen)
+                x = self.augment.apply(x, view)
             if x.device != self.device:
                 if self._pin:
                     x, y = x.pin_memory(), y.pin_memory()
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
                 idx = idx_cpu.to(self.device, non_blocking=True)
-            yield Batch(to_float_normalized(x, affine=self._affine), y, idx)
+                view = view.to(self.device, non_blocking=True) if view is not None else None
+            yield Batch(to_float_normalized(x, affine=self._affine), y, idx, view)
 
-    def as_eval(self, batch_size: Optional[int] = None) -> "TensorLoader":
+    def as_eval(self, batch_size: int | None = None) -> TensorLoader:
         """The same split as an evaluation loader: in order, sharded without padding, no augmentation (e.g. to
         compute per-sample teacher outputs over the training set)."""
         return TensorLoader(

@@ -1,6 +1,20 @@
-"""Checkpoints: written atomically (temp file + rename), read with ``weights_only=True``."""
+"""Checkpoints, the one module: their format, writing (atomically: temp file + rename) and reading (weights only).
+
+* Format: an aidkd checkpoint is a dict with ``format`` = :data:`FORMAT`, ``arch``, ``num_classes``,
+  ``in_chans``, ``input_hw``, ``model_kwargs``, ``model`` (the state dict), ``epoch`` and ``config`` (the run
+  config as a JSON string); a training run's ``last.pt`` adds the method, optimizer, scheduler and RNG state.
+  :func:`model_checkpoint` builds the model part, :func:`checkpoint_config` reads the config back.
+* Writing: :func:`save_checkpoint` (any dict of tensors), :func:`atomic_write_bytes` / ``_text`` / ``_json``: a
+  reader sees the old file or the new one, never a partial one.
+* Reading: :func:`read_checkpoint` (``torch.load(weights_only=True)`` on the CPU, with exactly the numpy scalars and
+  dtypes some published checkpoints carry allowed), :func:`load_checkpoint` (the same, and it must be a dict).
+  A missing or unreadable file is a one-line :class:`~aidkd.errors.UserError`; no file can execute code.
+
+Loading weights into a model (published layouts, prefixes, shape checks): :mod:`aidkd.models.checkpoint`.
+"""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -15,6 +29,7 @@ from ..errors import UserError
 from ..export import is_safetensors, read_safetensors
 
 FORMAT = "aidkd-checkpoint-v1"
+_SAFE_NUMPY = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype", "numpy.dtypes.")
 
 
 def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
@@ -52,24 +67,76 @@ def save_checkpoint(obj: dict, path: str | Path) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint safely; a missing or unreadable file is a one-line UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {str(path)!r} not found; check the path")
-    if is_safetensors(path):
-        return read_safetensors(path)
+def _first_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return msg[0][:160] if msg else type(e).__name__
+
+
+def _resolve(name: str):
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def read_checkpoint(path: str | Path):
+    """``torch.load`` a file safely (weights only, on the CPU), or read a ``.safetensors`` file
+    (:func:`aidkd.export.read_safetensors`); a bad file is a one-line UserError."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"checkpoint {str(p)!r} not found; check the path")
+    if is_safetensors(p):
+        return read_safetensors(p)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, or not a torch file
-        if "global" in str(e).lower() and "weights only" in str(e).lower():  # refused pickled objects: could run code
-            raise UserError(f"checkpoint {str(path)!r} is unsafe: it holds pickled objects other than tensors, so "
-                            "it was refused (load only checkpoints you trust, re-saved as plain state dicts)") from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"checkpoint {str(path)!r} cannot be read ({first[:160]}); it is corrupt or not a PyTorch file") from None
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt, truncated, not a torch file, or unsafe globals
+        first = e
+    # published checkpoints sometimes carry numpy scalars (an accuracy, an epoch): allow exactly those
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(p)
+    except Exception:  # noqa: BLE001
+        unsafe = []
+    if unsafe and all(u.startswith(_SAFE_NUMPY) for u in unsafe):
+        try:
+            import numpy as np
+
+            dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")] \
+                if hasattr(np, "dtypes") else []
+            with torch.serialization.safe_globals([_resolve(u) for u in unsafe] + dtypes):
+                return torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            first = e
+    if unsafe:  # anything else could run code when unpickled
+        raise UserError(f"checkpoint {str(p)!r} is unsafe: it holds pickled objects other than tensors "
+                        f"({', '.join(unsafe[:3])}), so it was refused (load only checkpoints you trust, re-saved as "
+                        "plain state dicts)")
+    raise UserError(f"checkpoint {str(p)!r} cannot be read ({_first_line(first)}); it is corrupt or not a PyTorch file")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """:func:`read_checkpoint` of a file that must hold a dict (a checkpoint, not a bare tensor)."""
+    obj = read_checkpoint(path)
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {str(path)!r} does not hold a dict of weights")
     return obj
+
+
+def model_checkpoint(model: torch.nn.Module, arch: str, spec, model_kwargs: dict, config: dict, epoch: int,
+                     in_chans: int | None = None) -> dict:
+    """The model part of an aidkd checkpoint: ``model``'s weights, what builds it again (``arch``, the data of
+    ``spec``, a :class:`~aidkd.data.DataSpec`, ``model_kwargs``), the run ``config`` and the ``epoch``."""
+    return {
+        "format": FORMAT, "arch": arch, "num_classes": spec.num_classes,
+        "in_chans": in_chans or spec.input_size[0], "input_hw": spec.input_size[1],
+        "model_kwargs": dict(model_kwargs), "model": model.state_dict(), "epoch": int(epoch),
+        "config": json.dumps(config),
+    }
+
+
+def checkpoint_config(path_or_checkpoint: str | Path | dict) -> dict | None:
+    """The run config stored in an aidkd checkpoint (a dict), or None for any other file."""
+    obj = path_or_checkpoint if isinstance(path_or_checkpoint, dict) else read_checkpoint(path_or_checkpoint)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT and isinstance(obj.get("config"), str):
+        return json.loads(obj["config"])
+    return None
 
 
 def rng_state() -> dict:

@@ -6,6 +6,12 @@ import math
 from ..config import SchedConfig
 
 
+def cosine_decay(progress: float, floor: float = 0.0) -> float:
+    """The cosine multiplier at ``progress`` in [0, 1] (clipped): 1 at the start, ``floor`` at the end."""
+    t = min(max(progress, 0.0), 1.0)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 def lr_factor(cfg: SchedConfig, epoch_float: float, total_epochs: int, base_lr: float) -> float:
     """Multiplier of the base LR at fractional epoch ``epoch_float`` (0 = start of training)."""
     if cfg.warmup_epochs > 0 and epoch_float < cfg.warmup_epochs:
@@ -23,9 +29,7 @@ def lr_factor(cfg: SchedConfig, epoch_float: float, total_epochs: int, base_lr: 
             if epoch_float < peak:
                 return max(epoch_float / peak, 0.04)
             start = peak
-        t = min(max(epoch_float - start, 0.0) / max(total_epochs - start, 1e-12), 1.0)
-        floor = cfg.min_lr / base_lr
-        f = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        f = cosine_decay((epoch_float - start) / max(total_epochs - start, 1e-12), cfg.min_lr / base_lr)
     else:  # pragma: no cover - validated by the config
         raise ValueError(cfg.name)
     return warm * f

@@ -34,7 +34,7 @@ import os
 import platform
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -45,12 +45,13 @@ from torch import nn
 from .. import __version__
 from ..config import RunConfig, config_from_dict, dump_config, read_yaml
 from ..errors import UserError
-from ..methods import Batch, MethodContext, build_method
+from ..methods import MethodContext, build_method
 from ..plots import plot_training_curves
-from .checkpoint import (FORMAT, _atomic_write, atomic_write_json, atomic_write_text, load_checkpoint, rng_state,
-                         set_rng_state)
+from .checkpoint import (FORMAT, _atomic_write, atomic_write_json, atomic_write_text, load_checkpoint, model_checkpoint,
+                         rng_state, set_rng_state)
 from .distributed import (DistInfo, all_reduce_sum, barrier, cleanup_distributed, distributed_errors,
                           init_distributed, on_main)
+from .frozen_teacher import serve_teacher
 from .logging import EpochProgress, MetricsLogger, console, truncate_metrics
 from .rundir import check_creatable, check_name, clean_stale_tmp, foreign_entries, has_resumable_run, remove_run_folder
 from .schedule import lr_factor
@@ -413,12 +414,12 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
     student = build_model_from_config(cfg.model, spec, "model")
     teacher = build_teacher(cfg, spec)
     if teacher is not None:
-        teacher.to(device).eval()
-        if cfg.teacher.cache and not getattr(teacher, "indexed", False):
-            teacher = _cache_teacher(cfg, teacher, data, device)
+        teacher = serve_teacher(cfg, teacher.to(device).eval(), data, device, amp_dtype(cfg, device),
+                                is_main=dist_info.is_main, wait=barrier, log=console.print)
     ctx = MethodContext(
         num_classes=spec.num_classes, input_size=tuple(spec.input_size), num_train=spec.num_train,
         epochs=cfg.train.epochs, steps_per_epoch=len(data.train), mean=tuple(spec.mean), std=tuple(spec.std),
+        train_labels=getattr(data.train, "labels", None),
     )
     method = build_method(cfg.method.name, student, teacher, cfg.method.params, ctx).to(device)
     if cfg.train.channels_last:
@@ -441,13 +442,11 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(cfg.sched, step / steps_per_epoch, cfg.train.epochs, o.lr)
     )
-    scaler = torch.amp.GradScaler(enabled=False)  # bf16 needs no loss scaling; kept for the checkpoint contract
 
     start_epoch, best, history_best_test = 0, {"acc": -1.0, "epoch": -1}, -1.0
     if resume is not None:
         method.load_state_dict(resume["method_state"])
         _load_optimiser(opt, sched, resume, cfg, plan.changes)
-        scaler.load_state_dict(resume["scaler"])
         set_rng_state(resume["rng"])
         start_epoch = int(resume["epoch"])
         best = dict(resume["best"])
@@ -489,7 +488,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
                     if step >= steps_per_epoch:
                         break
                     if cfg.train.channels_last:
-                        batch = Batch(batch.images.contiguous(memory_format=torch.channels_last), batch.labels, batch.index)
+                        batch = replace(batch, images=batch.images.contiguous(memory_format=torch.channels_last))
                     with autocast(device, dtype):
                         logits, losses = step_fn(batch, epoch)
                     loss = sum(losses.values())
@@ -500,9 +499,8 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
                             continue
                     else:
                         monitor.observe(step, loss, losses)
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
+                    loss.backward()  # bf16 autocast needs no loss scaling
+                    opt.step()
                     sched.step()
                     n = batch.labels.numel()
                     seen += n
@@ -555,12 +553,8 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
                     if not folder_ready:
                         _create_run_dir(plan, cfg, start_epoch)
                         folder_ready = True
-                    ck = {
-                        "format": FORMAT, "arch": cfg.model.name, "num_classes": spec.num_classes,
-                        "in_chans": cfg.model.in_chans or spec.input_size[0], "input_hw": spec.input_size[1],
-                        "model_kwargs": dict(cfg.model.kwargs), "model": method.student.state_dict(),
-                        "epoch": epoch + 1, "config": json.dumps(cfg.model_dump(mode="json")),
-                    }
+                    ck = model_checkpoint(method.student, cfg.model.name, spec, cfg.model.kwargs,
+                                          cfg.model_dump(mode="json"), epoch + 1, cfg.model.in_chans)
                     logger.log(record)  # before last.pt: a kill in between is repaired by the resume's truncation
                     faults.point("metrics")
                     if improved or (select == "last" and is_last):
@@ -570,7 +564,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
                         _save_run_checkpoint({**ck, "metrics": measured},
                                         run_dir / "checkpoints" / "best.pt", faults)
                     _save_run_checkpoint({**ck, "method_state": method.state_dict(), "optimizer": opt.state_dict(),
-                                     "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                                     "scheduler": sched.state_dict(),
                                      "rng": rng_state(), "best": best, "best_test_epoch_acc": history_best_test,
                                      "world_size": dist_info.world_size},
                                     run_dir / "checkpoints" / "last.pt", faults)
@@ -674,15 +668,6 @@ class FaultHook:
         n = self._counts[kind] = self._counts.get(kind, 0) + 1
         if n == self.at:
             os.kill(os.getpid(), self.sig)
-
-
-def _cache_teacher(cfg: RunConfig, teacher: nn.Module, data, device: torch.device) -> nn.Module:
-    from .teacher_cache import CachedTeacher, teacher_logits_on_train
-
-    if cfg.data.augment:
-        raise UserError("teacher.cache=true needs data.augment=false: augmented views change the teacher's outputs")
-    logits = teacher_logits_on_train(teacher, data.train, data.spec.num_train, device, amp_dtype(cfg, device))
-    return CachedTeacher(logits, source=str(cfg.teacher.checkpoint))
 
 
 def _recorded_time(run_dir: Path) -> float:

@@ -62,11 +62,31 @@ class ContrastMemory(nn.Module):
         self.register_buffer("z_t", torch.tensor(-1.0))
         self.register_buffer("labels", torch.full((num_data,), -1, dtype=torch.long))  # -1: not seen yet
 
+    def set_labels(self, labels: Tensor) -> None:
+        """The label of every slot, known up front: :meth:`sample` then draws negatives exactly from the other
+        classes (the official sampler's ``cls_negative``)."""
+        labels = labels.to(self.labels.device, torch.long)
+        self.labels.copy_(labels)
+        order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels)
+        self.register_buffer("slots_by_class", order, persistent=False)
+        self.register_buffer("class_counts", counts, persistent=False)
+        self.register_buffer("class_starts", torch.cumsum(counts, 0) - counts, persistent=False)
+
     def sample(self, index: Tensor, labels: Tensor | None, rounds: int = 4) -> Tensor:
-        """(B, K+1) slot indices: the sample itself, then K negatives drawn uniformly with replacement among the
-        other slots; with ``labels``, slots known to hold the same class are redrawn (up to ``rounds`` times),
-        which approximates the official "exact" mode (negatives from the other classes)."""
+        """(B, K+1) slot indices: the sample itself, then K negatives drawn uniformly with replacement.
+
+        Without ``labels``: among all other slots. With ``labels`` and the slot labels given by
+        :meth:`set_labels`: exactly among the slots of the other classes. With ``labels`` only: slots known (from
+        earlier updates) to hold the same class are redrawn, up to ``rounds`` times, which approaches the same."""
         b = index.shape[0]
+        if labels is not None and hasattr(self, "slots_by_class"):
+            labels = labels.long()
+            others = (self.num_data - self.class_counts[labels]).unsqueeze(1)  # slots of the other classes
+            u = (torch.rand(b, self.nce_k, device=index.device) * others).long().clamp_max(others - 1)
+            start, count = self.class_starts[labels].unsqueeze(1), self.class_counts[labels].unsqueeze(1)
+            neg = self.slots_by_class[torch.where(u < start, u, u + count)]  # skip the own class's block
+            return torch.cat([index.unsqueeze(1), neg], dim=1)
         neg = torch.randint(0, self.num_data, (b, self.nce_k), device=index.device)
         for _ in range(rounds):
             bad = neg == index.unsqueeze(1)

@@ -4,10 +4,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from pydantic import Field
 
-from ..errors import UserError
 from ..losses.at import at_loss
-from .base import METHODS, Batch, Method, MethodParams
-from .fitnet import feature_info, model_label, require_feature_teacher, stage_shapes
+from .base import Batch, FeatureMethod, MethodParams, register_method
 
 
 class ATParams(MethodParams):
@@ -16,22 +14,13 @@ class ATParams(MethodParams):
     p: float = Field(2.0, gt=0)
 
 
-@METHODS.register("at")
-class AT(Method):
-    registered_name = "at"
+@register_method("at")
+class AT(FeatureMethod):
     Params = ATParams
 
     def __init__(self, student, teacher, params: ATParams, ctx):
         super().__init__(student, teacher, params, ctx)
-        name = self.method_name()
-        require_feature_teacher(name, teacher)
-        s = stage_shapes(name, "student", student, feature_info(name, "student", student, ctx)["feats"])
-        t = stage_shapes(name, "teacher", teacher, feature_info(name, "teacher", teacher, ctx)["feats"])
-        if len(s) != len(t):
-            raise UserError(
-                f"method {name!r}: the student {model_label(student)} has {len(s)} stages and the teacher "
-                f"{model_label(teacher)} {len(t)}; attention transfer pairs stages one to one"
-            )
+        self.paired_stage_shapes("feats", "feats")
 
     def forward(self, batch: Batch, epoch: int):
         p: ATParams = self.params

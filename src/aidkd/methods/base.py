@@ -7,16 +7,17 @@ without gradients. ``forward(batch, epoch)`` returns the student's logits and a 
 loss terms; the engine minimises their sum and logs each.
 
 Adding a method is one file: a pure loss function in ``aidkd.losses`` and a thin subclass here, registered
-with ``@METHODS.register("name")`` and carrying a pydantic ``Params`` class with the published defaults.
+with ``@register_method("name")`` and carrying a pydantic ``Params`` class with the published defaults.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
+from ..config import validation_message
 from ..errors import UserError
 from ..registry import Registry
 
@@ -28,6 +29,9 @@ class Batch:
     images: Tensor
     labels: Tensor
     index: Tensor | None = None  # position of each sample in the training set (CRD's memory bank needs it)
+    #: which view of each sample the images are (``aidkd.data.augment.decode_views``); set by the training
+    #: loader, None for any other images (e.g. a method's own extra view)
+    view: Tensor | None = None
 
 
 @dataclass
@@ -41,7 +45,7 @@ class MethodContext:
     steps_per_epoch: int = 1
     mean: tuple[float, ...] = ()  # normalisation of the images the method receives
     std: tuple[float, ...] = ()
-    extra: dict = field(default_factory=dict)
+    train_labels: Tensor | None = None  # the label of every training sample, by Batch.index (CRD's negatives)
 
 
 class MethodParams(BaseModel):
@@ -52,12 +56,25 @@ class Method(nn.Module):
     """Base class of all training objectives."""
 
     Params: type[MethodParams] = MethodParams
+    registered_name: str = "method"  # set by register_method
     needs_teacher: bool = True
+    #: what the method needs of its teacher: "logits" (a teacher-output cache or an AID projection teacher can
+    #: serve them), "features" (the model's intermediate features), or "training" (it updates the teacher's weights)
+    teacher_use: str = "logits"
+    #: whether it also asks for the teacher's logits on views it makes itself (MLKD's strong augmentation), which a
+    #: teacher of fixed per-sample targets cannot serve
+    teacher_other_views: bool = False
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: MethodParams, ctx: MethodContext):
         super().__init__()
+        name = self.method_name()
         if self.needs_teacher and teacher is None:
-            raise UserError(f"method {self.method_name()!r} needs a teacher: set teacher.name and teacher.checkpoint")
+            raise UserError(f"method {name!r} needs a teacher: set teacher.name and teacher.checkpoint")
+        reason = self.teacher_model_needed()
+        serves_any_view = self.teacher_use == "logits" and getattr(teacher, "per_view", False)
+        if reason and getattr(teacher, "indexed", False) and not serves_any_view:
+            raise UserError(f"method {name!r} {reason}, but this teacher serves fixed per-sample logits (a "
+                            "teacher-output cache: set teacher.cache=false; an AID projection: use a logit method)")
         self.student = student
         self.params = params
         self.ctx = ctx
@@ -69,7 +86,19 @@ class Method(nn.Module):
 
     @classmethod
     def method_name(cls) -> str:
-        return getattr(cls, "registered_name", cls.__name__.lower())
+        return cls.registered_name
+
+    @classmethod
+    def teacher_model_needed(cls) -> str | None:
+        """Why the method needs the teacher model itself rather than fixed per-sample logits (its features, its
+        weights, its outputs on other views), or None: the one answer the engine and the pipeline's checks use."""
+        if cls.teacher_use == "features":
+            return "needs the teacher's features"
+        if cls.teacher_use == "training":
+            return "adapts the teacher model itself"
+        if cls.teacher_other_views:
+            return "needs the teacher's outputs on views it augments itself"
+        return None
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -84,10 +113,13 @@ class Method(nn.Module):
     @torch.no_grad()
     def teacher_logits(self, batch: Batch) -> Tensor:
         """The teacher's logits for a batch. A teacher that serves fixed per-sample targets (AID's projection, a
-        teacher-output cache) sets ``indexed = True`` and is called with the batch's sample indices."""
+        teacher-output cache) sets ``indexed = True`` and is called with the batch's sample indices; one that
+        serves per-view targets (the view cache) also sets ``per_view = True`` and gets the batch's view ids."""
         if getattr(self.teacher, "indexed", False):
             if batch.index is None:
                 raise UserError("this teacher serves per-sample targets and needs sample indices in every batch")
+            if getattr(self.teacher, "per_view", False):
+                return self.teacher(batch.images, batch.index, batch.view)
             return self.teacher(batch.images, batch.index)
         return self.teacher(batch.images)
 
@@ -95,21 +127,74 @@ class Method(nn.Module):
         raise NotImplementedError
 
 
+def model_label(model) -> str:
+    return getattr(model, "model_name", None) or getattr(model, "name", None) or type(model).__name__
+
+
+class FeatureMethod(Method):
+    """A method on the models' intermediate features (FitNet, AT, ReviewKD, CRD): it needs the teacher model, and
+    both models must follow the feature contract (``feature_info()``); the shape checks they share, each a
+    UserError that names the method, the model and what is missing."""
+
+    teacher_use = "features"
+
+    def _role(self, role: str) -> nn.Module:
+        return self.student if role == "student" else self.teacher
+
+    def feature_info(self, role: str) -> dict:
+        """``feature_info()`` of the student or the teacher at the run's input size."""
+        model = self._role(role)
+        if not hasattr(model, "feature_info"):
+            raise UserError(f"method {self.method_name()!r}: the {role} {model_label(model)} has no feature_info(); "
+                            "it needs a model that follows the aidkd feature contract")
+        size = tuple(self.ctx.input_size) if self.ctx.input_size and len(self.ctx.input_size) == 3 else None
+        return model.feature_info(size)
+
+    def stage_shapes(self, role: str, key: str = "feats", min_stages: int = 1) -> list[tuple[int, int, int]]:
+        """The (C, H, W) shapes of ``feature_info()[key][1:]`` (the stages after the stem)."""
+        stages = [tuple(s) for s in self.feature_info(role)[key][1:]]
+        if len(stages) < min_stages or any(len(s) != 3 for s in stages):
+            raise UserError(
+                f"method {self.method_name()!r}: the {role} {model_label(self._role(role))} has {len(stages)} "
+                f"spatial stage feature(s) {stages}; it needs at least {min_stages} (C, H, W) stage outputs after "
+                "the stem"
+            )
+        return stages
+
+    def paired_stage_shapes(self, student_key: str, teacher_key: str) -> tuple[list, list]:
+        """The stage shapes of both models, which must have as many stages (paired one to one)."""
+        s, t = self.stage_shapes("student", student_key), self.stage_shapes("teacher", teacher_key)
+        if len(s) != len(t):
+            raise UserError(
+                f"method {self.method_name()!r}: the student {model_label(self.student)} has {len(s)} stages and "
+                f"the teacher {model_label(self.teacher)} {len(t)}; the method pairs the stages one to one"
+            )
+        return s, t
+
+    def pooled_dim(self, role: str) -> int:
+        """The size of the model's pooled feature, which must be a vector."""
+        pooled = tuple(self.feature_info(role)["pooled"])
+        if len(pooled) != 1:
+            raise UserError(f"method {self.method_name()!r}: the {role} {model_label(self._role(role))}'s pooled "
+                            f"feature has shape {pooled}; the method needs a vector")
+        return pooled[0]
+
+
+def register_method(name: str):
+    """Register a :class:`Method` subclass in :data:`METHODS` under ``name``, which becomes its
+    ``registered_name`` (the name in configs and messages)."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        cls.registered_name = name
+        return METHODS.register(name)(cls)
+
+    return deco
+
+
 def build_method(name: str, student, teacher, params: dict | None, ctx: MethodContext) -> Method:
     cls = METHODS.get(name)
     try:
         p = cls.Params(**(params or {}))
-    except Exception as e:  # pydantic.ValidationError
-        raise UserError(f"bad parameters for method {name!r}: {_short_validation(e)}") from None
+    except ValidationError as e:
+        raise UserError(f"bad parameters for method {name!r}: {validation_message(e, cls.Params)}") from None
     return cls(student, teacher, p, ctx)
-
-
-def _short_validation(e: Exception) -> str:
-    errs = getattr(e, "errors", None)
-    if callable(errs):
-        parts = []
-        for err in errs():
-            loc = ".".join(str(x) for x in err.get("loc", ()))
-            parts.append(f"{loc}: {err.get('msg')}")
-        return "; ".join(parts)
-    return str(e)

@@ -10,8 +10,7 @@ from pydantic import Field
 from ..errors import UserError
 from ..losses.crd import ContrastMemory, Embed, nce_loss
 from ..losses.kd import kd_loss
-from .base import METHODS, Batch, Method, MethodParams
-from .fitnet import feature_info, model_label, require_feature_teacher
+from .base import Batch, FeatureMethod, MethodParams, register_method
 
 
 class CRDParams(MethodParams):
@@ -23,38 +22,30 @@ class CRDParams(MethodParams):
     nce_k: int = Field(16384, ge=1)  # negatives per sample
     nce_t: float = Field(0.07, gt=0)
     nce_m: float = Field(0.5, ge=0, lt=1)  # memory momentum
-    #: "other_class": negatives are redrawn while their slot is known to hold the sample's own class (the
-    #: official "exact" mode draws from the other classes); "uniform": any other slot
+    #: "other_class": negatives from the other classes, as the official sampler (exactly when the engine gives the
+    #: training labels; else redrawn while their slot is known to hold the sample's class); "uniform": any slot
     negatives: Literal["other_class", "uniform"] = "other_class"
 
 
-@METHODS.register("crd")
-class CRD(Method):
-    registered_name = "crd"
+@register_method("crd")
+class CRD(FeatureMethod):
     Params = CRDParams
 
     def __init__(self, student, teacher, params: CRDParams, ctx):
         super().__init__(student, teacher, params, ctx)
         name = self.method_name()
-        require_feature_teacher(name, teacher)
         if ctx.num_train <= 0:
             raise UserError(f"method {name!r} keeps one memory slot per training sample and needs the training-set "
                             "size (MethodContext.num_train)")
-        dims = {}
-        for role, model in (("student", student), ("teacher", teacher)):
-            pooled = tuple(feature_info(name, role, model, ctx)["pooled"])
-            if len(pooled) != 1:
-                raise UserError(f"method {name!r}: the {role} {model_label(model)}'s pooled feature has shape "
-                                f"{pooled}; CRD needs a vector")
-            dims[role] = pooled[0]
-        self.embed_s = Embed(dims["student"], params.feat_dim)
-        self.embed_t = Embed(dims["teacher"], params.feat_dim)
+        self.embed_s = Embed(self.pooled_dim("student"), params.feat_dim)
+        self.embed_t = Embed(self.pooled_dim("teacher"), params.feat_dim)
         self.memory = ContrastMemory(params.feat_dim, ctx.num_train, params.nce_k, params.nce_t, params.nce_m)
-        labels = ctx.extra.get("train_labels") if ctx.extra else None
-        if labels is not None:  # known labels of every slot make the negatives exactly "other class"
-            labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-            if labels.numel() == ctx.num_train:
-                self.memory.labels.copy_(labels)
+        if ctx.train_labels is not None:  # the label of every slot: negatives exactly from the other classes
+            labels = torch.as_tensor(ctx.train_labels, dtype=torch.long).reshape(-1)
+            if labels.numel() != ctx.num_train:
+                raise UserError(f"method {name!r}: {labels.numel()} training labels for {ctx.num_train} training "
+                                "samples (MethodContext.train_labels must give one label per Batch.index)")
+            self.memory.set_labels(labels)
 
     def forward(self, batch: Batch, epoch: int):
         p: CRDParams = self.params

@@ -12,7 +12,7 @@ from ..losses.ctkd import ctkd_lambda, global_temperature, gradient_reversal
 from ..losses.dkd import dkd_terms, dkd_warmup
 from ..losses.kd import kd_loss
 from ..losses.lskd import maybe_standardize
-from .base import METHODS, Batch, Method, MethodParams
+from .base import Batch, Method, MethodParams, register_method
 
 # published loss weights per base (CTKD's run_cifar_distill.sh): KD "-r 0.1 -a 0.9", DKD "-r 1 -a 0 -b 1"
 _PUBLISHED = {"kd": {"ce_weight": 0.1, "kd_weight": 0.9}, "dkd": {"ce_weight": 1.0, "kd_weight": 1.0}}
@@ -33,9 +33,8 @@ class CTKDParams(MethodParams):
     logit_standardization: bool = False
 
 
-@METHODS.register("ctkd")
+@register_method("ctkd")
 class CTKD(Method):
-    registered_name = "ctkd"
     Params = CTKDParams
 
     def __init__(self, student, teacher, params: CTKDParams, ctx):

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ..losses.dist import dist_terms
-from .base import METHODS, Batch, Method, MethodParams
+from .base import Batch, Method, MethodParams, register_method
 
 
 class DISTParams(MethodParams):
@@ -16,9 +16,8 @@ class DISTParams(MethodParams):
     tau: float = Field(4.0, gt=0)  # CIFAR "dist_t4"; ImageNet uses 1. The tau^2 factor is part of the loss
 
 
-@METHODS.register("dist")
+@register_method("dist")
 class DIST(Method):
-    registered_name = "dist"
     Params = DISTParams
 
     def forward(self, batch: Batch, epoch: int):

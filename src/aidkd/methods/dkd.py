@@ -6,7 +6,7 @@ from pydantic import Field
 
 from ..losses.dkd import dkd_terms, dkd_warmup
 from ..losses.lskd import maybe_standardize
-from .base import METHODS, Batch, Method, MethodParams
+from .base import Batch, Method, MethodParams, register_method
 
 
 class DKDParams(MethodParams):
@@ -21,9 +21,8 @@ class DKDParams(MethodParams):
     logit_standardization: bool = False
 
 
-@METHODS.register("dkd")
+@register_method("dkd")
 class DKD(Method):
-    registered_name = "dkd"
     Params = DKDParams
 
     def forward(self, batch: Batch, epoch: int):

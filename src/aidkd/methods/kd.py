@@ -9,7 +9,7 @@ from pydantic import Field
 from ..losses.decomposition import kd_decomposition
 from ..losses.kd import kd_loss
 from ..losses.lskd import maybe_standardize
-from .base import METHODS, Batch, Method, MethodParams
+from .base import Batch, Method, MethodParams, register_method
 
 
 class KDParams(MethodParams):
@@ -26,9 +26,8 @@ class KDParams(MethodParams):
     kl_reduction: Literal["batchmean", "elementwise_mean"] = "batchmean"
 
 
-@METHODS.register("kd")
+@register_method("kd")
 class KD(Method):
-    registered_name = "kd"
     Params = KDParams
 
     def forward(self, batch: Batch, epoch: int):

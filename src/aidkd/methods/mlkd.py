@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..losses.kd import kd_loss
 from ..losses.lskd import maybe_standardize
 from ..losses.mlkd import batch_correlation_loss, class_correlation_loss, multi_level_terms
-from .base import METHODS, Batch, Method, MethodParams
+from .base import Batch, Method, MethodParams, register_method
 
 RANDAUG_BINS = 31  # torchvision's default number of magnitude bins
 
@@ -76,10 +76,10 @@ class MLKDParams(MethodParams):
     cutout_max: float = Field(0.5, ge=0, le=1)
 
 
-@METHODS.register("mlkd")
+@register_method("mlkd")
 class MLKD(Method):
-    registered_name = "mlkd"
     Params = MLKDParams
+    teacher_other_views = True  # the strong views
 
     def __init__(self, student, teacher, params: MLKDParams, ctx):
         super().__init__(student, teacher, params, ctx)

@@ -4,10 +4,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from pydantic import Field
 
-from ..errors import UserError
 from ..losses.reviewkd import ReviewConnector, hcl_loss, reviewkd_warmup
-from .base import METHODS, Batch, Method, MethodParams
-from .fitnet import feature_info, model_label, require_feature_teacher, stage_shapes
+from .base import Batch, FeatureMethod, MethodParams, register_method
 
 
 class ReviewKDParams(MethodParams):
@@ -25,30 +23,17 @@ class ReviewKDParams(MethodParams):
     teacher_bn_train: bool = False
 
 
-@METHODS.register("reviewkd")
-class ReviewKD(Method):
-    registered_name = "reviewkd"
+@register_method("reviewkd")
+class ReviewKD(FeatureMethod):
     Params = ReviewKDParams
 
     def __init__(self, student, teacher, params: ReviewKDParams, ctx):
         super().__init__(student, teacher, params, ctx)
-        name = self.method_name()
-        require_feature_teacher(name, teacher)
-        s_info, t_info = feature_info(name, "student", student, ctx), feature_info(name, "teacher", teacher, ctx)
-        s_key = "preact_feats" if params.student_preact else "feats"
-        s_stages = stage_shapes(name, "student", student, s_info[s_key])
-        t_stages = stage_shapes(name, "teacher", teacher, t_info["preact_feats"])
-        if len(s_stages) != len(t_stages):
-            raise UserError(
-                f"method {name!r}: the student {model_label(student)} has {len(s_stages)} stages and the teacher "
-                f"{model_label(teacher)} {len(t_stages)}; ReviewKD pairs the stages one to one"
-            )
-        s_pool, t_pool = tuple(s_info["pooled"]), tuple(t_info["pooled"])
-        if len(s_pool) != 1 or len(t_pool) != 1:
-            raise UserError(f"method {name!r}: the pooled features must be vectors (got student {s_pool}, "
-                            f"teacher {t_pool})")
+        s_stages, t_stages = self.paired_stage_shapes("preact_feats" if params.student_preact else "feats",
+                                                      "preact_feats")
+        s_pool, t_pool = self.pooled_dim("student"), self.pooled_dim("teacher")
         self.connector = ReviewConnector(
-            s_stages + [(s_pool[0], 1, 1)], t_stages + [(t_pool[0], 1, 1)], params.max_mid_channels
+            s_stages + [(s_pool, 1, 1)], t_stages + [(t_pool, 1, 1)], params.max_mid_channels
         )
 
     def _teacher_levels(self, images):

@@ -4,16 +4,15 @@ from __future__ import annotations
 import torch.nn.functional as F
 from pydantic import Field
 
-from .base import METHODS, Batch, Method, MethodParams
+from .base import Batch, Method, MethodParams, register_method
 
 
 class VanillaParams(MethodParams):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-@METHODS.register("vanilla")
+@register_method("vanilla")
 class Vanilla(Method):
-    registered_name = "vanilla"
     Params = VanillaParams
     needs_teacher = False
 

@@ -9,27 +9,23 @@
 as a path or as an already loaded dict. Keys lose a ``module.`` prefix (``DataParallel``); for a
 :class:`~aidkd.models.hooked.HookedModel` a state dict of the bare torchvision/timm network gains the wrapper's
 ``model.`` prefix; from a whole distiller's state dict (``student.*`` and ``teacher.*`` keys, as mdistiller saves
-them) the student's part is taken. Files are read with ``torch.load(map_location='cpu', weights_only=True)``
-(numpy scalars and dtypes, which some published checkpoints carry in their metadata, are allowed). A missing or unreadable file,
-or weights that do not fit the model, raise a one-line :class:`~aidkd.errors.UserError` that names the file and
-the first offending key with both shapes.
+them) the student's part is taken. Files are read by :func:`aidkd.engine.checkpoint.read_checkpoint`. A missing or
+unreadable file, or weights that do not fit the model, raise a one-line :class:`~aidkd.errors.UserError` that
+names the file and the first offending key with both shapes.
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
+from ..engine.checkpoint import read_checkpoint
 from ..errors import UserError
-from ..export import is_safetensors, read_safetensors
 from .registry import canonical_name
 
 STATE_DICT_KEYS = ("model", "state_dict", "net", "model_state_dict")
-_SAFE_NUMPY = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype", "numpy.dtypes.")
 
 
 @dataclass
@@ -41,48 +37,6 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
-
-
-def _first_line(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()
-    return msg[0][:160] if msg else type(e).__name__
-
-
-def _resolve(name: str):
-    module, _, attr = name.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
-
-
-def read_checkpoint(path: str | Path):
-    """``torch.load`` a file safely (weights only, on the CPU), or read a ``.safetensors`` file
-    (:func:`aidkd.export.read_safetensors`); a bad file is a one-line UserError."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"checkpoint {str(p)!r} not found; check the path")
-    if is_safetensors(p):
-        return read_safetensors(p)
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - corrupt, truncated, not a torch file, or unsafe globals
-        first = e
-    # published checkpoints sometimes carry numpy scalars (an accuracy, an epoch): allow exactly those
-    try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(p)
-    except Exception:  # noqa: BLE001
-        unsafe = []
-    if unsafe and all(u.startswith(_SAFE_NUMPY) for u in unsafe):
-        try:
-            import numpy as np
-
-            dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")] \
-                if hasattr(np, "dtypes") else []
-            with torch.serialization.safe_globals([_resolve(u) for u in unsafe] + dtypes):
-                return torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            first = e
-    hint = f"; it holds objects other than tensors ({', '.join(unsafe[:3])})" if unsafe else \
-        "; it is corrupt or not a PyTorch file"
-    raise UserError(f"checkpoint {str(p)!r} cannot be read ({_first_line(first)}){hint}")
 
 
 def extract_state_dict(obj, source: str = "checkpoint") -> tuple[dict[str, Tensor], dict]:

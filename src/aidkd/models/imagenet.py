@@ -235,8 +235,6 @@ class MobileNetV1(KDModel):
             nn.AdaptiveAvgPool2d(1),  # published: AvgPool2d(7) at 224x224
         )
         self.fc = nn.Linear(1024, num_classes)
-        self.feat_channels = [32, 128, 256, 512, 1024]
-        self.num_features = 1024
 
     def forward_features(self, x: Tensor) -> Features:
         x = self.model[0](x)

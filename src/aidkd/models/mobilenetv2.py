@@ -75,8 +75,6 @@ class MobileNetV2(KDModel):
         self.conv2 = conv_1x1_bn(input_channel, self.last_channel)
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.feat_channels = [int(32 * width_mult)] + [widths[g] for g in self.FEATURE_GROUPS]
-        self.num_features = self.last_channel
 
         init_fan_out_normal(self)
 

@@ -112,8 +112,6 @@ class CifarResNet(KDModel):
         self.layer3 = self._make_layer(block, num_filters[3], n, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(num_filters[3] * block.expansion, num_classes)
-        self.feat_channels = [num_filters[0]] + [c * block.expansion for c in num_filters[1:]]
-        self.num_features = num_filters[3] * block.expansion
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -76,8 +76,6 @@ class CifarResNetV2(KDModel):
         self.layer4 = self._make_layer(block, 512, num_blocks[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.linear = nn.Linear(512 * block.expansion, num_classes)
-        self.feat_channels = [64] + [w * block.expansion for w in (64, 128, 256, 512)]
-        self.num_features = 512 * block.expansion
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

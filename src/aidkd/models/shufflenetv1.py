@@ -76,8 +76,6 @@ class ShuffleNetV1(KDModel):
         self.layer3 = self._make_layer(out_planes[2], num_blocks[2], groups)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(out_planes[2], num_classes)
-        self.feat_channels = [24, *out_planes]
-        self.num_features = out_planes[2]
 
     def _make_layer(self, out_planes: int, num_blocks: int, groups: int) -> Stage:
         layers = []

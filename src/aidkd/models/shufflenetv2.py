@@ -104,8 +104,6 @@ class ShuffleNetV2(KDModel):
         self.bn2 = nn.BatchNorm2d(out_channels[3])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(out_channels[3], num_classes)
-        self.feat_channels = [24, *out_channels[:3]]
-        self.num_features = out_channels[3]
 
     def _make_layer(self, out_channels: int, num_blocks: int) -> Stage:
         layers: list[nn.Module] = [DownBlock(self.in_channels, out_channels)]

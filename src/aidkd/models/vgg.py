@@ -56,8 +56,6 @@ class VGG(KDModel):
         self.pool3 = nn.MaxPool2d(kernel_size=2, stride=2)
         self.pool4 = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Linear(cfg[4][-1], num_classes)
-        self.feat_channels = [c[-1] for c in cfg]
-        self.num_features = cfg[4][-1]
 
         init_fan_out_normal(self)
 

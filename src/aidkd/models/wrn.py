@@ -90,8 +90,6 @@ class WideResNet(KDModel):
         self.bn1 = nn.BatchNorm2d(ch[3])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(ch[3], num_classes)
-        self.feat_channels = list(ch)
-        self.num_features = ch[3]
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -16,7 +16,13 @@ The AID pipeline (:mod:`aidkd.aid.pipeline`), TAKD chains (:mod:`aidkd.takd`) an
 a stage kind.
 """
 from .core import RECORD, StageResult, StageStore, dict_hash, file_hash, json_safe
-from .executor import Executor, InProcessExecutor, PoolExecutor, SubmititExecutor, make_executor
+from .executor import (
+           Executor,
+           InProcessExecutor,
+           PoolExecutor,
+           SubmititExecutor,
+           make_executor,
+)
 from .logits import logits_stage
 from .train import train_stage
 

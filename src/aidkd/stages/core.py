@@ -22,9 +22,10 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..engine.checkpoint import atomic_write_json
 from ..errors import UserError

@@ -11,8 +11,9 @@ data). A plan runs its stages in waves: every stage of a wave depends only on ea
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from ..errors import UserError
 

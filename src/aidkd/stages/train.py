@@ -8,8 +8,8 @@ fingerprint follows their contents. An interrupted run resumes through the engin
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..config import RunConfig
 from .core import StageResult, StageStore

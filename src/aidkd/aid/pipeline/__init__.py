@@ -27,7 +27,7 @@ from ...engine.checkpoint import atomic_write_json, atomic_write_text
 from ...stages import StageStore, json_safe
 from .render import results_markdown
 from .results import collect_results
-from .schema import (NEEDS_TEACHER_MODEL, MethodSpec, PipelineBase, PipelineConfig, StudentSpec, TeacherSpec,
+from .schema import (MethodSpec, PipelineBase, PipelineConfig, StudentSpec, TeacherSpec,
                      load_pipeline_config, pipeline_config_from_dict)
 from .stages import (AdaptResult, adapt, adapt_stage, distill_stage, online_stage, reference_stage, teacher_stage,
                      vanilla_stage)
@@ -103,6 +103,6 @@ def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=N
             "table": str(out / "results.md"), "out_dir": str(out)}
 
 
-__all__ = ["NEEDS_TEACHER_MODEL", "AdaptResult", "MethodSpec", "PipelineBase", "PipelineConfig", "StudentSpec",
+__all__ = ["AdaptResult", "MethodSpec", "PipelineBase", "PipelineConfig", "StudentSpec",
            "TeacherSpec", "adapt", "collect_results", "load_pipeline_config", "pipeline_config_from_dict",
            "results_markdown", "run_adapt", "run_pipeline"]

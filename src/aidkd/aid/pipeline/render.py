@@ -35,13 +35,19 @@ def results_markdown(r: dict) -> str:
         f"| L_KD (teacher ‖ S_ref, {d['split']}) | {_num(d['kd_before'])} | {_num(d['kd_after'])} |",
         f"| L_CS (class-wise similarity) | {_num(d['cs_before'])} | {_num(d['cs_after'])} |",
         f"| L_IC (inner-class distribution) | {_num(d['ic_before'])} | {_num(d['ic_after'])} |",
+        f"| I_T (teacher's inner-class information) | {_num(d.get('teacher_info_before'))} | "
+        f"{_num(d.get('teacher_info_after'))} |",
         "",
         f"AID: mode {a['mode']}, ic_target {a['ic_target']}, tau {a['tau']:g}, lambda_ic {a['lambda_ic']:g}, "
         f"lambda_cs {a['lambda_cs']:g}, lambda_ce {a['lambda_ce']:g}"
-        + (f", epochs {a['epochs']}" if a["mode"] == "finetune" else f", alpha {a['alpha']:g}")
+        + (f", epochs {a['epochs']}" if a["mode"] != "projection" else f", alpha {a['alpha']:g}")
         + (f", beta {a['beta']:.3f}" if a.get("beta") is not None else "")
         + f". Reference S_ref: {r['reference']['kind']} (top-1 {_num(r['reference']['acc'], 2)}%).",
     ]
+    c = r.get("adaptation_cost") or {}
+    if c.get("fraction") is not None:
+        lines += ["", f"AID's cost: the adaptation took {c['adapt_s']:.1f} s, {100 * c['fraction']:.1f}% of one "
+                      f"distillation from the adapted teacher ({c['distill_s']:.1f} s on average)."]
     if t["acc_split"] != "test" and t.get("test_acc") is not None:
         lines += ["", f"T0 test top-1: {t['test_acc']:.2f}% (the projection teacher serves the training split only)."]
     if t.get("acc_warning"):

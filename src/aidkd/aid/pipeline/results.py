@@ -29,6 +29,18 @@ def _student_row(stages: dict[str, StageResult], names: list[str]) -> dict:
             "wall_time_s": [r.wall_time_s for r in res]}
 
 
+def adaptation_cost(cfg: PipelineConfig, stages: dict[str, StageResult]) -> dict:
+    """AID's own cost: the adapt stage's wall time against the mean wall time of one distillation from the
+    adapted teacher (``fraction``; None when a time is unknown). Times are those recorded when each stage ran."""
+    adapt = stages.get("adapt")
+    runs = [stages[n].wall_time_s for m in cfg.methods for s in cfg.seeds if (n := f"aid-{m.key}-s{s}") in stages]
+    runs = [t for t in runs if t]
+    adapt_s = adapt.wall_time_s if adapt is not None else None
+    distill_s = statistics.fmean(runs) if runs else None
+    return {"adapt_s": adapt_s, "distill_s": distill_s,
+            "fraction": adapt_s / distill_s if adapt_s is not None and distill_s else None}
+
+
 def collect_results(cfg: PipelineConfig, stages: dict[str, StageResult], report: dict, wall_time_s: float) -> dict:
     """The results dict of a pipeline run: ``stages`` by name (as the plan ran them), ``report`` the adapt
     stage's report."""
@@ -63,12 +75,14 @@ def collect_results(cfg: PipelineConfig, stages: dict[str, StageResult], report:
                 "epochs": report.get("epochs"), "alpha": cfg.aid.alpha if cfg.aid.mode == "projection" else None,
                 "beta": report.get("beta")},
         "decomposition": {k: report.get(k) for k in ("kd_before", "cs_before", "ic_before", "kd_after", "cs_after",
-                                                     "ic_after")} | {"split": report.get("eval_split")},
+                                                     "ic_after", "teacher_info_before", "teacher_info_after")}
+                         | {"split": report.get("eval_split")},
         "seeds": seeds,
         "epochs": cfg.base.train.epochs,
         "vanilla": _student_row(stages, [f"vanilla-s{s}" for s in seeds]),
         "methods": methods,
         "online": _student_row(stages, [f"aid_online-s{s}" for s in seeds]) if cfg.online else None,
+        "adaptation_cost": adaptation_cost(cfg, stages),
         "stages": [r.row() for r in stages.values()],
         "pipeline_wall_time_s": wall_time_s,
     }
@@ -77,4 +91,4 @@ def collect_results(cfg: PipelineConfig, stages: dict[str, StageResult], report:
 
 
 
-__all__ = ["collect_results"]
+__all__ = ["adaptation_cost", "collect_results"]

@@ -4,27 +4,22 @@ Unknown keys and bad values are a :class:`~aidkd.errors.UserError` that names th
 """
 from __future__ import annotations
 
-import typing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from ...config import DataConfig, OptimConfig, SchedConfig, TrainConfig, apply_overrides, read_yaml, resolve_config_path
+from ...config import (DataConfig, OptimConfig, SchedConfig, TrainConfig, apply_overrides, read_yaml,
+                       resolve_config_path, validation_message)
 from ...errors import UserError
 from ..adapt import AIDParams
-
-#: methods that need the real teacher model (its features, or its outputs on views other than the training
-#: view): they cannot use a projection teacher (per-sample targets) or a teacher-output cache
-NEEDS_TEACHER_MODEL = {
-    "at": "needs the teacher's features",
-    "crd": "needs the teacher's features",
-    "fitnet": "needs the teacher's features",
-    "reviewkd": "needs the teacher's features",
-    "mlkd": "needs the teacher's outputs on strongly augmented views",
-    "aid_online": "adapts the teacher model itself",
-}
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -41,11 +36,11 @@ class PipelineBase(_Strict):
 
 class TeacherSpec(_Strict):
     name: str  # architecture
-    checkpoint: Optional[str] = None  # trained T0; None: trained by the pipeline
+    checkpoint: str | None = None  # trained T0; None: trained by the pipeline
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    epochs: Optional[int] = Field(None, ge=1)  # teacher training: epochs (default base.train.epochs)
-    lr: Optional[float] = Field(None, gt=0)  # teacher training: learning rate (default base.optim.lr)
-    seed: Optional[int] = None  # teacher training seed (default: the first of ``seeds``)
+    epochs: int | None = Field(None, ge=1)  # teacher training: epochs (default base.train.epochs)
+    lr: float | None = Field(None, gt=0)  # teacher training: learning rate (default base.optim.lr)
+    seed: int | None = None  # teacher training seed (default: the first of ``seeds``)
     cache: bool = False  # serve the teacher from a logit cache in the logit-based distillations (augment off)
 
 
@@ -57,7 +52,7 @@ class StudentSpec(_Strict):
 class MethodSpec(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    label: Optional[str] = None  # the name in folders and tables (default: name); needed twice the same method
+    label: str | None = None  # the name in folders and tables (default: name); needed twice the same method
 
     @model_validator(mode="before")
     @classmethod
@@ -79,7 +74,7 @@ class PipelineConfig(_Strict):
     student: StudentSpec
     #: S_ref: ``distilled`` (KD from T0), ``vanilla`` (the vanilla student of the first seed) or a checkpoint path
     reference: str = "distilled"
-    reference_epochs: Optional[int] = Field(None, ge=1)  # distilled reference: epochs (default base.train.epochs)
+    reference_epochs: int | None = Field(None, ge=1)  # distilled reference: epochs (default base.train.epochs)
     reference_params: dict[str, Any] = Field(default_factory=dict)  # distilled reference: KD parameters
     aid: AIDParams = Field(default_factory=AIDParams)
     methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="kd")], min_length=1)
@@ -111,13 +106,10 @@ class PipelineConfig(_Strict):
         return self.reference if self.reference in ("distilled", "vanilla") else "checkpoint"
 
     def online_method_params(self) -> dict:
-        a = self.aid
-        p = {"tau": a.tau, "ce_weight": 0.1, "kd_weight": 0.9, "lambda_ce": a.lambda_ce, "lambda_ic": a.lambda_ic,
-             "lambda_cs": a.lambda_cs, "detach_class_weights": a.detach_class_weights, "ic_target": a.ic_target,
-             "beta": a.beta, "entropy_weights": a.entropy_weights, "sinkhorn_iters": a.sinkhorn_iters,
-             "teacher_lr": a.lr, "teacher_momentum": a.momentum, "teacher_weight_decay": a.weight_decay,
-             "freeze_bn": a.freeze_bn}
-        p.update(self.online_params)
+        """The aid_online parameters: the pipeline's ``aid`` section, KD weights 0.1 / 0.9, ``online_params`` on
+        top (``online_params.aid`` merged key by key)."""
+        p = {"ce_weight": 0.1, "kd_weight": 0.9, **self.online_params}
+        p["aid"] = {**self.aid.model_dump(mode="json"), **dict(self.online_params.get("aid") or {})}
         return p
 
     def run_dict(self, model: dict, method: dict, seed: int, teacher: dict | None = None,
@@ -159,8 +151,9 @@ class PipelineConfig(_Strict):
             if m.key in labels:
                 raise UserError(f"{where}: methods[{i}]: {m.key!r} is listed twice; give each a distinct label")
             labels.add(m.key)
-            if self.aid.mode == "projection" and m.name in NEEDS_TEACHER_MODEL:
-                raise UserError(f"{where}: method {m.name!r} {NEEDS_TEACHER_MODEL[m.name]}, which a projection "
+            needed = METHODS.get(m.name).teacher_model_needed()
+            if self.aid.mode == "projection" and needed:
+                raise UserError(f"{where}: method {m.name!r} {needed}, which a projection "
                                 "teacher (per-sample targets) does not have; use aid.mode: finetune for it")
         if self.reference_kind == "distilled":
             _validate(KDParams, self.reference_params, f"{where}: reference_params")
@@ -181,61 +174,14 @@ def _validate(params_cls, d: dict, where: str) -> None:
     try:
         params_cls(**d)
     except ValidationError as e:
-        raise UserError(f"{where}: {_errors(e, params_cls)}") from None
-
-
-def _errors(e: ValidationError, root: type[BaseModel] | None = None) -> str:
-    msgs = []
-    for err in e.errors():
-        loc = tuple(err["loc"])
-        key = _loc(loc)
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1], root or PipelineConfig)
-            msgs.append(f"unknown key {key!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
-        elif err["type"] == "missing":
-            msgs.append(f"missing key {key!r}")
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            msgs.append(f"{key}: {msg} (got {err.get('input')!r})" if key else msg)
-    return "; ".join(msgs)
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _model_in(ann) -> Any:
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for a in typing.get_args(ann):
-        m = _model_in(a)
-        if m is not None:
-            return m
-    return None
-
-
-def _allowed_keys(section: tuple, root: type[BaseModel]) -> list[str]:
-    model: Any = root
-    for part in section:
-        if isinstance(part, int):
-            continue
-        f = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if f is None:
-            return []
-        model = _model_in(f.annotation)
-        if model is None:
-            return []
-    return sorted(model.model_fields)
+        raise UserError(f"{where}: {validation_message(e, params_cls)}") from None
 
 
 def pipeline_config_from_dict(d: dict, source: str = "") -> PipelineConfig:
     try:
         cfg = PipelineConfig.model_validate(d)
     except ValidationError as e:
-        raise UserError(f"bad pipeline config {source or '(dict)'}: {_errors(e)}") from None
+        raise UserError(f"bad pipeline config {source or '(dict)'}: {validation_message(e, PipelineConfig)}") from None
     cfg.check(source)
     return cfg
 
@@ -248,5 +194,5 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     return pipeline_config_from_dict(d, str(path))
 
 
-__all__ = ["NEEDS_TEACHER_MODEL", "MethodSpec", "OutputSpec", "PipelineBase", "PipelineConfig", "StudentSpec",
+__all__ = ["MethodSpec", "OutputSpec", "PipelineBase", "PipelineConfig", "StudentSpec",
            "TeacherSpec", "load_pipeline_config", "pipeline_config_from_dict"]

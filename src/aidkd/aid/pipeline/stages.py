@@ -14,7 +14,7 @@ from ...config import DataConfig, config_from_dict
 from ...stages import StageResult, StageStore, train_stage
 from ...stages.artifacts import checkpoint_config
 from ..adapt import AIDParams
-from .schema import NEEDS_TEACHER_MODEL, MethodSpec, PipelineConfig
+from .schema import MethodSpec, PipelineConfig
 
 
 @dataclass
@@ -50,7 +50,7 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
         "teacher": {"name": teacher_arch, "kwargs": teacher_kwargs},
         "reference": {"name": ref_arch, "kwargs": reference_kwargs},
         "aid": params.model_dump(mode="json"), "data": data.model_dump(mode="json"),
-        "adapt_epochs": params.num_epochs(distill_epochs) if params.mode == "finetune" else None,
+        "adapt_epochs": params.num_epochs(distill_epochs) if params.mode != "projection" else None,
         "seed": seed, "device": device, "deterministic": deterministic, "eval_split": eval_split,
     }
 
@@ -60,7 +60,8 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
         from ...engine.trainer import evaluate, resolve_device, seed_everything
         from ...errors import UserError
         from ...stages import json_safe
-        from ...stages.artifacts import load_model, save_model_checkpoint, save_target_teacher
+        from ...engine.checkpoint import model_checkpoint, save_checkpoint
+        from ...stages.artifacts import load_model
         from ..adapt import adapt_teacher
 
         dev = resolve_device(device)
@@ -76,26 +77,30 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
         ref = load_model(reference, spec, ref_arch, None if ref_arch is None else reference_kwargs)
         extra = {"distill_epochs": distill_epochs, "seed": seed, "teacher_checkpoint": str(teacher),
                  "reference_checkpoint": str(reference)}
-        if params.mode == "finetune":
-            P = params.P or min(spec.num_classes, max(1, dcfg.batch_size // params.K))
-            bal = build_data(dcfg.model_copy(update={"balanced": [P, params.K]}), device=dev, seed=seed)
-            adapted, report = adapt_teacher(t0, ref, bal.train, held_out, params, dev, distill_epochs=distill_epochs)
+        if params.mode != "projection":  # finetune: class-balanced batches; mcmi: the ordinary training batches
+            if params.mode == "finetune":
+                P = params.P or min(spec.num_classes, max(1, dcfg.batch_size // params.K))
+                bal = build_data(dcfg.model_copy(update={"balanced": [P, params.K]}), device=dev, seed=seed)
+                loader, extra["balanced"] = bal.train, [P, params.K]
+            else:
+                loader = d.train
+            adapted, report = adapt_teacher(t0, ref, loader, held_out, params, dev, distill_epochs=distill_epochs)
             rd = report.to_dict()
-            rd.update(extra, eval_split=eval_split, balanced=[P, params.K])
+            rd.update(extra, eval_split=eval_split)
             run_cfg = {"data": dcfg.model_dump(mode="json"), "model": {"name": teacher_arch, "kwargs": teacher_kwargs},
                        "method": {"name": "vanilla"}, "train": {"seed": seed, "device": device},
                        "meta": {"aid_adapted": True, "aid": params.model_dump(mode="json"),
                                 "adapted_from": str(teacher), "reference": str(reference)}}
-            save_model_checkpoint(adapted, folder / "teacher.pt", teacher_arch, spec, teacher_kwargs,
-                                  config_from_dict(run_cfg, "adapted teacher").model_dump(mode="json"),
-                                  report.epochs, extra={"metrics": {f"{eval_split}.top1": report.teacher_acc_after}})
+            ck = model_checkpoint(adapted, teacher_arch, spec, teacher_kwargs,
+                                  config_from_dict(run_cfg, "adapted teacher").model_dump(mode="json"), report.epochs)
+            save_checkpoint({**ck, "metrics": {f"{eval_split}.top1": report.teacher_acc_after}}, folder / "teacher.pt")
             kind = "model"
         else:
             t0_acc = evaluate(t0.to(dev), held_out, dev)["top1"]
             adapted, report = adapt_teacher(t0, ref, d.train.as_eval(), None, params, dev)
             rd = report.to_dict()
             rd.update(extra, **{f"teacher_{eval_split}_acc": t0_acc})
-            save_target_teacher(adapted, folder / "teacher.pt")
+            adapted.save(folder / "teacher.pt")
             kind = "targets"
         if report.acc_warning and on_warning is not None:
             on_warning(report)
@@ -126,7 +131,9 @@ def _method(name: str, params: dict) -> dict:
 
 
 def _uses_cache(cfg: PipelineConfig, method: str) -> bool:
-    return cfg.teacher.cache and method not in NEEDS_TEACHER_MODEL
+    from ...methods import METHODS
+
+    return cfg.teacher.cache and not METHODS.get(method).teacher_model_needed()
 
 
 def _train(store: StageStore, name: str, d: dict, on_epoch_end) -> StageResult:

@@ -1,0 +1,281 @@
+"""The view-exact teacher-output cache: the frozen teacher's logits for every view of every training image,
+computed once and shared by every run that distils from that teacher.
+
+The small-image augmentation (random crop with zero padding ``p`` + horizontal flip) has ``(2p+1)^2 x 2``
+views per image (162 for CIFAR's ``p = 4``; one view without augmentation). The training loader records which
+view of each sample a batch holds (``Batch.view``); the cache serves the teacher's logits for exactly that view,
+so training is the same as running the teacher, up to the storage rounding (fp16). Two modes:
+
+* ``views``: every view is stored. Building it costs ``(2p+1)^2 x 2`` teacher passes over the split.
+* ``sampled``: ``K`` views per image are drawn once (FKD style) and the loader replays only those. This is a
+  change of recipe (the student sees ``K`` views of each image, not all of them); it is the practical mode
+  where the full set is too costly to build.
+
+Logits are stored in fp16, or as the top-``k`` logits (fp16 values, int16 classes) plus the mean of the
+others (an approximation; the rest of the classes are served at that mean). The storage cost is printed before
+the build starts, and a build beyond ``teacher.cache_budget_gb`` is refused with the number.
+
+A cache is a stage of kind ``teacher-views`` (:mod:`aidkd.stages`): a folder ``teacher-views-<fingerprint>``
+holding ``views.pt`` and the stage record, under ``$AIDKD_CACHE`` (default ``~/.cache/aidkd/teacher_views``),
+outside any run folder. The fingerprint covers the teacher's weights (their content, so an adapted teacher gets
+its own cache), the training split's images and labels, the normalisation, the augmentation, the mode and the
+storage format, and the autocast dtype of the teacher's forward. Every run, seed and method with the same
+fingerprint reuses the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..data.augment import TensorAugment, apply_views, to_float_normalized, uint8_affine
+from ..errors import UserError
+from ..progress import progress_enabled, track_images
+from .teacher_cache import IndexedTeacher
+
+FORMAT = "aidkd-view-cache-v1"
+SAMPLED_SEED = 0  # the draw of the stored views in sampled mode (part of the fingerprint)
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a cache stores: which views (``mode``, the augmentation's ``padding`` / ``flip``, ``views_per_image``
+    in sampled mode) and in which form (``topk`` classes or all in fp16; ``dtype``: the autocast dtype of the
+    teacher's forward, ``"float32"`` for none)."""
+
+    mode: Literal["views", "sampled"]
+    padding: int
+    flip: bool
+    views_per_image: int = 0  # sampled mode: K
+    topk: int | None = None
+    dtype: str = "float32"
+
+    @property
+    def augment(self) -> TensorAugment:
+        return TensorAugment(self.padding, self.flip)
+
+    @property
+    def stored_views(self) -> int:
+        total = self.augment.num_views
+        return total if self.mode == "views" else min(self.views_per_image, total)
+
+
+# ------------------------------------------------------------------------------------------------- pure parts
+def stored_view_table(num_samples: int, spec: CacheSpec) -> Tensor:
+    """``(N, S)`` int64: the view ids stored for each sample. ``views``: all of them, in id order (so the slot of
+    a view is its id); ``sampled``: ``S = K`` distinct views per sample, drawn with a fixed seed."""
+    total = spec.augment.num_views
+    if spec.mode == "views":
+        return torch.arange(total).expand(num_samples, total).contiguous()
+    g = torch.Generator().manual_seed(SAMPLED_SEED)
+    return torch.rand(num_samples, total, generator=g).argsort(dim=1)[:, : spec.stored_views].contiguous()
+
+
+def storage_bytes(num_samples: int, stored_views: int, num_classes: int, topk: int | None) -> int:
+    """Bytes of a cache: fp16 logits, or top-k fp16 values + int16 classes + one fp16 mean of the rest."""
+    per_view = 2 * num_classes if topk is None else 4 * topk + 2
+    return num_samples * stored_views * per_view
+
+
+def fingerprint(teacher: nn.Module, images: Tensor, labels: Tensor, mean, std, spec: CacheSpec) -> str:
+    """A content hash of everything the cached logits depend on."""
+    h = hashlib.sha256(FORMAT.encode())
+    h.update(type(teacher).__name__.encode())
+    for name, t in sorted(teacher.state_dict().items()):
+        h.update(name.encode())
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for t in (images, labels):
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps({"mean": list(mean), "std": list(std), **asdict(spec)}, sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+@torch.no_grad()
+def build_view_logits(teacher: nn.Module, images: Tensor, mean, std, table: Tensor, spec: CacheSpec,
+                      device: torch.device, batch_size: int = 512) -> dict[str, Tensor]:
+    """Run ``teacher`` on view ``table[i, j]`` of every image ``i`` for every slot ``j``; return the stored
+    tensors: ``logits`` ``(N, S, C)`` fp16, or ``topk_values`` / ``topk_classes`` ``(N, S, k)`` and
+    ``rest_mean`` ``(N, S)``. A progress bar (:mod:`aidkd.progress`) shows the build where bars are on."""
+    from .trainer import autocast
+
+    n, s = table.shape
+    dtype = None if spec.dtype == "float32" else getattr(torch, spec.dtype)
+    affine = uint8_affine(mean, std, device)
+    pairs = n * s
+    out: dict[str, Tensor] = {}
+    chunks = [(p // s, p % s) for p in torch.arange(pairs).split(batch_size)]
+    for i, j in track_images(chunks, "teacher view cache", progress_enabled()):
+        x = images[i.to(images.device)].to(device)
+        x = to_float_normalized(apply_views(x, table[i, j].to(device), spec.padding, spec.flip), affine=affine)
+        with autocast(device, dtype):
+            z = teacher(x).float().cpu()
+        if not out:
+            c = z.shape[1]
+            if spec.topk is None:
+                out["logits"] = torch.empty(n, s, c, dtype=torch.float16)
+            else:
+                k = min(spec.topk, c)
+                out["topk_values"] = torch.empty(n, s, k, dtype=torch.float16)
+                out["topk_classes"] = torch.empty(n, s, k, dtype=torch.int16)
+                out["rest_mean"] = torch.empty(n, s, dtype=torch.float16)
+        if spec.topk is None:
+            out["logits"][i, j] = z.half()
+        else:
+            v, c_idx = z.topk(out["topk_values"].shape[2], dim=1)
+            rest = (z.sum(1) - v.sum(1)) / max(z.shape[1] - v.shape[1], 1)
+            out["topk_values"][i, j], out["topk_classes"][i, j] = v.half(), c_idx.to(torch.int16)
+            out["rest_mean"][i, j] = rest.half()
+    return out
+
+
+class ViewStore:
+    """The stored logits and view table of one cache, on one device; :meth:`gather` serves ``(B, C)`` float32
+    logits for samples ``index`` seen in views ``view``."""
+
+    def __init__(self, tensors: dict[str, Tensor], table: Tensor | None, spec: CacheSpec, num_classes: int,
+                 device: torch.device | str = "cpu"):
+        self.spec, self.num_classes = spec, num_classes
+        self.tensors = {k: v.to(device) for k, v in tensors.items()}
+        self.table = table.to(device) if spec.mode == "sampled" else None  # views mode: the slot is the view id
+        self.device = torch.device(device)
+
+    def slots(self, index: Tensor, view: Tensor) -> Tensor:
+        if self.spec.mode == "views":
+            return view
+        # sampled: the slot whose stored view is the one drawn (the loader draws only stored views)
+        return (self.table[index] == view.view(-1, 1)).to(torch.uint8).argmax(dim=1)
+
+    def gather(self, index: Tensor, view: Tensor) -> Tensor:
+        index, view = index.to(self.device).long(), view.to(self.device).long()
+        j = self.slots(index, view)
+        if "logits" in self.tensors:
+            return self.tensors["logits"][index, j].float()
+        rest = self.tensors["rest_mean"][index, j].float()
+        z = rest.view(-1, 1).expand(-1, self.num_classes).clone()
+        return z.scatter_(1, self.tensors["topk_classes"][index, j].long(), self.tensors["topk_values"][index, j].float())
+
+
+class ViewCachedTeacher(IndexedTeacher):
+    """A teacher served from a :class:`ViewStore`: ``forward(images, index, view)`` gathers the stored logits of
+    those samples' views. Images that are no view of the training split (``view=None``, e.g. MLKD's strong
+    view) go through the teacher model itself. It has no features: feature-based methods are refused."""
+
+    per_view = True
+
+    def __init__(self, store: ViewStore, model: nn.Module, source: str = "teacher"):
+        super().__init__()
+        self.store = store
+        object.__setattr__(self, "model", model)  # the frozen teacher, for images outside the cache
+        self.source = source
+
+    @property
+    def num_samples(self) -> int:
+        return next(iter(self.store.tensors.values())).shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return self.store.num_classes
+
+    def forward(self, images: Tensor, index: Tensor | None, view: Tensor | None = None) -> Tensor:
+        if view is None:
+            return self.model(images)
+        if index is None:
+            raise UserError(f"the teacher serves per-view outputs ({self.source}) and needs sample indices")
+        return self.store.gather(index, view).to(images.device)
+
+
+# ------------------------------------------------------------------------------------------------ file layer
+def cache_root() -> Path:
+    """``$AIDKD_CACHE`` or ``~/.cache/aidkd/teacher_views``."""
+    env = os.environ.get("AIDKD_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "aidkd" / "teacher_views"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return ""  # unreachable
+
+
+def describe_cost(num_samples: int, spec: CacheSpec, num_classes: int) -> str:
+    s = spec.stored_views
+    size = human_bytes(storage_bytes(num_samples, s, num_classes, spec.topk))
+    form = "fp16 logits" if spec.topk is None else f"top-{spec.topk} logits"
+    return (f"{num_samples} images x {s} views x {num_classes} classes as {form} = {size}; building it costs "
+            f"{s} teacher passes over the split ({s} epochs' worth of teacher forwards)")
+
+
+def view_cache_stage(teacher: nn.Module, weights: nn.Module, loader, spec: CacheSpec, num_classes: int,
+                     device: torch.device, budget_gb: float, source: str = "teacher", log=print,
+                     is_main: bool = True, wait=lambda: None):
+    """The stage (``aidkd.stages``, kind ``teacher-views``, under :func:`cache_root`) that holds the view cache
+    of ``teacher`` over ``loader``'s training split: found finished when one of the same fingerprint exists,
+    else run by the main process (the others ``wait``, then find it). ``weights`` is the module whose weights
+    identify the teacher (the original model when ``teacher`` is a lean wrapper of it). Returns the
+    ``StageResult``; its ``views.pt`` holds the stored tensors."""
+    from ..stages import StageStore
+    from .checkpoint import save_checkpoint
+
+    images, labels = loader.images, loader.labels
+    fp = fingerprint(weights, images, labels, loader.mean, loader.std, spec)
+    config = {"content": fp, "spec": asdict(spec), "num_classes": num_classes}
+    store = StageStore(cache_root(), verbose=False, reuse_only=not is_main)
+    found = StageStore(cache_root(), verbose=False, reuse_only=True).run("teacher-views", "teacher-views", config,
+                                                                          {}, None)
+    if found is None and is_main:
+        need = storage_bytes(images.shape[0], spec.stored_views, num_classes, spec.topk)
+        log(f"teacher view cache {fp}: {describe_cost(images.shape[0], spec, num_classes)}")
+        if need > budget_gb * 1e9:
+            raise UserError(f"the teacher view cache needs {human_bytes(need)}, over teacher.cache_budget_gb={budget_gb:g}; "
+                            "raise the budget, store fewer classes (teacher.cache_topk=10) or fewer views "
+                            "(teacher.cache=sampled)")
+
+        def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
+            table = stored_view_table(images.shape[0], spec)
+            t0 = time.perf_counter()
+            tensors = build_view_logits(teacher, images, loader.mean, loader.std, table, spec, device,
+                                        batch_size=4096 if device.type == "cuda" else 512)
+            took = time.perf_counter() - t0
+            save_checkpoint({"format": FORMAT, "spec": asdict(spec), "num_classes": num_classes,
+                             "table": table if spec.mode == "sampled" else None, "tensors": tensors}, folder / "views.pt")
+            rate = table.numel() / max(took, 1e-9)
+            log(f"teacher view cache {fp}: built in {took:.1f} s ({rate:.0f} teacher images/s), in {folder}")
+            return {"checkpoint": "views.pt", "build_s": took, "build_img_per_s": rate, "source": source}, "ran"
+
+        found = store.run("teacher-views", "teacher-views", config, {}, run)
+    wait()
+    if found is None:  # another process built it
+        found = store.run("teacher-views", "teacher-views", config, {}, None)
+    if found is None:
+        raise UserError(f"the teacher view cache {fp} was not built in {cache_root()}; rerun")
+    return found
+
+
+def load_or_build(teacher: nn.Module, weights: nn.Module, loader, spec: CacheSpec, num_classes: int,
+                  device: torch.device, budget_gb: float, source: str = "teacher", log=print,
+                  is_main: bool = True, wait=lambda: None) -> ViewCachedTeacher:
+    """The :class:`ViewCachedTeacher` of ``teacher`` over ``loader``'s training split, from its
+    :func:`view_cache_stage`. In sampled mode the loader is told to replay the stored views."""
+    from .checkpoint import load_checkpoint
+
+    stage = view_cache_stage(teacher, weights, loader, spec, num_classes, device, budget_gb, source, log, is_main,
+                             wait)
+    path = stage.checkpoint
+    state = load_checkpoint(path)
+    if state.get("format") != FORMAT:
+        raise UserError(f"{str(path)!r} is not an aidkd teacher view cache; delete its folder to rebuild")
+    if spec.mode == "sampled":
+        loader.replay_views(state["table"])
+    store = ViewStore(state["tensors"], state.get("table"), spec, num_classes, loader.images.device)
+    return ViewCachedTeacher(store, teacher, source=f"{source}, cache {stage.fingerprint[:10]}")
