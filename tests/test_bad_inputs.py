@@ -163,6 +163,10 @@ def template(tmp_path_factory):
         (t / "tiny" / "tiny-imagenet-200" / "val" / "val_annotations.txt").write_bytes(b"\xff\xfe\x00bad")
         (t / "tiny" / "tiny-imagenet-200" / "wnids.txt").write_bytes(b"\xff\xfe\x00\x00")
         (t / "pipe_bad.yaml").write_text("base:\n  model:\n    name: cnn_tiny\nnot_a_key: 1\n")
+        pipe = "teacher:\n  name: cnn_small\n  checkpoint: {t}\nstudent:\n  name: cnn_tiny\nreference: {r}\n"
+        (t / "pipe_missing_teacher.yaml").write_text(pipe.format(t="gone.pt", r="distilled"))
+        (t / "pipe_garbage_teacher.yaml").write_text(pipe.format(t="garbage.pt", r="distilled"))
+        (t / "pipe_evil_reference.yaml").write_text(pipe.format(t="ck.pt", r="evil.pt"))
     finally:
         os.chdir(cwd)
     return t
@@ -314,6 +318,10 @@ ROWS = [
     ("pipeline_missing_config", ["pipeline", "--config", "nope.yaml"], "nope.yaml", None),
     ("pipeline_alias_bomb", ["pipeline", "--config", "bomb.yaml"], "bomb.yaml", None),
     ("pipeline_unknown_key", ["pipeline", "--config", "pipe_bad.yaml"], "not_a_key", None),
+    # the pipeline's given checkpoints are checked when its config is loaded, before any stage runs
+    ("pipeline_missing_teacher", ["pipeline", "--config", "pipe_missing_teacher.yaml"], "gone.pt", None),
+    ("pipeline_garbage_teacher", ["pipeline", "--config", "pipe_garbage_teacher.yaml"], "garbage.pt", None),
+    ("pipeline_unsafe_reference", ["pipeline", "--config", "pipe_evil_reference.yaml"], "unsafe", None),
     ("adapt_missing_config", ["adapt", "--config", "nope.yaml"], "nope.yaml", None),
     ("takd_without_assistants", ["takd", "--config", "base.yaml", "--assistants", ","], "assistants", None),
     ("analyze_without_teacher", ["analyze", "--student", "ck.pt"], "--teacher", None),

@@ -18,6 +18,7 @@ from pydantic import (
 
 from ...config import (DataConfig, OptimConfig, SchedConfig, TrainConfig, apply_overrides, read_yaml,
                        resolve_config_path, validation_message)
+from ...engine.checkpoint import read_checkpoint
 from ...errors import UserError
 from ..adapt import AIDParams
 
@@ -168,6 +169,16 @@ class PipelineConfig(_Strict):
                             "false (for the baseline students too, so that they compare)")
         if self.teacher.cache and self.base.data.augment:
             raise UserError(f"{where}: teacher.cache needs base.data.augment: false")
+        # the given checkpoints are read now (missing, corrupt or unsafe files), not when a stage first needs them
+        given = [("teacher.checkpoint", self.teacher.checkpoint)]
+        if self.reference_kind == "checkpoint":
+            given.append(("reference", self.reference))
+        for key, path in given:
+            if path:
+                try:
+                    read_checkpoint(path)
+                except UserError as e:
+                    raise UserError(f"{where}: {key}: {e}") from None
 
 
 def _validate(params_cls, d: dict, where: str) -> None:
