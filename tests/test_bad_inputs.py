@@ -318,7 +318,7 @@ ROWS = [
     ("pipeline_missing_config", ["pipeline", "--config", "nope.yaml"], "nope.yaml", None),
     ("pipeline_alias_bomb", ["pipeline", "--config", "bomb.yaml"], "bomb.yaml", None),
     ("pipeline_unknown_key", ["pipeline", "--config", "pipe_bad.yaml"], "not_a_key", None),
-    # the pipeline's given checkpoints are checked when its config is loaded, before any stage runs
+    # the pipeline's given checkpoints are read before any stage runs
     ("pipeline_missing_teacher", ["pipeline", "--config", "pipe_missing_teacher.yaml"], "gone.pt", None),
     ("pipeline_garbage_teacher", ["pipeline", "--config", "pipe_garbage_teacher.yaml"], "garbage.pt", None),
     ("pipeline_unsafe_reference", ["pipeline", "--config", "pipe_evil_reference.yaml"], "unsafe", None),

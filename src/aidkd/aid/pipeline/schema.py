@@ -128,6 +128,20 @@ class PipelineConfig(_Strict):
             d["optim"]["lr"] = lr
         return d
 
+    def check_given_checkpoints(self) -> None:
+        """Read the checkpoints the config names (the teacher, a reference file): a missing, corrupt or unsafe
+        file is refused before any stage runs, not when the stage that needs it starts. Not part of
+        :meth:`check`: a plan may load a config whose teacher an earlier stage of the plan will train."""
+        given = [("teacher.checkpoint", self.teacher.checkpoint)]
+        if self.reference_kind == "checkpoint":
+            given.append(("reference", self.reference))
+        for key, path in given:
+            if path:
+                try:
+                    read_checkpoint(path)
+                except UserError as e:
+                    raise UserError(f"pipeline config: {key}: {e}") from None
+
     def check(self, source: str = "") -> None:
         """Checks that need the registries: method names and parameters, model names, AID compatibility."""
         from ...methods import METHODS
@@ -169,16 +183,6 @@ class PipelineConfig(_Strict):
                             "false (for the baseline students too, so that they compare)")
         if self.teacher.cache and self.base.data.augment:
             raise UserError(f"{where}: teacher.cache needs base.data.augment: false")
-        # the given checkpoints are read now (missing, corrupt or unsafe files), not when a stage first needs them
-        given = [("teacher.checkpoint", self.teacher.checkpoint)]
-        if self.reference_kind == "checkpoint":
-            given.append(("reference", self.reference))
-        for key, path in given:
-            if path:
-                try:
-                    read_checkpoint(path)
-                except UserError as e:
-                    raise UserError(f"{where}: {key}: {e}") from None
 
 
 def _validate(params_cls, d: dict, where: str) -> None:
