@@ -239,7 +239,7 @@ def test_parameter_errors_name_the_key_and_the_allowed_ones():
 
     ctx = MethodContext(num_classes=10, input_size=(1, 8, 8))
     m = create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8)
-    with pytest.raises(UserError, match=r"method 'kd': unknown key 'temprature' \(allowed: .*temperature"):
+    with pytest.raises(UserError, match=r"method 'kd': unknown key 'temprature'; did you mean 'temperature'\? \(allowed: .*temperature"):
         build_method("kd", m, m, {"temprature": 4}, ctx)
     with pytest.raises(UserError, match=r"aid\.lambda_ic: .*greater than or equal to 0 \(got -1\)"):
         build_method("aid_online", m, m, {"aid": {"lambda_ic": -1}}, ctx)

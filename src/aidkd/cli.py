@@ -17,20 +17,42 @@ EXAMPLES = {
 }
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
+def _add_run_args(p: argparse.ArgumentParser, resume_options: bool = True) -> None:
     p.add_argument("--config", "-c", help="YAML config file (sections: data, model, teacher, method, optim, sched, train, output)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.1 train.epochs=5")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory of the same name (only a folder of run files is deleted)")
+    if not resume_options:
+        return
+    p.add_argument("--resume-with-changes", action="store_true",
+                   help="continue an unfinished run from its last epoch with changed optim/sched settings (e.g. a "
+                        "lower optim.lr after a non-finite loss); the change is recorded in config_history.jsonl")
+    p.add_argument("--allow-world-size-change", action="store_true",
+                   help="resume a run started with another number of processes (the data order changes)")
+
+
+def load_run_config(args):
+    """The run config of a training command: the file and overrides, with ``model.name`` required; the notable
+    defaults left unset are named on stdout (stderr is kept for the one-line errors)."""
+    from .config import config_from_dict, defaults_used, load_config_dict, require_model_name
+
+    d = load_config_dict(args.config, args.overrides)
+    require_model_name(d, args.config)
+    cfg = config_from_dict(d, str(args.config) if args.config else "(overrides)")
+    unset = defaults_used(d, cfg)
+    if unset:
+        print(f"aidkd: defaults used: {', '.join(unset)}")
+    return cfg
 
 
 def cmd_train(args, require_teacher: bool = False) -> int:
-    from .config import load_config
     from .engine import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_run_config(args)
     if require_teacher and cfg.method.name == "vanilla":
         raise UserError("aidkd distill needs a distillation method: set method.name (e.g. kd, dkd, dist)")
-    summary = train(cfg, overwrite=args.overwrite)
+    summary = train(cfg, overwrite=args.overwrite, resume_with_changes=args.resume_with_changes,
+                    allow_world_size_change=args.allow_world_size_change)
     _print_summary(summary)
     return 0
 
@@ -49,10 +71,9 @@ def _print_summary(s: dict) -> None:
 
 
 def cmd_takd(args) -> int:
-    from .config import load_config
     from .takd import run_takd
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_run_config(args)
     for s in run_takd(cfg, [a for a in args.assistants.split(",") if a], overwrite=args.overwrite):
         _print_summary(s)
     return 0
@@ -105,8 +126,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the CLI's error format: one line on stderr, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"aidkd: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="aidkd", description="Knowledge distillation with AID teacher adaptation.")
+    ap = OneLineParser(prog="aidkd", description="Knowledge distillation with AID teacher adaptation.")
     ap.add_argument("--version", action="version", version=f"aidkd {__import__('aidkd').__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -123,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("takd", help="TAKD: distil through assistant(s), teacher -> assistants -> student",
                        description="Each link is a run of the config's method from the previous link's best "
                                    "checkpoint; finished links are skipped, an interrupted one resumes.")
-    _add_run_args(p)
+    _add_run_args(p, resume_options=False)
     p.add_argument("--assistants", required=True, help="comma-separated assistant models, largest first")
     p.set_defaults(func=cmd_takd)
 

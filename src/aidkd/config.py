@@ -3,7 +3,10 @@
     cfg = load_config("configs/fmnist/resnet8.yaml", ["optim.lr=0.1", "train.epochs=5"])
 
 Unknown keys and bad values are rejected with a :class:`~aidkd.errors.UserError` that names the key and what is
-allowed. Configs hold values only; code holds behaviour.
+allowed (with a "did you mean" for a near miss). Non-finite numbers (``.nan``, ``.inf``, ``1e400``) are refused in
+every value. YAML is read with a bounded loader: at most :data:`MAX_YAML_BYTES` per document and
+:data:`MAX_YAML_NODES` values once aliases are expanded (an alias bomb is refused at once), and syntax errors
+name the line and column. Configs hold values only; code holds behaviour.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -22,7 +26,75 @@ from .errors import UserError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+
+#: the largest config document read (bytes); real configs are a few hundred bytes
+MAX_YAML_BYTES = 1 << 20
+#: the most values a YAML document may expand to once its aliases are resolved
+MAX_YAML_NODES = 100_000
+
+
+def did_you_mean(word: str, choices) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to ``word``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def safe_load_yaml(text: str, source: str) -> Any:
+    """Parse one YAML document with :func:`yaml.safe_load`'s types, refusing documents larger than
+    :data:`MAX_YAML_BYTES` or expanding (through aliases) to more than :data:`MAX_YAML_NODES` values; errors name
+    ``source`` with the line and column."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
+        raise UserError(f"{source} is larger than {MAX_YAML_BYTES} bytes; a config is a small YAML file")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        n = _expanded_size(node, {})
+        if n > MAX_YAML_NODES:
+            raise UserError(f"{source} expands to more than {MAX_YAML_NODES} values through YAML aliases (&/*); "
+                            "write the values out")
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"{source} is not valid YAML{where}: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{source} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise UserError(f"{source} is nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """The number of values ``node`` stands for with every alias expanded (shared nodes counted each time)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_YAML_NODES + 1  # a node that contains itself expands without bound
+    if isinstance(node, yaml.SequenceNode):
+        n = 1 + sum(_expanded_size(c, memo) for c in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        n = 1
+    memo[key] = min(n, MAX_YAML_NODES + 1)
+    return memo[key]
+
+
+def check_finite(d: Any, source: str, path: str = "") -> None:
+    """Raise a UserError naming the first key whose value (at any depth) is a non-finite float."""
+    if isinstance(d, float) and not math.isfinite(d):
+        raise UserError(f"{source}: {path or 'value'}={d} is not a finite number; give a finite value")
+    if isinstance(d, dict):
+        for k, v in d.items():
+            check_finite(v, source, f"{path}.{k}" if path else str(k))
+    elif isinstance(d, (list, tuple)):
+        for i, v in enumerate(d):
+            check_finite(v, source, f"{path}[{i}]")
 
 
 class DataConfig(_Section):
@@ -109,7 +181,11 @@ class SchedConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(240, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a non-finite loss: stop with the last good checkpoint, or skip the step
+    max_skipped_steps: int = Field(10, ge=1)  # on_nonfinite=skip: stop after this many non-finite steps in a row
+    log_every: int = Field(20, ge=1)  # steps between host reads of the loss (progress bar, non-finite check)
+    dist_timeout_s: float = Field(300.0, gt=0)  # collective timeout under torchrun: a stalled or lost peer ends the job
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, off on CPU
     channels_last: bool = True  # student and teacher in channels_last (measured faster: docs/results/lean_teacher.md)
@@ -164,7 +240,11 @@ class RunConfig(_Section):
         """A hash of everything that changes results (not output location or progress display)."""
         d = self.model_dump(mode="json")
         d.pop("output", None)
-        d["train"].pop("progress", None)
+        for k in ("progress", "log_every", "dist_timeout_s"):
+            d["train"].pop(k, None)
+        for k, default in (("on_nonfinite", "stop"), ("max_skipped_steps", 10)):  # hashed only when changed, so
+            if d["train"].get(k) == default:  # runs made before these options keep their fingerprints
+                d["train"].pop(k)
         if d["teacher"]["kind"] == "model":  # the default kind: fingerprints of runs from before it are unchanged
             d["teacher"].pop("kind")
         t = d["teacher"]  # the view-cache options at their defaults, and the budget, leave the fingerprint as before
@@ -179,8 +259,10 @@ class RunConfig(_Section):
 def parse_value(text: str) -> Any:
     """Parse an override's value as YAML (so 0.1, true, [150, 180], null work)."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return safe_load_yaml(text, "override value")
+    except UserError as e:
+        if "expands to more than" in str(e) or "larger than" in str(e):
+            raise
         return text
 
 
@@ -197,6 +279,7 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
                 raise UserError(f"override {key!r}: {part!r} is a value, not a section")
             node = node.setdefault(part, {})
         node[parts[-1]] = parse_value(value)
+        check_finite(node[parts[-1]], f"override {ov!r}", key.strip())
     return d
 
 
@@ -211,7 +294,7 @@ def validation_message(e: ValidationError, root: type[BaseModel]) -> str:
         key = _key(loc)
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(root, loc[:-1])
-            msgs.append(f"unknown key {key!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
+            msgs.append(f"unknown key {key!r}" + did_you_mean(loc[-1], allowed) + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
         elif err["type"] == "missing":
             msgs.append(f"missing key {key!r}")
         else:
@@ -255,6 +338,7 @@ def _allowed_keys(root: type[BaseModel], section: tuple) -> list[str]:
 
 
 def config_from_dict(d: dict, source: str = "") -> RunConfig:
+    check_finite(d, source or "(dict)")
     try:
         return RunConfig.model_validate(d)
     except ValidationError as e:
@@ -301,24 +385,67 @@ def resolve_config_path(name: str | Path) -> Path:
 
 
 def read_yaml(path: str | Path) -> dict:
+    """A config file as a dict (bounded YAML, finite numbers); an empty file is ``{}``."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file {str(p)!r} not found; give the path of a YAML file")
+    source = f"config file {str(p)!r}"
     try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if p.stat().st_size > MAX_YAML_BYTES:
+            raise UserError(f"{source} is larger than {MAX_YAML_BYTES} bytes; a config is a small YAML file")
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{source} is not UTF-8 text; a config is a YAML file") from None
+    except OSError as e:
+        raise UserError(f"{source} cannot be read ({e.strerror})") from None
+    d = safe_load_yaml(text, source) or {}
     if not isinstance(d, dict):
-        raise UserError(f"config file {str(p)!r} must hold a mapping of sections (data:, model:, ...)")
+        raise UserError(f"{source} must hold a mapping of sections (data:, model:, ...)")
+    check_finite(d, source)
     return d
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+def load_config_dict(path: str | Path | None = None, overrides: list[str] | None = None,
+                     base: dict | None = None) -> dict:
+    """The raw config dict of ``path`` (a file or a shipped name) with ``overrides`` applied on top of ``base``."""
     d = dict(base or {})
     if path is not None:
         d = _deep_merge(d, read_yaml(resolve_config_path(path)))
-    d = apply_overrides(d, overrides or [])
+    return apply_overrides(d, overrides or [])
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None,
+                require_model: bool = False) -> RunConfig:
+    """The validated config of ``path`` with ``overrides`` applied (see :func:`load_config_dict`).
+
+    ``require_model`` (the CLI's training commands): refuse a config that does not name ``model.name``, so that
+    an empty file or a bare ``aidkd train`` never starts a run of the defaults."""
+    d = load_config_dict(path, overrides, base)
+    if require_model:
+        require_model_name(d, path)
     return config_from_dict(d, str(path) if path else "(overrides)")
+
+
+def require_model_name(d: dict, path: str | Path | None) -> None:
+    """Refuse a raw config that does not set ``model.name`` (one line saying how to give one)."""
+    if not (isinstance(d.get("model"), dict) and d["model"].get("name")):
+        what = f"config {str(path)!r} sets no model.name" if path else "no --config and no model.name given"
+        raise UserError(f"{what}; name the model to train, e.g. model.name=resnet8 (see `aidkd models`), "
+                        "or start from a shipped config such as --config fmnist/teacher")
+
+
+#: the defaults a user most often leaves unset without meaning to, reported when a run starts
+NOTABLE_DEFAULTS = ("data.name", "train.epochs", "optim.lr", "sched.name")
+
+
+def defaults_used(d: dict, cfg: RunConfig) -> list[str]:
+    """``key=value`` for each of :data:`NOTABLE_DEFAULTS` that the raw config ``d`` leaves to its default."""
+    out = []
+    for key in NOTABLE_DEFAULTS:
+        section, name = key.split(".")
+        if not (isinstance(d.get(section), dict) and name in d[section]):
+            out.append(f"{key}={getattr(getattr(cfg, section), name)}")
+    return out
 
 
 def _deep_merge(a: dict, b: dict) -> dict:

@@ -33,9 +33,13 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         try:
             return self._items[name]
-        except KeyError:
+        except (KeyError, TypeError):
+            import difflib
+
+            close = difflib.get_close_matches(str(name), list(self._items), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise UserError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self._items))}"
+                f"unknown {self.kind} {name!r}; {hint}choose one of: {', '.join(sorted(self._items))}"
             ) from None
 
     def __contains__(self, name: str) -> bool:

@@ -25,12 +25,17 @@ def _split_labelled(value: str) -> tuple[str | None, str]:
     if "=" in value:
         name, path = value.split("=", 1)
         if name and "/" not in name:
-            return name, path
+            from ..engine.rundir import check_name
+
+            return check_name(name, "the NAME of NAME=CHECKPOINT"), path
     return None, value
 
 
 def cmd_analyze(args) -> int:
+    from ..engine.rundir import ANALYSIS_FILES, check_output_folder
     from .report import analyze_checkpoints, analyze_ladder_checkpoints
+
+    check_output_folder(args.out, "--out", ANALYSIS_FILES, (".png",))
 
     teachers = [_split_labelled(v) for v in (args.teacher or [])]
     if not teachers:
@@ -62,6 +67,9 @@ def cmd_analyze(args) -> int:
     if args.distilled:
         raise UserError("--distilled belongs to the --ladder form")
     name, path = teachers[0]
+    bad = [k for k in args.inner_classes or [] if not k.isdigit()]
+    if bad:
+        raise UserError(f"--inner-classes {bad[0]!r} is not a class index (0, 1, 2, ...)")
     inner = [int(k) for k in args.inner_classes] if args.inner_classes else None
     res = analyze_checkpoints(path, args.student, teacher_name=args.teacher_name or name, student_name=args.student_name,
                               data=args.data, split=args.split, tau=args.tau, out_dir=args.out,

@@ -51,6 +51,9 @@ def analyze_checkpoints(
     from .analysis import analyze, collect_class_probs, plot_inner_class
 
     loader, spec, dev = build_split(data, [teacher, student], split, overrides, device)
+    bad = [k for k in inner_classes or [] if not 0 <= k < spec.num_classes]
+    if bad:
+        raise UserError(f"--inner-classes {bad[0]} is out of range: {spec.name} has classes 0..{spec.num_classes - 1}")
     t = load_model(teacher, spec, teacher_name)
     s = load_model(student, spec, student_name) if student is not None else t
     _check_indexed(t, split, "the teacher")

@@ -34,19 +34,38 @@ SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an idx file (``.gz`` or raw): big-endian magic ``0x0000 0x08 ndim``, ndim int32 sizes, ubyte data."""
+    """Read an idx file (``.gz`` or raw): big-endian magic ``0x0000 0x08 ndim``, ndim int32 sizes, ubyte data.
+    Anything else (not gzip, truncated, another type) is a one-line UserError naming the file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"{str(path)!r} cannot be read ({type(e).__name__}: {str(e)[:80]}); it is corrupt: replace "
+                        "it with the original file") from None
+    if len(data) < 4:
+        raise UserError(f"{str(path)!r} is truncated: {len(data)} bytes, shorter than an idx header")
     magic = int.from_bytes(data[:4], "big")
     if magic >> 8 != 0x08:
         raise UserError(f"{str(path)!r} is not an unsigned-byte idx file (magic {magic:#010x})")
     ndim = magic & 0xFF
+    if not 1 <= ndim <= 4 or len(data) < 4 + 4 * ndim:
+        raise UserError(f"{str(path)!r} is corrupt: its header gives {ndim} dimensions in a file of {len(data)} bytes")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(shape)):
         raise UserError(f"{str(path)!r} is truncated: header says {shape}, found {arr.size} bytes")
     return arr.reshape(shape)
+
+
+def _check_split(arr: dict, files: dict, split: str) -> None:
+    x, y = arr[f"{split}_images"], arr[f"{split}_labels"]
+    if x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise UserError(f"{str(files[f'{split}_images'])!r} holds images of shape {x.shape[1:]}, not 28x28")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise UserError(f"{str(files[f'{split}_labels'])!r} holds {y.shape} labels for {x.shape[0]} images")
+    if y.size and y.max() >= len(CLASSES):
+        raise UserError(f"{str(files[f'{split}_labels'])!r} has label {y.max()}, outside 0..{len(CLASSES) - 1}")
 
 
 def _find(folder: Path, stem: str) -> Optional[Path]:
@@ -93,6 +112,8 @@ def fashion_mnist(cfg, root: Path) -> TensorSource:
                       f"also looked in {', '.join(str(d) for d in candidate_dirs(root)[1:])}; set data.root "
                       "or data.download=true")
     arr = {k: read_idx(p) for k, p in files.items()}
+    for split in ("train", "test"):
+        _check_split(arr, files, split)
     return TensorSource(
         name="fashion_mnist", num_classes=10, mean=MEAN, std=STD,
         train_images=torch.from_numpy(arr["train_images"].copy()).unsqueeze(1),

@@ -27,8 +27,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_rgb(path: str) -> Image.Image:
-    with open(path, "rb") as f:
-        return Image.open(f).convert("RGB")
+    """Decode an image file to RGB; a file that is not a readable image is a one-line UserError naming it."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+        raise UserError(f"image file {path!r} cannot be decoded ({type(e).__name__}); remove or replace it") from None
+
+
+def _worker_error(e: Exception) -> UserError | None:
+    """A UserError raised in a DataLoader worker arrives wrapped in a multi-line message; recover its line."""
+    for line in reversed(str(e).splitlines()):
+        if line.startswith(("aidkd.errors.UserError: ", "UserError: ")):
+            return UserError(line.split(": ", 1)[1])
+    return None
 
 
 def image_folder_samples(directory: Path, class_to_idx: Optional[dict[str, int]] = None) -> tuple[list[tuple[str, int]], list[str]]:
@@ -174,7 +186,14 @@ class FolderLoader:
             self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
 
     def __iter__(self) -> Iterator[Batch]:
-        for x, y, i in self.loader:
+        it = iter(self.loader)
+        while True:
+            try:
+                x, y, i = next(it)
+            except StopIteration:
+                return
+            except UserError as e:
+                raise _worker_error(e) or e from None
             yield Batch(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
                         i.to(self.device, non_blocking=True))
 
@@ -209,7 +228,10 @@ def decode_to_tensor(samples: Sequence[tuple[str, int]], hw: int, workers: int =
     out = torch.empty((n, 3, hw, hw), dtype=torch.uint8)
     dl = DataLoader(_Decode(samples, hw), batch_size=256, num_workers=workers, shuffle=False)
     pos = 0
-    for x in dl:
-        out[pos : pos + len(x)] = x
-        pos += len(x)
+    try:
+        for x in dl:
+            out[pos : pos + len(x)] = x
+            pos += len(x)
+    except UserError as e:
+        raise _worker_error(e) or e from None
     return out, torch.tensor([s[1] for s in samples], dtype=torch.long)

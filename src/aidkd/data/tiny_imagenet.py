@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ..errors import UserError
 from .augment import TensorAugment
 from .base import DATASETS, FolderSource, missing
 
@@ -82,7 +83,11 @@ def tiny_imagenet(cfg, root: Path) -> FolderSource:
         d = find_dir(root)
     if d is None:
         raise missing("tiny_imagenet", root, LAYOUT, f"unpack {URL} there, set data.root, or data.download=true")
-    train, val, wnids, names = read_layout(d)
+    try:
+        train, val, wnids, names = read_layout(d)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"dataset 'tiny_imagenet': the text files in {str(d)!r} (wnids.txt, words.txt, "
+                        f"val/val_annotations.txt) are not the dataset's ({type(e).__name__}); unpack {URL} again") from None
     if not train or not val:
         raise missing("tiny_imagenet", d, LAYOUT, f"found {len(train)} training and {len(val)} validation images")
     tr, ev = _transforms()

@@ -70,6 +70,7 @@ def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=N
     distillations, which are independent of each other, e.g. in a process pool or on SLURM. Returns ``{"results": the results dict (see :func:`collect_results`), "stages": {name: status}, "table":
     path of results.md, "out_dir": path}``."""
     t_start = time.time()
+    cfg.check_given_checkpoints()
     store = _store(cfg, overwrite, verbose)
     t0 = teacher_stage(cfg, store, on_epoch_end)
     for s in cfg.seeds:

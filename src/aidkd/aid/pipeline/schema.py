@@ -18,6 +18,7 @@ from pydantic import (
 
 from ...config import (DataConfig, OptimConfig, SchedConfig, TrainConfig, apply_overrides, read_yaml,
                        resolve_config_path, validation_message)
+from ...engine.checkpoint import read_checkpoint
 from ...errors import UserError
 from ..adapt import AIDParams
 
@@ -126,6 +127,20 @@ class PipelineConfig(_Strict):
         if lr is not None:
             d["optim"]["lr"] = lr
         return d
+
+    def check_given_checkpoints(self) -> None:
+        """Read the checkpoints the config names (the teacher, a reference file): a missing, corrupt or unsafe
+        file is refused before any stage runs, not when the stage that needs it starts. Not part of
+        :meth:`check`: a plan may load a config whose teacher an earlier stage of the plan will train."""
+        given = [("teacher.checkpoint", self.teacher.checkpoint)]
+        if self.reference_kind == "checkpoint":
+            given.append(("reference", self.reference))
+        for key, path in given:
+            if path:
+                try:
+                    read_checkpoint(path)
+                except UserError as e:
+                    raise UserError(f"pipeline config: {key}: {e}") from None
 
     def check(self, source: str = "") -> None:
         """Checks that need the registries: method names and parameters, model names, AID compatibility."""
