@@ -11,7 +11,16 @@ from aidkd.errors import UserError
 from aidkd.stages import StageResult
 from benchmarks.fmnist_gap.__main__ import main, run
 from benchmarks.fmnist_gap.plan import PROFILES, logits_id, make_job, plan, teaching
-from benchmarks.fmnist_gap.verdicts import judge, paired, significance
+from benchmarks.fmnist_gap.verdicts import (
+    confidence_interval,
+    corrected,
+    holm,
+    judge,
+    min_detectable_effect,
+    noise_goal,
+    paired,
+    significance,
+)
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
@@ -31,9 +40,28 @@ def test_every_stage_reads_only_earlier_waves(profile):
                 R[job_id] = StageResult(job_id, kind, Path("/nonexistent"), "ran", "0", result)
     assert len(ids) == len(set(ids))
     for s in PROFILES[profile]["seeds"]:  # every claim's comparison is planned for every seed
-        for j in (f"s{s}_vanilla", f"s{s}_kd_cnn_large", f"s{s}_aid-ft+kd_cnn_large", f"s{s}_takd_cnn_large",
-                  f"s{s}_ban_cnn_large", f"s{s}_aid-ft+dkd_cnn_large", f"s{s}_dkd_cnn_large"):
+        wanted = [f"s{s}_vanilla", f"s{s}_kd-aa_cnn_small", f"s{s}_kd-aa_cnn_large"]
+        wanted += [f"s{s}_kd_{t}" for t in ("cnn_small", "cnn_medium", "cnn_large")]
+        if PROFILES[profile].get("plan") == "probe":  # the noise floor only
+            assert len([j for j in ids if j.startswith(f"s{s}_")]) == len(wanted) and set(wanted) <= set(ids)
+            continue
+        wanted += [f"s{s}_kd-{k}_{t}" for k in ("cs", "ic") for t in ("cnn_small", "cnn_medium", "cnn_large")]
+        wanted += [f"s{s}_aid-ft+kd_cnn_large", f"s{s}_takd_cnn_large", f"s{s}_ban_cnn_large",
+                   f"s{s}_aid-ft+dkd_cnn_large", f"s{s}_dkd_cnn_large"]
+        for j in wanted:
             assert j in ids, j
+    # the component students are KD with one weight changed, from the teacher's logits stage
+    for what, params in (("kd-cs", {"ic_weight": 0.0}), ("kd-ic", {"cs_weight": 0.0}),
+                         ("kd-aa", {"ic_weight": 1.0 + 1e-6})):
+        cfg = make_job(profile, f"s0_{what}_cnn_large", R).args["config"]
+        assert cfg["method"] == {"name": "kd", "params": params}
+        assert cfg["teacher"] == {"kind": "logits", "checkpoint": str(R["logits_teacher_cnn_large"].checkpoint)}
+    # the probes' teachers train on the 20k subset whatever the students' split: one teacher stage for them all
+    teacher = make_job(profile, "teacher_cnn_large", R).args["config"]
+    if profile.startswith("probe-") and profile != "probe-test":
+        assert teacher == make_job("full", "teacher_cnn_large", R).args["config"]
+    if PROFILES[profile].get("plan") == "probe":
+        return
     # the projection teacher is served as targets, the fine-tuned one through its logits stage
     aid_proj = make_job(profile, "s0_aid-proj+kd_cnn_large", R).args["config"]["teacher"]
     aid_ft = make_job(profile, "s0_aid-ft+kd_cnn_large", R).args["config"]["teacher"]
@@ -55,6 +83,44 @@ def test_paired_statistics():
     assert significance(paired([1.0], [0.0])).startswith("not significant")
 
 
+def test_min_detectable_effect_has_80_percent_power():
+    """At the MDE a simulated paired t-test rejects 80% of the time; at large n it is (z_0.975 + z_0.8) std/sqrt(n)."""
+    import numpy as np
+    from scipy import stats
+
+    n, std = 10, 0.7
+    mde = min_detectable_effect(std, n)
+    rng = np.random.default_rng(0)
+    d = rng.normal(mde, std, size=(40000, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
+    assert abs(np.mean(np.abs(t) > stats.t.ppf(0.975, n - 1)) - 0.8) < 0.01
+    assert math.isclose(min_detectable_effect(1.0, 4000), (1.959964 + 0.841621) / math.sqrt(4000), rel_tol=2e-3)
+    assert math.isclose(min_detectable_effect(2 * std, n), 2 * mde, rel_tol=1e-9)
+    assert min_detectable_effect(std, 5) > mde > min_detectable_effect(std, 20)  # fewer seeds, larger MDE
+    assert math.isnan(min_detectable_effect(std, 1)) and min_detectable_effect(0.0, 5) == 0.0
+
+
+def test_confidence_interval_bounds_are_where_the_test_reaches_5_percent():
+    from scipy import stats
+
+    d = [0.4, 1.1, -0.2, 0.9, 0.6, 0.3]
+    lo, hi = confidence_interval(statistics.mean(d), statistics.stdev(d), len(d))
+    assert lo < statistics.mean(d) < hi
+    for bound in (lo, hi):
+        assert math.isclose(stats.ttest_1samp(d, popmean=bound).pvalue, 0.05, rel_tol=1e-9)
+    c = paired([x + 80 for x in d], [80.0] * len(d))
+    assert c["ci"] == pytest.approx([lo, hi]) and c["mde"] == pytest.approx(min_detectable_effect(c["std"], 6))
+
+
+def test_holm_step_down():
+    adj = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005})
+    # sorted d, a, c, b: 4 x 0.005, 3 x 0.01, 2 x 0.03, then 1 x 0.04 raised to the running maximum
+    assert {k: v["p_holm"] for k, v in adj.items()} == pytest.approx({"d": 0.02, "a": 0.03, "c": 0.06, "b": 0.06})
+    assert {k for k, v in adj.items() if v["survives"]} == {"d", "a"}  # c: 0.03 > 0.05 / 2, and the steps stop
+    assert all(v["survives"] == (v["p_holm"] <= 0.05) for v in adj.values())
+    assert holm({"x": 0.6})["x"] == {"p_holm": 0.6, "survives": False} and holm({}) == {}
+
+
 def test_unknown_profile_and_missing_report(tmp_path, capsys):
     with pytest.raises(UserError, match="unknown profile"):
         run("huge", tmp_path / "r.md")
@@ -64,8 +130,9 @@ def test_unknown_profile_and_missing_report(tmp_path, capsys):
         main(["--profile", "test"])
 
 
-def _fake(kd_acc, aa_acc, drops, betas):
-    """acc() and adapt() of the jobs the premise, claim 7 and the A/A control read, for 3 seeds."""
+def _fake(kd_acc, aa_acc, drops, betas, parts=None):
+    """acc() and adapt() of the jobs the premise, claim 7 and the A/A controls read, for 3 seeds (``parts``: the
+    extra accuracies by job id, e.g. of the kd-cs / kd-ic / kd-aa students)."""
     from aidkd.aid.adapt import AIDParams
 
     accs, adapts = {}, {}
@@ -77,6 +144,7 @@ def _fake(kd_acc, aa_acc, drops, betas):
         adapts[f"s{s}_adapt-proj_tempered_cnn_large"] = {"beta": betas[s]}
         adapts[f"s{s}_adapt-ft_cnn_large"] = {"teacher_val_acc_before": 90.0, "teacher_val_acc_after": 90.0 - drops[s],
                                               "params": AIDParams().model_dump()}
+    accs |= parts or {}
     return judge([0, 1, 2], accs.get, adapts.get, {}, lambda j: None)
 
 
@@ -104,6 +172,43 @@ def test_verdicts_premise_teacher_accuracy_and_aa_control():
     assert _claim(recs, "4")[0]["verdict"] == "not measured" and not _claim(recs, "3")
 
 
+def test_causal_test_kd_aa_controls_holm_family_and_the_noise_goal():
+    kd, aa = [81.0, 82.0, 81.5], [81.4, 81.7, 82.3]
+    parts = {}
+    for s in range(3):
+        parts[f"s{s}_kd-cs_cnn_large"] = kd[s] + [0.9, 1.1, 1.0][s]  # beats KD: confirmed
+        parts[f"s{s}_kd-ic_cnn_large"] = kd[s] + [0.5, -0.3, 0.1][s]  # not significantly behind
+        parts[f"s{s}_kd-cs_cnn_small"] = kd[s] - 2.0
+        parts[f"s{s}_kd-aa_cnn_large"] = kd[s] + [0.1, -0.1, 0.0][s]
+        parts[f"s{s}_kd-aa_cnn_small"] = kd[s] + [0.5, -0.6, 0.4][s]
+    recs = _fake(kd, aa, [0.5] * 3, [0.9] * 3, parts)
+    cs = next(r for r in recs if r["claim"] == "C" and r["part"] == "cs")
+    ic = next(r for r in recs if r["claim"] == "C" and r["part"] == "ic")
+    assert cs["verdict"] == "confirmed" and set(cs["comparison"]["kd_cs_minus_kd"]) == {"cnn_small", "cnn_large"}
+    assert ic["verdict"] == "not significant" and set(ic["comparison"]["kd_ic_minus_kd"]) == {"cnn_large"}
+    floors = {r["teacher"]: r["comparison"]["kd_aa_minus_kd"] for r in _claim(recs, "A/A")}
+    assert set(floors) == {"cnn_small", "cnn_large"} and math.isclose(floors["cnn_large"]["std"], 0.1)
+    rows = corrected(recs)  # the claims' comparisons, not the controls
+    assert rows and not any(r["label"].startswith("A/A") for r in rows)
+    assert len(rows) == len({r["label"] for r in rows})
+    assert any(r["label"] == "C/KD from L_CS only vs KD/kd_cs_minus_kd/cnn_large" for r in rows)
+    goal = noise_goal(recs)
+    # the floor (the largest teacher's control) is 0.1 <= 0.35, but KD - vanilla, +1.50 +- 0.50 from every
+    # teacher, has p = 0.035 on 3 seeds: no teacher clears p < 0.01, and the goal is not reached
+    assert goal["floor"] == floors["cnn_large"]["std"] and goal["aa_std"]["cnn_small"] > 0.35
+    assert goal["kd_gain_teachers"] == [] and goal["reached"] is False
+    assert noise_goal([r for r in recs if r["claim"] != "A/A"]) is None
+    # KD +2 from cnn_small, +2.5 from cnn_medium and +1 from cnn_large, each at p < 0.01: reached
+    gains = {"cnn_small": 2.0, "cnn_medium": 2.5, "cnn_large": 1.0}
+    parts |= {f"s{s}_kd_{t}": 80.0 + g + [0.0, 0.1, -0.1][s] for s in range(3) for t, g in gains.items()}
+    parts |= {f"s{s}_kd-aa_cnn_large": parts[f"s{s}_kd_cnn_large"] + [0.1, -0.1, 0.0][s] for s in range(3)}
+    goal = noise_goal(_fake(kd, aa, [0.5] * 3, [0.9] * 3, parts))
+    assert goal["kd_gain_teachers"] == ["cnn_small", "cnn_medium", "cnn_large"] and goal["largest_best"] is False
+    assert goal["reached"] is True
+    parts |= {f"s{s}_kd_cnn_large": 83.0 + [0.0, 0.1, -0.1][s] for s in range(3)}  # the largest is the best
+    assert noise_goal(_fake(kd, aa, [0.5] * 3, [0.9] * 3, parts))["reached"] is False
+
+
 VERDICTS = {"confirmed", "refuted", "not significant", "not significant (fewer than 2 seeds)", "borderline",
             "partly", "not measured", "per teacher", "noise floor", "refuted on cost", "refuted on accuracy"}
 
@@ -115,14 +220,36 @@ def test_whole_study_on_digits_and_rerun_runs_nothing(tmp_path):
     n_jobs = sum(len(w) for w in plan("test"))
     assert len(data["results"]) == n_jobs
     claims = {r["claim"] for r in data["verdicts"]}
-    assert {"0", "1", "2", "3", "4", "5", "6", "7"} <= claims
+    assert {"0", "1", "2", "3", "4", "5", "6", "7", "C", "A/A"} <= claims
+    assert {r["teacher"] for r in data["verdicts"] if r["claim"] == "A/A" and "teacher" in r} == {"cnn_small",
+                                                                                                  "cnn_large"}
+    assert data["holm"] and all(r["p_holm"] >= r["p"] for r in data["holm"])
+    assert set(data["noise_goal"]) >= {"floor", "aa_std", "kd_gain_teachers", "largest_best", "reached"}
     assert all(r["verdict"] in VERDICTS for r in data["verdicts"])
     for r in data["results"].values():  # every training record has its accuracy, every adaptation its numbers
         if r["kind"] == "adapt":
             assert r["train_ic_after"] is not None and r["teacher_val_acc_after"] is not None
         else:
             assert 0 <= r["summary"]["last_test_acc"] <= 100
-    for png in ("student_acc_vs_teacher.png", "components_vs_teacher.png", "lambda_sweep.png"):
+    # the inner-class information I_T of every adapted teacher: a sharper tempered target (beta 1.6) raises it
+    for s in (0, 1):
+        sharp = data["results"][f"s{s}_adapt-proj_b1.6_cnn_large"]
+        assert sharp["info_after"] > sharp["info_before"] > 0 and sharp["beta"] == 1.6
+        mcmi = data["results"][f"s{s}_adapt-mcmi_cnn_large"]
+        assert mcmi["params"]["mode"] == "mcmi" and mcmi["info_after"] > 0
+        assert data["results"][f"s{s}_aid-mcmi+kd_cnn_large"]["summary"]["last_test_acc"] >= 0
+    # the A/A control is a real perturbation: its student's weights differ from KD's, by float rounding only
+    import torch
+
+    def weights(job: str) -> dict:
+        (ck,) = (tmp_path / "runs" / "stages").glob(f"{job}-*/checkpoints/last.pt")
+        return torch.load(ck, map_location="cpu", weights_only=False)["model"]
+
+    kd, aa = weights("s0_kd_cnn_large"), weights("s0_kd-aa_cnn_large")
+    gaps = [(kd[k] - aa[k]).abs().max().item() for k in kd if kd[k].is_floating_point()]
+    assert 0 < max(gaps) < 1e-3
+    for png in ("student_acc_vs_teacher.png", "components_vs_teacher.png", "lambda_sweep.png",
+                "acc_vs_inner_class_information.png", "beta_sweep.png"):
         assert (tmp_path / "docs" / "gap" / png).stat().st_size > 1000
     records = sorted((tmp_path / "runs" / "stages").glob("*/stage.json"))
     mtimes = [f.stat().st_mtime_ns for f in records]

@@ -6,12 +6,16 @@
   distil from that table (``teacher.kind: logits``) at the cost of their own steps only;
 * a ladder of three plain CNNs from the zoo as teachers (cnn_small, cnn_medium, cnn_large) and one student;
 * every student method per seed; the seed fixes the student's initialisation and batch order, so methods are
-  compared pairwise on the same seeds;
+  compared pairwise on the same seeds; KD with the class-wise part only (``kd-cs``: ic_weight 0) and the
+  inner-class part only (``kd-ic``: cs_weight 0) from every teacher, and an A/A control (``kd-aa``: KD computed
+  as L_CS + (1 + 1e-6) L_IC, the same objective as KD up to float rounding) from the smallest and the largest;
 * the adaptations run through the AID pipeline's adapt stage (:func:`aidkd.aid.pipeline.adapt`), measured on
   the validation split.
 
 Every stage is a folder under ``OUT/stages`` keyed by its fingerprint: rerunning reuses what is finished, a
-changed setting gets new folders and keeps the old ones.
+changed setting gets new folders and keeps the old ones. The ``probe-*`` profiles are cheap plans of the noise
+floor only (vanilla, KD from every teacher, the A/A controls; :func:`plan` explains their waves): profiles run in
+one ``OUT`` share every stage they have in common (the teachers, above all).
 """
 from __future__ import annotations
 
@@ -33,6 +37,19 @@ PROFILES = {
     "test": dict(seeds=[0, 1], teacher_epochs=1, student_epochs=1, train_subset=None, variants="quick",
                  dataset="digits", student="cnn_tiny"),
 }
+# The noise-floor probes (docs/results/fmnist_gap_probes.notes.md): 10 seeds each, the full profile's teachers
+# (20 epochs on the 20k subset: ``teacher_subset``), one lever changed at a time on the student side.
+_PROBE = {"seeds": list(range(10)), "teacher_epochs": 20, "teacher_subset": 20000, "student": "cnn_mini",
+          "plan": "probe"}
+PROFILES |= {
+    "probe-base": _PROBE | {"student_epochs": 5, "train_subset": 20000},  # the full profile's instrument
+    "probe-54k": _PROBE | {"student_epochs": 5, "train_subset": None},  # the whole 54k training split
+    "probe-long": _PROBE | {"student_epochs": 15, "train_subset": 20000},  # 3x the schedule, cosine to 0
+    "probe-54k-long": _PROBE | {"student_epochs": 10, "train_subset": None},
+    # the probe plan on digits, for the tests
+    "probe-test": {"seeds": [0, 1], "teacher_epochs": 1, "student_epochs": 1, "train_subset": None,
+                   "dataset": "digits", "student": "cnn_tiny", "plan": "probe"},
+}
 TEACHERS = ["cnn_small", "cnn_medium", "cnn_large"]
 LARGEST = TEACHERS[-1]
 ASSISTANT = "cnn_small"  # TAKD's assistant, from the ladder
@@ -47,7 +64,7 @@ class Variant:
 
     @property
     def mode(self) -> str:
-        return self.params.get("mode", "finetune")
+        return self.params.get("mode", "finetune")  # finetune | projection | mcmi
 
 
 def _ft(**kw) -> dict:
@@ -73,9 +90,20 @@ VARIANTS = {
     "proj_tempered": Variant("distilled", _proj(ic_target="tempered")),
     "proj_b0.5": Variant("distilled", _proj(ic_target="tempered", beta=0.5)),
     "proj_b0.8": Variant("distilled", _proj(ic_target="tempered", beta=0.8)),
+    # beta > 1: sharper within-class structure, the teacher's inner-class information I_T raised
+    "proj_b1.25": Variant("distilled", _proj(ic_target="tempered", beta=1.25)),
+    "proj_b1.6": Variant("distilled", _proj(ic_target="tempered", beta=1.6)),
+    # MCMI (aid.mode mcmi, its published settings) with its 20 epochs scaled to 2, as the study scales the
+    # methods' warm-ups to its short schedule; it needs no reference student
+    "mcmi": Variant("distilled", {"mode": "mcmi", "epochs": 2}),
 }
-QUICK_VARIANTS = ["ft", "ft_lam4", "proj", "proj_tempered"]
+QUICK_VARIANTS = ["ft", "ft_lam4", "proj", "proj_tempered", "proj_b1.6", "mcmi"]
+BETA_SWEEP = [(0.5, "proj_b0.5"), (0.8, "proj_b0.8"), (1.25, "proj_b1.25"), (1.6, "proj_b1.6")]  # beta 1: KD
 LAMBDA_SWEEP = [(0.25, "ft_lam0.25"), (1.0, "ft"), (4.0, "ft_lam4"), (16.0, "ft_lam16")]  # lambda_ic -> variant
+
+#: students distilled with KD's component weights changed (the decomposition's causal test, and the A/A control:
+#: 1 + 1e-6 sends KD through the L_CS + L_IC path, exact in real arithmetic, different in float rounding)
+KD_PARTS = {"kd-cs": {"ic_weight": 0.0}, "kd-ic": {"cs_weight": 0.0}, "kd-aa": {"ic_weight": 1.0 + 1e-6}}
 
 METHOD_PARAMS = {  # published settings, with warm-ups/curricula scaled to the short schedule (see the report)
     "kd": {},
@@ -96,19 +124,23 @@ def check_profile(profile: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------- configs
-def data_config(profile: str) -> dict:
+def data_config(profile: str, teacher: bool = False) -> dict:
+    """The data section of the students (and of the logit tables they read), or of the teachers' training."""
     p = PROFILES[profile]
+    subset = p.get("teacher_subset", p["train_subset"]) if teacher else p["train_subset"]
     return {"name": p.get("dataset", "fashion_mnist"), "batch_size": 128, "eval_batch_size": 1000, "val_split": 0.1,
-            "augment": False, "train_subset": p["train_subset"], "workers": 0}
+            "augment": False, "train_subset": subset, "workers": 0}
 
 
-def run_config(profile: str, model: str, method: str, seed: int, epochs: int, teacher: dict | None) -> dict:
-    """A RunConfig dict of one training stage (``teacher``: the teacher section, or None)."""
+def run_config(profile: str, model: str, method: str, seed: int, epochs: int, teacher: dict | None,
+               params: dict | None = None, data: dict | None = None) -> dict:
+    """A RunConfig dict of one training stage (``teacher``: the teacher section, or None; ``params``: the
+    method's, default its METHOD_PARAMS; ``data``: default the students' data section)."""
     return {
-        "data": data_config(profile),
+        "data": data or data_config(profile),
         "model": {"name": model},
         "teacher": teacher or {},
-        "method": {"name": method, "params": METHOD_PARAMS.get(method, {})},
+        "method": {"name": method, "params": METHOD_PARAMS.get(method, {}) if params is None else params},
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "sched": {"name": "cosine", "warmup_epochs": 0.3},
         "train": {"epochs": epochs, "seed": seed, "device": "cpu", "progress": False, "tensorboard": False},
@@ -162,10 +194,13 @@ def plan(profile: str) -> list[list[str]]:
     each model that teaches gets a logits stage in the wave after it."""
     p = check_profile(profile)
     seeds = p["seeds"]
+    if p.get("plan") == "probe":
+        return probe_plan(seeds)
     w1 = [f"teacher_{t}" for t in TEACHERS] + [f"s{s}_vanilla" for s in seeds]
     w2 = []
     for s in seeds:
-        w2 += [f"s{s}_kd_{t}" for t in TEACHERS]
+        w2 += [f"s{s}_{k}_{t}" for t in TEACHERS for k in ("kd", "kd-cs", "kd-ic")]
+        w2 += [f"s{s}_kd-aa_{t}" for t in (TEACHERS[0], LARGEST)]
         w2 += [f"s{s}_{m}_{LARGEST}" for m in ("dkd", "dist", "ctkd")]
         w2.append(f"s{s}_takd-assistant_{LARGEST}")
     w3 = []
@@ -180,6 +215,18 @@ def plan(profile: str) -> list[list[str]]:
                 methods = ["kd"] + (["dkd", "dist"] if t == LARGEST and v == "ft" else [])
                 w4 += [f"s{s}_aid-{v}+{m}_{t}" for m in methods]
     return [w1, w2, w3, w4]
+
+
+def probe_plan(seeds: list[int]) -> list[list[str]]:
+    """A probe's waves, so that results come early: the two smaller teachers and the vanilla students first,
+    then the largest teacher beside the students of the smaller ones, then the students of the largest."""
+    def students(t: str) -> list[str]:
+        kinds = ["kd", "kd-aa"] if t in (TEACHERS[0], LARGEST) else ["kd"]  # the A/A from both ends of the ladder
+        return [f"s{s}_{k}_{t}" for s in seeds for k in kinds]
+
+    smaller = TEACHERS[:-1]
+    return [[f"teacher_{t}" for t in smaller] + [f"s{s}_vanilla" for s in seeds],
+            [f"teacher_{LARGEST}"] + [j for t in smaller for j in students(t)], students(LARGEST)]
 
 
 def parse_id(job_id: str) -> dict:
@@ -198,13 +245,14 @@ def make_job(profile: str, job_id: str, R: dict) -> Job:
     if job_id.startswith("logits_"):
         return Job(job_id, "logits", {"checkpoint": str(R[job_id[len("logits_"):]].checkpoint), "data": data})
     if job_id.startswith("teacher_"):
-        cfg = run_config(profile, job_id[len("teacher_"):], "vanilla", 0, p["teacher_epochs"], None)
+        cfg = run_config(profile, job_id[len("teacher_"):], "vanilla", 0, p["teacher_epochs"], None,
+                         data=data_config(profile, teacher=True))
         return Job(job_id, "train", {"config": cfg})
     j = parse_id(job_id)
     s, what, t = j["seed"], j["what"], j["teacher"]
 
-    def student(method: str, teacher: dict | None, model: str | None = None) -> Job:
-        cfg = run_config(profile, model or p["student"], method, s, p["student_epochs"], teacher)
+    def student(method: str, teacher: dict | None, model: str | None = None, params: dict | None = None) -> Job:
+        cfg = run_config(profile, model or p["student"], method, s, p["student_epochs"], teacher, params)
         return Job(job_id, "train", {"config": cfg})
 
     def from_logits(src: str) -> dict:
@@ -231,6 +279,8 @@ def make_job(profile: str, job_id: str, R: dict) -> Job:
         return student("kd", from_logits(f"s{s}_takd-assistant_{t}"))
     if what == "ban":  # born-again: a fresh student distilled from the KD student
         return student("kd", from_logits(f"s{s}_kd_{t}"))
+    if what in KD_PARTS:
+        return student("kd", from_logits(f"teacher_{t}"), params=KD_PARTS[what])
     return student(what, from_logits(f"teacher_{t}"))
 
 
@@ -243,8 +293,8 @@ def teaching(wave: list[str]) -> list[str]:
             out.append(job_id)
             continue
         what = parse_id(job_id)["what"]
-        if what in ("vanilla", "kd", "takd-assistant") or (
-                what.startswith("adapt-") and VARIANTS[what[len("adapt-"):]].mode == "finetune"):
+        if what in ("vanilla", "kd", "takd-assistant") or (  # the fine-tuned teachers (finetune, mcmi)
+                what.startswith("adapt-") and VARIANTS[what[len("adapt-"):]].mode != "projection"):
             out.append(job_id)
     return out
 

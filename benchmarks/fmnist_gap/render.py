@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from .plan import (
+    BETA_SWEEP,
     LAMBDA_SWEEP,
     LARGEST,
     PROFILES,
@@ -21,7 +22,7 @@ from .plan import (
     logits_id,
     parse_id,
 )
-from .verdicts import SIG, fmt_cmp, judge
+from .verdicts import SIG, corrected, fmt_cmp, judge, noise_goal
 
 
 # -------------------------------------------------------------------------------------------------- the records
@@ -38,11 +39,15 @@ def _logits(res):
     return CachedTeacher.load(res.checkpoint).logits
 
 
-def _decompose(t_logits, s_logits, labels, tau: float = 4.0) -> tuple[float, float]:
+def _split(t_logits, s_logits, labels, tau: float = 4.0):
     from aidkd.aid.split import split_decomposition_from_logits
 
-    d = split_decomposition_from_logits(teacher_logits=t_logits, student_logits=s_logits, labels=labels, temperature=tau,
-                                        num_classes=t_logits.shape[1])
+    return split_decomposition_from_logits(teacher_logits=t_logits, student_logits=s_logits, labels=labels,
+                                           temperature=tau, num_classes=t_logits.shape[1])
+
+
+def _decompose(t_logits, s_logits, labels, tau: float = 4.0) -> tuple[float, float]:
+    d = _split(t_logits, s_logits, labels, tau)
     return d.cs, d.ic
 
 
@@ -84,8 +89,12 @@ def records(profile: str, R: dict) -> tuple[dict, dict]:
         if t_lg and r_lg and after is not None:
             labels = _train_labels(profile) if labels is None else labels
             r_logits = _logits(r_lg)
-            rec["train_cs_before"], rec["train_ic_before"] = _decompose(_logits(t_lg), r_logits, labels)
-            rec["train_cs_after"], rec["train_ic_after"] = _decompose(after, r_logits, labels)
+            d0, d1 = _split(_logits(t_lg), r_logits, labels), _split(after, r_logits, labels)
+            rec["train_cs_before"], rec["train_ic_before"] = d0.cs, d0.ic
+            rec["train_cs_after"], rec["train_ic_after"] = d1.cs, d1.ic
+            # the inner-class information of the teacher before / after and of the reference (tau 4, training)
+            rec["info_before"], rec["info_after"], rec["reference_info"] = (d0.teacher_info, d1.teacher_info,
+                                                                            d0.student_info)
         out[job_id] = rec
     decomp = {}
     for t in TEACHERS:
@@ -173,6 +182,14 @@ def verdict_lines(recs: list[dict]) -> list[str]:
             out.append(f"7. **{r['title']}** (default fine-tuning, {LARGEST}, val drop per seed: "
                        + ", ".join(f"{d:+.2f}" for d in c["val_drops"]) + f"; tolerance {c['tolerance']}). "
                        f"Verdict: **{v}**.")
+        elif k == "C":
+            want = "match or beat" if r["part"] == "cs" else "fall behind"
+            txt = ", ".join(f"{t} {fmt_cmp(x)}" for t, x in c[f"kd_{r['part']}_minus_kd"].items())
+            out.append(f"C. **{r['title']}** (the decomposition's causal test: from {LARGEST} it should {want} KD; "
+                       f"by teacher: {txt}). Verdict for {LARGEST}: **{v}**.")
+        elif k == "A/A" and "teacher" in r:
+            out.append(f"A/A. **{r['title']}** (KD computed as L_CS + (1 + 1e-6) L_IC, the same objective up to float "
+                       f"rounding, minus KD, same seeds): {fmt_cmp(c['kd_aa_minus_kd'])}.")
         elif k == "A/A":
             out += ["", f"**{r['title']}.** The entropy bisection gave beta = 1 on every seed: the teacher is already as "
                     "smooth as the reference, the tempered target is the teacher's own distribution, and AID+KD "
@@ -180,6 +197,47 @@ def verdict_lines(recs: list[dict]) -> list[str]:
                     f"{fmt_cmp(c['same_targets_minus_kd'])}, is how far two runs with the same targets drift apart. "
                     "Differences of that size are noise whatever their p-value, and with some twenty comparisons a "
                     "few p < 0.05 are expected by chance alone."]
+    return out
+
+
+def noise_floor_lines(recs: list[dict]) -> list[str]:
+    """The report's first section: the A/A controls' std, what it lets the instrument detect, and the goal."""
+    goal = noise_goal(recs)
+    aa = [r for r in recs if r["claim"] == "A/A"]
+    if not aa:
+        return ["## Noise floor", "", "No A/A control finished: the report cannot say how large a difference is "
+                "noise.", ""]
+    out = ["## Noise floor", "", "Two runs with the same targets and the same seeds differ by float rounding only; "
+           "the std of their paired difference is the instrument's noise floor. MDE: the smallest true difference "
+           f"a paired t-test at {SIG} detects with 80% power at that std and number of seeds.", ""]
+    out += ["| control | n | std of the paired difference | mean | 95% CI | MDE |", "|---|---|---|---|---|---|"]
+    for r in aa:
+        c = next(iter(r["comparison"].values()))
+        out.append(f"| {r['title']} | {c['n']} | **{c['std']:.2f}** | {c['mean']:+.2f} | [{c['ci'][0]:+.2f}, "
+                   f"{c['ci'][1]:+.2f}] | {c['mde']:.2f} |")
+    out.append("")
+    if goal:
+        largest = {None: "not measured", True: "yes (not the capacity-gap regime)", False: "no"}[goal["largest_best"]]
+        out.append(f"Goal: A/A std at most {goal['goal']} (here {goal['floor']:.2f}); KD at least 1 point above the "
+                   f"vanilla student at p < 0.01 from two teachers (here: {', '.join(goal['kd_gain_teachers']) or 'none'});"
+                   f" the largest teacher the best: {largest}. **{'Reached' if goal['reached'] else 'Not reached'}.**")
+        out.append("")
+    return out
+
+
+def comparison_table(recs: list[dict]) -> list[str]:
+    """Every claim comparison with its CI, MDE, p and Holm-corrected p (the A/A controls are not in the family)."""
+    rows = corrected(recs)
+    if not rows:
+        return []
+    out = [f"### All comparisons, Holm-corrected ({len(rows)} in the family, level {SIG})", "",
+           "Accuracy points, except claim 2 (loss units, x tau^2).", "",
+           "| comparison | n | mean +- std | 95% CI | MDE | p | Holm p | survives |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['label']} | {r['n']} | {r['mean']:+.2f} +- {r['std']:.2f} | [{r['ci'][0]:+.2f}, "
+                   f"{r['ci'][1]:+.2f}] | {r['mde']:.2f} | {r['p']:.3f} | {r['p_holm']:.3f} | "
+                   f"{'yes' if r['survives'] else 'no'} |")
+    out.append("")
     return out
 
 
@@ -210,6 +268,9 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
              f"{', '.join('`' + t + '`' for t in TEACHERS)}. Accuracies are test top-1 (%), mean +- std over seeds: "
              "**last** = last epoch, **sel** = the epoch chosen on the validation split.", ""]
 
+    verdicts = judge(seeds, acc, lambda j: recs.get(j),
+                     decomp, lambda j: _wall(recs[j]) if j in recs else None)
+    lines += noise_floor_lines(verdicts)
     lines += ["## Teachers", "", "| teacher | params | val (sel) | test last | test sel | wall s |", "|---|---|---|---|---|---|"]
     tparams = {}
     for t in TEACHERS:
@@ -230,6 +291,9 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
              ("TAKD (via cnn_small)", LARGEST, f"s{{s}}_takd_{LARGEST}"),
              ("born-again KD", LARGEST, f"s{{s}}_ban_{LARGEST}")]
     rows += [(f"AID+KD ({v})", LARGEST, f"s{{s}}_aid-{v}+kd_{LARGEST}") for v in VARIANTS if v != "ft"]
+    rows += [(name, t, f"s{{s}}_{what}_{t}") for what, name in (("kd-cs", "KD, L_CS only"), ("kd-ic", "KD, L_IC only"),
+                                                                  ("kd-aa", "KD via L_CS + L_IC (A/A)"))
+             for t in TEACHERS]
     lines += ["## Students", "", "| method | teacher | test last | test sel | seeds | wall s (mean) |", "|---|---|---|---|---|---|"]
     for name, t, fmt in rows:
         last, sel = accs(fmt), accs(fmt, "best_test_acc")
@@ -241,16 +305,18 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
 
     lines += ["## Adaptation (teacher side)", "",
               "L_CS / L_IC: the decomposition of KD(teacher || reference student) on the training split, before and "
-              "after adaptation. Teacher accuracy on the validation split.", "",
-              "| variant | teacher | teacher val before | after | L_CS before | after | L_IC before | after | adapt s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "after adaptation; I_T: the teacher's inner-class information, tau^2 mean KL(p_i || m_{y_i}) (tau 4, "
+              "training split). Teacher accuracy on the validation split.", "",
+              "| variant | teacher | teacher val before | after | L_CS before | after | L_IC before | after | I_T before | "
+              "after | adapt s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in TEACHERS:
         for var in VARIANTS:
             js = [recs[f"s{s}_adapt-{var}_{t}"] for s in seeds if f"s{s}_adapt-{var}_{t}" in recs]
             if js:
                 cells = [_ms([j.get(k) for j in js]) for k in ("teacher_val_acc_before", "teacher_val_acc_after",
                                                                "train_cs_before", "train_cs_after", "train_ic_before",
-                                                               "train_ic_after", "adapt_wall_s")]
+                                                               "train_ic_after", "info_before", "info_after",
+                                                               "adapt_wall_s")]
                 lines.append(f"| {var} | {t} | " + " | ".join(cells) + " |")
     lines.append("")
 
@@ -265,15 +331,16 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
                          f"{_ms(d['kd_cs'])} | {_ms(d['kd_ic'])} |")
     lines.append("")
 
-    verdicts = judge(seeds, acc, lambda j: recs.get(j),
-                     decomp, lambda j: _wall(recs[j]) if j in recs else None)
     lines += ["## Verdicts (the claims of docs/aid.md section 7)", "",
               f"Paired over seeds (same seed = same student initialisation and batch order); two-sided t-test, "
               f"level {SIG}. Differences in accuracy points of last-epoch test accuracy.", ""]
     lines += verdict_lines(verdicts)
     lines.append("")
+    lines += comparison_table(verdicts)
 
     figs = _plots(fig_dir, seeds, accs, decomp, tparams)
+    fig = _info_plot(fig_dir, seeds, accs, recs)
+    figs += [fig] if fig else []
     if figs:
         lines += ["## Plots", ""] + [f"![{f.stem}]({fig_dir.name}/{f.name})" for f in figs] + [""]
 
@@ -290,7 +357,8 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text("\n".join(lines))
     report_path.with_suffix(".json").write_text(json.dumps(
-        {"profile": profile, "results": recs, "decomposition": decomp, "verdicts": verdicts}, indent=1, default=str))
+        {"profile": profile, "results": recs, "decomposition": decomp, "verdicts": verdicts,
+         "noise_goal": noise_goal(verdicts), "holm": corrected(verdicts)}, indent=1, default=str))
     return report_path
 
 
@@ -356,4 +424,59 @@ def _plots(fig_dir: Path, seeds, accs, decomp, tparams) -> list[Path]:
         ax.set_title(f"degree of adaptation ({LARGEST})")
         ax.legend()
         save(fig, "lambda_sweep.png")
+
+    # the tempered target's beta, both sides of 1 (beta 1 is the teacher itself: KD)
+    kd = mean_std(accs(f"s{{s}}_kd_{LARGEST}"))
+    pts = [(b, mean_std(accs(f"s{{s}}_aid-{v}+kd_{LARGEST}"))) for b, v in BETA_SWEEP]
+    pts = sorted([(b, m) for b, m in pts if not math.isnan(m[0])] + ([(1.0, kd)] if not math.isnan(kd[0]) else []))
+    if len(pts) >= 2:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.errorbar([b for b, _ in pts], [m[0] for _, m in pts], yerr=[m[1] for _, m in pts], marker="o", capsize=3,
+                    label="AID+KD, projection to the tempered target (beta 1: KD)")
+        ax.set_xscale("log")
+        ax.set_xlabel("beta (< 1 smoother, > 1 sharper within-class structure)")
+        ax.set_ylabel("student test acc (%, last epoch)")
+        ax.set_title(f"tempered target ({LARGEST})")
+        ax.legend(fontsize=7)
+        save(fig, "beta_sweep.png")
     return figs
+
+
+def _info_plot(fig_dir: Path, seeds, accs, recs: dict) -> Path | None:
+    """Student accuracy (AID+KD, and KD from the original teacher) against the teacher's I_T, every variant of
+    the largest teacher, the reference students' own I_S marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def mean(xs):
+        xs = [x for x in xs if x is not None and not math.isnan(x)]
+        return statistics.mean(xs) if xs else None
+
+    pts = []
+    for var in VARIANTS:
+        ads = [recs.get(f"s{s}_adapt-{var}_{LARGEST}") for s in seeds]
+        info, acc = mean([a.get("info_after") for a in ads if a]), mean(accs(f"s{{s}}_aid-{var}+kd_{LARGEST}"))
+        if info is not None and acc is not None:
+            pts.append((var, info, acc))
+    ads = [a for a in (recs.get(f"s{s}_adapt-ft_{LARGEST}") for s in seeds) if a]
+    t_info, s_info = mean([a.get("info_before") for a in ads]), mean([a.get("reference_info") for a in ads])
+    kd = mean(accs(f"s{{s}}_kd_{LARGEST}"))
+    if not pts or t_info is None or kd is None:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.scatter([x for _, x, _ in pts], [y for _, _, y in pts], label="AID+KD (variant)")
+    for var, x, y in pts:
+        ax.annotate(var, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.scatter([t_info], [kd], marker="*", s=120, color="C3", label=f"KD ({LARGEST} as trained)")
+    if s_info is not None:
+        ax.axvline(s_info, color="gray", ls="--", label="I_S of the KD student (the reference)")
+    ax.set_xlabel("teacher's inner-class information I_T (tau 4, x tau^2)")
+    ax.set_ylabel("student test acc (%, last epoch)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = fig_dir / "acc_vs_inner_class_information.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -7,6 +7,12 @@ wording lives in :mod:`.render`; tests check these records.
 
 Inputs: ``acc(job_id)`` -> last-epoch test accuracy (None if not finished), ``adapt(job_id)`` -> an adaptation's
 record (None if not finished), ``decomp`` (per teacher: the L_CS / L_IC lists per seed), ``wall(job_id)``.
+
+Every paired comparison carries its 95% confidence interval and its minimum detectable effect (the true mean
+difference a two-sided paired t-test at 0.05 detects with 80% power, from the differences' std and n: the
+noncentral t distribution); :func:`holm` corrects the p-values of all the report's comparisons together, and
+:func:`noise_goal` checks the instrument against its goal (an A/A std at most 0.35 points, KD at least 1 point
+above the vanilla student at p < 0.01 from two teachers, the largest teacher not the best).
 """
 from __future__ import annotations
 
@@ -17,10 +23,47 @@ from collections.abc import Callable
 from .plan import LAMBDA_SWEEP, LARGEST, TEACHERS
 
 SIG = 0.05  # two-sided paired t-test level for the verdicts
+POWER = 0.8  # the power the minimum detectable effects are computed for
+AA_GOAL = 0.35  # the noise floor the instrument aims at: std of the paired A/A difference, in points
+KD_GAIN_GOAL, KD_GAIN_P = 1.0, 0.01  # KD above the vanilla student by at least this much, at this p
+
+
+def min_detectable_effect(std: float, n: int, alpha: float = SIG, power: float = POWER) -> float:
+    """The smallest true mean difference that a two-sided one-sample (paired) t-test at level ``alpha`` detects
+    with probability ``power``, for n differences of standard deviation ``std`` (nan below 2; solved on the
+    noncentral t distribution, so exact for normal differences)."""
+    if n < 2 or math.isnan(std):
+        return float("nan")
+    if std == 0:
+        return 0.0
+    from scipy import optimize, stats
+
+    df, crit = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
+
+    def power_at(ncp: float) -> float:  # both rejection tails; scipy gives nan where the far one underflows
+        far = stats.nct.cdf(-crit, df, ncp)
+        return stats.nct.sf(crit, df, ncp) + (0.0 if math.isnan(far) else far)
+
+    hi = 1.0
+    while power_at(hi) < power:  # a bracket (the noncentral t is unstable far beyond what is needed)
+        hi *= 2
+    ncp = optimize.brentq(lambda x: power_at(x) - power, 0.0, hi)
+    return ncp * std / math.sqrt(n)
+
+
+def confidence_interval(mean: float, std: float, n: int, level: float = 1 - SIG) -> tuple[float, float]:
+    """The t confidence interval of a mean of n differences (nan below 2)."""
+    if n < 2 or math.isnan(std):
+        return float("nan"), float("nan")
+    from scipy import stats
+
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+    return mean - half, mean + half
 
 
 def paired(a: list, b: list) -> dict:
-    """Paired comparison a - b over seeds: mean, std, n, two-sided p (t-test; None below 2 pairs)."""
+    """Paired comparison a - b over seeds: mean, std, n, two-sided p (t-test; None below 2 pairs), the 95%
+    confidence interval ``ci`` and the minimum detectable effect ``mde`` (80% power)."""
     d = [x - y for x, y in zip(a, b) if x is not None and y is not None]
     res = {"n": len(d), "mean": statistics.mean(d) if d else float("nan"),
            "std": statistics.stdev(d) if len(d) > 1 else float("nan"), "p": None}
@@ -31,7 +74,64 @@ def paired(a: list, b: list) -> dict:
             from scipy import stats
 
             res["p"] = float(stats.ttest_1samp(d, 0.0).pvalue)
+    res["ci"] = list(confidence_interval(res["mean"], res["std"], res["n"]))
+    res["mde"] = min_detectable_effect(res["std"], res["n"])
     return res
+
+
+def holm(pvalues: dict[str, float], alpha: float = SIG) -> dict[str, dict]:
+    """Holm's step-down correction of a family of p-values: name -> {"p_holm" (adjusted, monotone), "survives"
+    (rejected at ``alpha`` after correction)}."""
+    order = sorted(pvalues, key=pvalues.get)
+    m, out, running, rejecting = len(order), {}, 0.0, True
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (m - i) * pvalues[name]))
+        rejecting = rejecting and pvalues[name] <= alpha / (m - i)
+        out[name] = {"p_holm": running, "survives": rejecting}
+    return out
+
+
+def comparisons(recs: list[dict]) -> dict[str, dict]:
+    """Every paired comparison inside the claims' records (the A/A controls left out), by a label
+    ``claim/title/key[/sub-key]``: the family :func:`holm` corrects."""
+    out: dict[str, dict] = {}
+
+    def walk(label: str, x) -> None:
+        if isinstance(x, dict) and {"n", "mean", "std", "p"} <= set(x):
+            out[label] = x
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{label}/{k}", v)
+
+    for r in recs:
+        if r["claim"] != "A/A":  # the controls measure the noise; they are no claim
+            walk(f"{r['claim']}/{r['title']}", r["comparison"])
+    return out
+
+
+def corrected(recs: list[dict], alpha: float = SIG) -> list[dict]:
+    """One row per comparison of ``recs`` with a p-value: label, the comparison, its Holm-adjusted p and whether
+    it survives the correction over all of them."""
+    cmps = {k: c for k, c in comparisons(recs).items() if c["p"] is not None}
+    adj = holm({k: c["p"] for k, c in cmps.items()}, alpha)
+    return [{"label": k, **c, **adj[k]} for k, c in cmps.items()]
+
+
+def noise_goal(recs: list[dict]) -> dict | None:
+    """The instrument against its goal, from the premise and the KD A/A records (None without an A/A record):
+    ``aa_std`` per A/A control, ``kd_gain_teachers`` (KD >= 1 point above vanilla at p < 0.01), ``largest_best``,
+    and ``reached`` (all three parts met; the A/A std of the largest teacher's control decides the first)."""
+    aa = {r["teacher"]: r["comparison"]["kd_aa_minus_kd"] for r in recs if r["claim"] == "A/A" and "teacher" in r}
+    if not aa:
+        return None
+    premise = next((r["comparison"]["kd_minus_vanilla"] for r in recs if r["claim"] == "0"), {})
+    gains = [t for t, c in premise.items() if c["mean"] >= KD_GAIN_GOAL and c["p"] is not None and c["p"] < KD_GAIN_P]
+    kd_means = {t: c["mean"] for t, c in premise.items()}  # KD - vanilla: the same order as KD's own means
+    largest_best = None if set(kd_means) != set(TEACHERS) else max(kd_means, key=kd_means.get) == LARGEST
+    floor = aa.get(LARGEST, next(iter(aa.values())))["std"]
+    return {"aa_std": {t: c["std"] for t, c in aa.items()}, "floor": floor, "goal": AA_GOAL,
+            "kd_gain_teachers": gains, "largest_best": largest_best,
+            "reached": floor <= AA_GOAL and len(gains) >= 2 and largest_best is False}
 
 
 def significance(cmp: dict, want_positive: bool = True) -> str:
@@ -150,6 +250,20 @@ def judge(seeds: list[int], acc: Callable, adapt: Callable, decomp: dict, wall: 
         out.append(_record("7", "The adapted teacher keeps its accuracy", {"val_drops": drops, "tolerance": tol,
                                                                           "seeds_over": over,
                                                                           "mean_drop": statistics.mean(drops)}, v))
+    # the causal test of the decomposition: the class-wise part alone should match or beat KD from the largest
+    # teacher, the inner-class part alone fall behind it
+    for part, want_positive in (("cs", True), ("ic", False)):
+        by_t = {t: paired(accs(f"s{{s}}_kd-{part}_{t}"), kd[t]) for t in TEACHERS}
+        by_t = {t: c for t, c in by_t.items() if c["n"]}
+        if LARGEST in by_t:
+            out.append(_record("C", f"KD from L_{part.upper()} only vs KD", {f"kd_{part}_minus_kd": by_t},
+                               significance(by_t[LARGEST], want_positive), part=part))
+    # A/A controls: KD through the L_CS + L_IC path, the same objective up to float rounding
+    for t in TEACHERS:
+        c = paired(accs(f"s{{s}}_kd-aa_{t}"), kd[t])
+        if c["n"] >= 2:
+            out.append(_record("A/A", f"Noise floor: KD twice from {t}", {"kd_aa_minus_kd": c}, "noise floor",
+                               teacher=t))
     # a control: where the entropy bisection leaves the teacher as it is, the projection is KD up to rounding
     betas = [(adapt(f"s{s}_adapt-proj_tempered_{LARGEST}") or {}).get("beta") for s in seeds]
     c = paired(accs(f"s{{s}}_aid-proj_tempered+kd_{LARGEST}"), kd[LARGEST])
@@ -161,4 +275,6 @@ def judge(seeds: list[int], acc: Callable, adapt: Callable, decomp: dict, wall: 
 def fmt_cmp(c: dict) -> str:
     p = "n/a" if c["p"] is None else f"{c['p']:.3f}"
     std = "" if math.isnan(c["std"]) else f" +- {c['std']:.2f}"
-    return f"{c['mean']:+.2f}{std} (n={c['n']}, p={p})"
+    extra = "" if math.isnan(c.get("mde", math.nan)) else \
+        f", 95% CI [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}], MDE {c['mde']:.2f}"
+    return f"{c['mean']:+.2f}{std} (n={c['n']}, p={p}{extra})"
