@@ -273,3 +273,51 @@ def test_a_checkpoint_with_pickled_objects_is_refused_as_unsafe(tmp_path):
 
     torch.save({"model": {"w": torch.ones(2)}, "best_acc": np.float64(70.5)}, ok)  # numpy scalars are allowed
     assert float(read_checkpoint(ok)["best_acc"]) == 70.5
+
+
+def test_ema_is_the_average_of_the_trajectory_and_leaves_training_unchanged(run_cfg, tmp_path):
+    """``train.ema_decay``: the run evaluates and saves d * ema + (1 - d) * w after every step (parameters and
+    batch-norm statistics, the first step copied), the training weights are those of the same run without it,
+    and an interrupted run resumes to the same average."""
+    d = 0.7
+    base = run_cfg(model={"name": "cnn_small"}, sched={"name": "constant"},
+                   train={"epochs": 1, "max_steps_per_epoch": 3})
+
+    def run(name: str, steps: int, ema: float | None = None, **train_kw) -> dict:
+        cfg = {**base, "train": {**base["train"], "max_steps_per_epoch": steps, "ema_decay": ema, **train_kw},
+               "output": {"dir": str(tmp_path), "name": name}}
+        train(config_from_dict(cfg))
+        return load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")
+
+    ws = [run(f"w{n}", n)["method_state"] for n in (1, 2, 3)]  # the training weights after 1, 2, 3 steps
+    ema = run("ema", 3, d)
+    raw = {k.removeprefix("student."): v for k, v in ema["method_state"].items() if k.startswith("student.")}
+    for k, v in raw.items():  # the same training
+        assert torch.equal(v, ws[2][f"student.{k}"]), k
+    for k, v in ema["model"].items():
+        if not v.is_floating_point():
+            continue
+        w1, w2, w3 = (w[f"student.{k}"] for w in ws)
+        want = d * (d * w1 + (1 - d) * w2) + (1 - d) * w3
+        torch.testing.assert_close(v, want, rtol=1e-5, atol=1e-6, msg=k)
+    assert not all(torch.equal(v, raw[k]) for k, v in ema["model"].items())
+    s = json.loads((tmp_path / "ema" / "summary.json").read_text())
+    plain = json.loads((tmp_path / "w3" / "summary.json").read_text())
+    assert s["last_test_raw_acc"] == plain["last_test_acc"] and "last_test_raw_acc" not in plain
+
+    # an interrupted run resumes to the same average (the average is in last.pt)
+    long = {**base, "train": {**base["train"], "epochs": 3, "ema_decay": d}}
+    full = train(config_from_dict({**long, "output": {"dir": str(tmp_path / "a"), "name": "r"}}))
+    cut = config_from_dict({**long, "output": {"dir": str(tmp_path / "b"), "name": "r"}})
+
+    def stop_after_one(epoch, record):
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        train(cut, on_epoch_end=stop_after_one)
+    resumed = train(cut)
+    a = load_checkpoint(Path(full["run_dir"], "checkpoints/last.pt"))
+    b = load_checkpoint(Path(resumed["run_dir"], "checkpoints/last.pt"))
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["ema_state"]["n_averaged"], b["ema_state"]["n_averaged"])

@@ -257,3 +257,21 @@ def test_whole_study_on_digits_and_rerun_runs_nothing(tmp_path):
     assert [f.stat().st_mtime_ns for f in records] == mtimes
     assert sorted((tmp_path / "runs" / "stages").glob("*/stage.json")) == records
     assert json.loads(report.with_suffix(".json").read_text())["verdicts"] == data["verdicts"]
+
+
+def test_probe_with_augmented_students_and_ema_on_digits(tmp_path):
+    """The probe plan with the students augmented (they distil from the teachers' outputs on every view) and an
+    average of their weights: both noise floors are reported, and the augmented KD student reads the view it sees."""
+    report = tmp_path / "probe.md"
+    run("probe-test", report, out=tmp_path / "runs", executor="inprocess")
+    data = json.loads(report.with_suffix(".json").read_text())
+    students = [r for r in data["results"].values() if r["kind"] == "student"]
+    assert students and all(0 <= r["summary"]["last_test_raw_acc"] <= 100 for r in students)
+    text = report.read_text()
+    assert "Noise floor of the training weights" in text and "moving average" in text
+    section = text.split("### Where the floor comes from")[1].split("\n#")[0]
+    churn = [ln for ln in section.splitlines() if ln.startswith("| cnn_")]  # the A/A pairs' churn, both weights
+    assert {ln.split(" | ")[1] for ln in churn} == {"average", "training weights"}
+    # the teachers' tables hold every view of digits' augmentation (crop padding 1, no flip: 9 views)
+    (rec,) = (tmp_path / "runs" / "stages").glob("logits_teacher_cnn_large-*/stage.json")
+    assert json.loads(rec.read_text())["result"]["shape"][1] == 9

@@ -66,7 +66,7 @@ def test_job_bar(terminal):
 
 def test_teacher_cache_and_adaptation_draw_their_bars(terminal):
     from aidkd.aid.adapt import AIDParams, adapt_teacher
-    from aidkd.engine.teacher_cache import teacher_logits_on_train
+    from aidkd.engine.view_cache import CacheSpec, build_view_logits, stored_view_table
     from aidkd.methods import Batch
     from aidkd.models import create_model
 
@@ -76,13 +76,12 @@ def test_teacher_cache_and_adaptation_draw_their_bars(terminal):
     x, y = torch.randn(32, 1, 8, 8), torch.arange(32) % 4
     batches = [Batch(x[i:i + 16], y[i:i + 16], torch.arange(i, i + 16)) for i in (0, 16)]
 
-    class Loader(list):
-        def as_eval(self):
-            return self
-
-    logits = teacher_logits_on_train(teacher, Loader(batches), 32, torch.device("cpu"))
-    assert logits.shape == (32, 4)
-    assert "teacher-output cache" in terminal.getvalue()
+    spec = CacheSpec(mode="views", padding=1, flip=True)
+    images = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8)
+    stored = build_view_logits(teacher, images, (0.5,), (0.25,), stored_view_table(32, spec), spec,
+                               torch.device("cpu"))
+    assert stored["logits"].shape == (32, 18, 4)
+    assert "teacher view cache" in terminal.getvalue()
     adapt_teacher(teacher, student, batches, batches, AIDParams(epochs=1, K=4), "cpu")
     assert "AID adaptation, epoch 1/1" in terminal.getvalue()
 

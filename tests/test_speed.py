@@ -386,3 +386,45 @@ def test_pipeline_reports_the_adaptation_as_a_fraction_of_a_distillation():
     c = adaptation_cost(cfg, stages)
     assert c == {"adapt_s": 6.0, "distill_s": 60.0, "fraction": pytest.approx(0.1)}
     assert adaptation_cost(cfg, {"aid-kd-s0": st("aid-kd-s0", 50.0)})["fraction"] is None
+
+
+class _SlowCountingTeacher(torch.nn.Module):
+    """A teacher whose every forward takes a while and leaves a line in ``log``: builds that overlap in time."""
+
+    def __init__(self, log: Path):
+        super().__init__()
+        self.inner, self.log = _teacher(), log
+
+    def forward(self, x):
+        import time
+
+        with open(self.log, "a") as f:
+            f.write("forward\n")
+        time.sleep(0.3)
+        return self.inner(x)
+
+
+def _build_in_process(log: Path, root: Path, out) -> None:
+    from aidkd.engine.view_cache import view_cache_stage
+
+    t = _SlowCountingTeacher(log)
+    st = view_cache_stage(t, t.inner, _loader(), CacheSpec("views", 1, False), 4, torch.device("cpu"), root=root,
+                          log=lambda *a: None)
+    out.put((st.status, str(st.dir)))
+
+
+def test_two_processes_that_need_one_cache_build_it_once(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    log = tmp_path / "forwards.txt"
+    procs = [ctx.Process(target=_build_in_process, args=(log, tmp_path / "cache", out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    results = sorted(out.get(timeout=5) for _ in procs)
+    assert [s for s, _ in results] == ["ran", "skipped"] and results[0][1] == results[1][1]
+    # one build: 40 images x 9 views in batches of 512 is one teacher forward
+    assert log.read_text().count("forward") == 1

@@ -70,28 +70,36 @@ def test_train_stage_follows_the_teacher_file_and_logits_teacher(run_cfg, tmp_pa
     assert teacher.status == "ran" and teacher.checkpoint.is_file()
     data = run_cfg()["data"]
     lg = logits_stage(store, "logits", teacher.checkpoint, data)
-    assert lg.result["shape"][1] == 10 and lg.result["num_params"] > 0
-    # the table is the teacher's own outputs on the training views
+    assert lg.result["shape"][2] == 10 and lg.result["num_params"] > 0 and lg.kind == "teacher-views"
+    # the table is the teacher's own outputs on the training views, in float32
     from aidkd.config import DataConfig
     from aidkd.data import build_data
-    from aidkd.engine.teacher_cache import CachedTeacher
+    from aidkd.engine.view_cache import identity_logits, serve_views
     from aidkd.stages.artifacts import load_model
 
     d = build_data(DataConfig(**data), device="cpu")
     model = load_model(teacher.checkpoint, d.spec).eval()
-    table = CachedTeacher.load(lg.checkpoint)
+    table = serve_views(lg.checkpoint, d.train)
+    stored = identity_logits(lg.checkpoint)
     with torch.no_grad():
         for batch in d.train.as_eval():
-            torch.testing.assert_close(table(batch.images, batch.index), model(batch.images))
+            want = model(batch.images)
+            torch.testing.assert_close(table(batch.images, batch.index, torch.zeros_like(batch.index)), want)
+            torch.testing.assert_close(stored[batch.index], want)
     # a student distilled from the table (teacher.kind: logits) learns
     kd = run_cfg(method={"name": "kd"}, teacher={"kind": "logits", "checkpoint": str(lg.checkpoint)},
                  train={"epochs": 3})
     s = train_stage(store, "kd", config_from_dict(kd))
     assert s.status == "ran" and s.result["summary"]["last_test_acc"] > 50
     assert train_stage(store, "kd", config_from_dict(kd)).status == "skipped"
-    # retraining the teacher into the same path invalidates what was computed from it
+    # the table is keyed by the weights' content: a rewritten file with the same weights finds it, other weights
+    # at the same path invalidate it
     ck = torch.load(teacher.checkpoint, weights_only=True)
     ck["epoch"] += 1
+    torch.save(ck, teacher.checkpoint)
+    assert logits_stage(store, "logits", teacher.checkpoint, data).status == "skipped"
+    first = next(iter(ck["model"]))
+    ck["model"][first] = ck["model"][first] + 0.01
     torch.save(ck, teacher.checkpoint)
     assert logits_stage(store, "logits", teacher.checkpoint, data).status == "ran"
     # a table of another training split is refused in one line

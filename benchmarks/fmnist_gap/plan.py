@@ -38,17 +38,22 @@ PROFILES = {
                  dataset="digits", student="cnn_tiny"),
 }
 # The noise-floor probes (docs/results/fmnist_gap_probes.notes.md): 10 seeds each, the full profile's teachers
-# (20 epochs on the 20k subset: ``teacher_subset``), one lever changed at a time on the student side.
+# (20 epochs on the 20k subset: ``teacher_subset``), one lever changed at a time on the student side. Every probe's
+# students also keep an exponential moving average of their weights (``ema_decay``): it does not change their
+# training, so each run reports the raw weights and the average side by side.
 _PROBE = {"seeds": list(range(10)), "teacher_epochs": 20, "teacher_subset": 20000, "student": "cnn_mini",
-          "plan": "probe"}
+          "plan": "probe", "ema_decay": 0.99}
 PROFILES |= {
     "probe-base": _PROBE | {"student_epochs": 5, "train_subset": 20000},  # the full profile's instrument
     "probe-54k": _PROBE | {"student_epochs": 5, "train_subset": None},  # the whole 54k training split
     "probe-long": _PROBE | {"student_epochs": 15, "train_subset": 20000},  # 3x the schedule, cosine to 0
     "probe-54k-long": _PROBE | {"student_epochs": 10, "train_subset": None},
+    # the students augmented (crop with padding 2 + flip, 50 views), distilled from the teachers' outputs on
+    # exactly the view they see (teacher-views stages)
+    "probe-aug": _PROBE | {"student_epochs": 5, "train_subset": 20000, "augment": True},
     # the probe plan on digits, for the tests
     "probe-test": {"seeds": [0, 1], "teacher_epochs": 1, "student_epochs": 1, "train_subset": None,
-                   "dataset": "digits", "student": "cnn_tiny", "plan": "probe"},
+                   "dataset": "digits", "student": "cnn_tiny", "plan": "probe", "ema_decay": 0.9, "augment": True},
 }
 TEACHERS = ["cnn_small", "cnn_medium", "cnn_large"]
 LARGEST = TEACHERS[-1]
@@ -125,17 +130,21 @@ def check_profile(profile: str) -> dict:
 
 # ------------------------------------------------------------------------------------------------------- configs
 def data_config(profile: str, teacher: bool = False) -> dict:
-    """The data section of the students (and of the logit tables they read), or of the teachers' training."""
+    """The data section of the students (and of the logit tables they read), or of the teachers' training (never
+    augmented)."""
     p = PROFILES[profile]
     subset = p.get("teacher_subset", p["train_subset"]) if teacher else p["train_subset"]
     return {"name": p.get("dataset", "fashion_mnist"), "batch_size": 128, "eval_batch_size": 1000, "val_split": 0.1,
-            "augment": False, "train_subset": subset, "workers": 0}
+            "augment": bool(p.get("augment")) and not teacher, "train_subset": subset, "workers": 0}
 
 
 def run_config(profile: str, model: str, method: str, seed: int, epochs: int, teacher: dict | None,
                params: dict | None = None, data: dict | None = None) -> dict:
     """A RunConfig dict of one training stage (``teacher``: the teacher section, or None; ``params``: the
     method's, default its METHOD_PARAMS; ``data``: default the students' data section)."""
+    train = {"epochs": epochs, "seed": seed, "device": "cpu", "progress": False, "tensorboard": False}
+    if data is None and PROFILES[profile].get("ema_decay"):  # the students' runs
+        train["ema_decay"] = PROFILES[profile]["ema_decay"]
     return {
         "data": data or data_config(profile),
         "model": {"name": model},
@@ -143,7 +152,7 @@ def run_config(profile: str, model: str, method: str, seed: int, epochs: int, te
         "method": {"name": method, "params": METHOD_PARAMS.get(method, {}) if params is None else params},
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "sched": {"name": "cosine", "warmup_epochs": 0.3},
-        "train": {"epochs": epochs, "seed": seed, "device": "cpu", "progress": False, "tensorboard": False},
+        "train": train,
     }
 
 

@@ -34,9 +34,68 @@ def _train_labels(profile: str):
 
 
 def _logits(res):
-    from aidkd.engine.teacher_cache import CachedTeacher
+    """A logits stage's outputs on the unaugmented training views, (N, C)."""
+    from aidkd.engine.view_cache import identity_logits
 
-    return CachedTeacher.load(res.checkpoint).logits
+    return identity_logits(res.checkpoint)
+
+
+def _test_hits(R: dict, job_id: str, weights: str, test):
+    """Which test images the student of ``job_id`` gets right (bool, N), from its last checkpoint: the reported
+    weights (``model``) or, for a run with an average, its training weights (``raw``)."""
+    import torch
+
+    from aidkd.engine.checkpoint import load_checkpoint
+    from aidkd.stages.artifacts import load_model
+
+    res = R.get(job_id)
+    if res is None or res.dir is None:
+        return None
+    last = res.dir / "checkpoints" / "last.pt"
+    model = load_model(last, test.spec).eval()
+    if weights == "raw":
+        state = load_checkpoint(last)["method_state"]
+        model.load_state_dict({k[len("student."):]: v for k, v in state.items() if k.startswith("student.")})
+    hits = []
+    with torch.no_grad():
+        for batch in test.test:
+            hits.append(model(batch.images).argmax(1) == batch.labels)
+    return torch.cat(hits)
+
+
+def churn_lines(profile: str, R: dict) -> list[str]:
+    """Why the floor is where it is: the share of test images on which the two runs of each A/A pair disagree
+    (one right, the other wrong), and the std of the paired difference that this churn alone gives if each
+    image's outcome is an independent draw, 100 sqrt(churn / N), beside the measured one."""
+    from aidkd.config import DataConfig
+    from aidkd.data import build_data
+
+    p = PROFILES[profile]
+    data = build_data(DataConfig(**data_config(profile)), device="cpu")
+    out = []
+    for weights in (["model", "raw"] if p.get("ema_decay") else ["model"]):
+        for t in (TEACHERS[0], LARGEST):
+            churn, diffs = [], []
+            for s in p["seeds"]:
+                a = _test_hits(R, f"s{s}_kd_{t}", weights, data)
+                b = _test_hits(R, f"s{s}_kd-aa_{t}", weights, data)
+                if a is not None and b is not None:
+                    churn.append(float((a != b).double().mean()))
+                    diffs.append(100.0 * float(b.double().mean() - a.double().mean()))
+            if len(churn) >= 2:
+                n, c = data.spec.num_test, statistics.mean(churn)
+                out.append(f"| {t} | {'average' if weights == 'model' else 'training weights'} | {len(churn)} | "
+                           f"{100 * c:.2f}% | {100 * math.sqrt(c / n):.2f} | {statistics.stdev(diffs):.2f} |")
+    if not out:
+        return []
+    return ["### Where the floor comes from: prediction churn", "",
+            "The two runs of an A/A pair disagree (one right, the other wrong) on a share of the test images, the "
+            "churn. If each image's outcome were an independent draw, the paired difference of accuracy would have "
+            "a std of 100 sqrt(churn / N) points (N test images) from the churn alone; the measured std beside it. "
+            "Where the two agree, the floor is set by how many images a student gets right by chance, and only a "
+            "student whose predictions are more stable lowers it.", "",
+            "| A/A from | weights | seeds | churn | std implied by the churn | measured std |",
+            "|---|---|---|---|---|---|"] + out + [""]
 
 
 def _split(t_logits, s_logits, labels, tau: float = 4.0):
@@ -225,6 +284,12 @@ def noise_floor_lines(recs: list[dict]) -> list[str]:
     return out
 
 
+def fmt_premise(recs: list[dict]) -> str:
+    """The premise (KD against the vanilla student, by teacher) in one line."""
+    premise = next((r["comparison"]["kd_minus_vanilla"] for r in recs if r["claim"] == "0"), {})
+    return "KD minus vanilla: " + ("; ".join(f"from {t} {fmt_cmp(c)}" for t, c in premise.items()) or "not measured")
+
+
 def comparison_table(recs: list[dict]) -> list[str]:
     """Every claim comparison with its CI, MDE, p and Holm-corrected p (the A/A controls are not in the family)."""
     rows = corrected(recs)
@@ -262,8 +327,12 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     lines = [f"# Fashion-MNIST capacity-gap benchmark ({profile} profile)", "",
              f"Produced by `python -m benchmarks.fmnist_gap --profile {profile} --report {report_path}` (stages under "
              f"`{root}`); {len(recs)} of {n_jobs} jobs finished.", "",
-             "Setting: Fashion-MNIST 28x28, 10% of train held out for validation (fixed split), no augmentation "
-             f"(teacher outputs cached), SGD momentum 0.9, lr 0.05 cosine, batch 128; teachers {p['teacher_epochs']} "
+             "Setting: Fashion-MNIST 28x28, 10% of train held out for validation (fixed split), "
+             + ("students augmented with crop (padding 2) + flip, each distilled from its teacher's stored outputs on "
+                "the view it sees" if p.get("augment") else "no augmentation (teacher outputs stored)")
+             + (f"; the students' reported weights are an exponential moving average (decay {p['ema_decay']}) of "
+                "their training weights, whose own accuracy is reported beside it" if p.get("ema_decay") else "")
+             + ", SGD momentum 0.9, lr 0.05 cosine, batch 128; teachers {p['teacher_epochs']} "
              f"epochs, students {p['student_epochs']} epochs; seeds {seeds}. Student `{p['student']}`; teachers "
              f"{', '.join('`' + t + '`' for t in TEACHERS)}. Accuracies are test top-1 (%), mean +- std over seeds: "
              "**last** = last epoch, **sel** = the epoch chosen on the validation split.", ""]
@@ -271,6 +340,13 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     verdicts = judge(seeds, acc, lambda j: recs.get(j),
                      decomp, lambda j: _wall(recs[j]) if j in recs else None)
     lines += noise_floor_lines(verdicts)
+    lines += churn_lines(profile, R)
+    if p.get("ema_decay"):  # the same runs, their training weights instead of the average
+        raw = judge(seeds, lambda j: acc(j, "last_test_raw_acc"), lambda j: recs.get(j), decomp,
+                    lambda j: _wall(recs[j]) if j in recs else None)
+        floor = noise_floor_lines(raw)
+        floor[0] = "## Noise floor of the training weights (the same runs, without the average)"
+        lines += floor + [fmt_premise(raw), ""]
     lines += ["## Teachers", "", "| teacher | params | val (sel) | test last | test sel | wall s |", "|---|---|---|---|---|---|"]
     tparams = {}
     for t in TEACHERS:

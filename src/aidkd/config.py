@@ -190,6 +190,9 @@ class TrainConfig(_Section):
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, off on CPU
     channels_last: bool = True  # student and teacher in channels_last (measured faster: docs/results/lean_teacher.md)
     compile: bool = False
+    #: evaluate and save an exponential moving average of the student's weights (and batch-norm statistics),
+    #: updated after every step with this decay (e.g. 0.99); the raw student's accuracy is logged beside it
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1)
     deterministic: bool = False
     select_on: Literal["auto", "val", "test", "last"] = "auto"  # which split picks the best checkpoint
     eval_every: int = Field(1, ge=1)
@@ -216,6 +219,11 @@ class OutputConfig(_Section):
     name: Optional[str] = None  # default: derived from model, method and seed
 
 
+#: train options added after runs were recorded, with the default that reproduces those runs: left out of
+#: :meth:`RunConfig.identity` while at that default
+_LATER_TRAIN_OPTIONS = {"on_nonfinite": "stop", "max_skipped_steps": 10, "ema_decay": None}
+
+
 class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -236,14 +244,16 @@ class RunConfig(_Section):
             parts.insert(1, self.teacher.name)
         return "-".join(parts) + f"-s{self.train.seed}"
 
-    def fingerprint(self) -> str:
-        """A hash of everything that changes results (not output location or progress display)."""
+    def identity(self) -> dict:
+        """The config as it identifies a computation: everything that changes results (not the output location
+        or the display), with options added after runs were made left out while they hold their neutral default,
+        so that those runs keep their identity. :meth:`fingerprint` and the stage layer both hash this."""
         d = self.model_dump(mode="json")
         d.pop("output", None)
-        for k in ("progress", "log_every", "dist_timeout_s"):
+        for k in ("progress", "log_every", "dist_timeout_s", "tensorboard", "wandb"):
             d["train"].pop(k, None)
-        for k, default in (("on_nonfinite", "stop"), ("max_skipped_steps", 10)):  # hashed only when changed, so
-            if d["train"].get(k) == default:  # runs made before these options keep their fingerprints
+        for k, default in _LATER_TRAIN_OPTIONS.items():  # hashed only when changed
+            if d["train"].get(k) == default:
                 d["train"].pop(k)
         if d["teacher"]["kind"] == "model":  # the default kind: fingerprints of runs from before it are unchanged
             d["teacher"].pop("kind")
@@ -253,6 +263,11 @@ class RunConfig(_Section):
             if t[key] == default:
                 t.pop(key)
         t.pop("cache_budget_gb")
+        return d
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes results (:meth:`identity`)."""
+        d = self.identity()
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -94,8 +94,8 @@ def serve_teacher(cfg, teacher: nn.Module, data, device: torch.device, dtype: to
         raise UserError(f"teacher.cache={t.cache}: method {cfg.method.name!r} needs the teacher's {what}, which a "
                         "logit cache cannot serve; set teacher.cache=off")
     weights = teacher
-    if use == "logits" and t.lean:
-        teacher = LeanTeacher(teacher)
+    if use == "logits" and t.lean:  # in the run's memory format already, for the view cache's build
+        teacher = LeanTeacher(teacher, channels_last=cfg.train.channels_last)
     if t.cache == "off":
         return teacher
     from . import view_cache
@@ -104,13 +104,11 @@ def serve_teacher(cfg, teacher: nn.Module, data, device: torch.device, dtype: to
     if not hasattr(loader, "replay_views"):
         raise UserError(f"teacher.cache={t.cache} needs an in-memory dataset; dataset {cfg.data.name!r} is read "
                         "from files here: set data.in_memory=on or teacher.cache=off")
-    aug = loader.augment
-    if t.cache == "sampled" and aug is None:
+    if t.cache == "sampled" and loader.augment is None:
         raise UserError("teacher.cache=sampled replays stored augmented views, but data.augment is off; use "
                         "teacher.cache=views")
-    spec = view_cache.CacheSpec(mode=t.cache, padding=aug.crop_pad if aug else 0, flip=bool(aug and aug.flip),
-                                views_per_image=t.cache_views if t.cache == "sampled" else 0, topk=t.cache_topk,
-                                dtype=str(dtype).removeprefix("torch.") if dtype else "float32")
+    spec = view_cache.spec_of_loader(loader, t.cache, t.cache_views if t.cache == "sampled" else 0, t.cache_topk,
+                                     str(dtype).removeprefix("torch.") if dtype else "float32")
     return view_cache.load_or_build(teacher, weights, loader, spec, data.spec.num_classes, device,
                                     t.cache_budget_gb, source=str(t.checkpoint or t.name), log=log,
                                     is_main=is_main, wait=wait)

@@ -1,20 +1,15 @@
-"""A teacher-output cache: the frozen teacher's logits on every training sample, computed once.
+"""The indexed teacher: a teacher that serves fixed per-sample outputs by sample index instead of running a model.
 
-Without augmentation the teacher sees the same view of each sample every epoch, so its logits can be computed
-once and served by sample index (:class:`CachedTeacher`, one kind of :class:`IndexedTeacher`); on a CPU this removes the teacher forward from every step (about 3x on
-res32x4 -> res8x4, see docs/results/perf.md). The cache is an *indexed* teacher: methods ask for
-``teacher_logits(batch)`` and get ``logits[batch.index]``. Feature-based methods need the real teacher.
+Two kinds exist: a model's stored outputs on the views of the training split
+(:class:`aidkd.engine.view_cache.ViewCachedTeacher`, ``teacher.cache`` and ``teacher.kind: logits``) and AID's
+projection targets (:class:`aidkd.aid.project.TargetTeacher`, ``teacher.kind: targets``). Methods ask for
+``teacher_logits(batch)``; feature-based methods need the real teacher and are refused with one line.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..progress import progress_enabled, track_images
-from .distributed import all_reduce_sum
 
 
 class IndexedTeacher(nn.Module):
@@ -58,60 +53,3 @@ class IndexedTeacher(nn.Module):
             raise UserError(f"{where} holds outputs for {self.num_samples} samples x {self.num_classes} classes, but "
                             f"the training split has {num_train} samples x {num_classes} classes; build it from "
                             "the same data config")
-
-
-class CachedTeacher(IndexedTeacher):
-    """A frozen teacher's logits on every training sample (``teacher.kind: logits`` or ``teacher.cache``)."""
-
-    def __init__(self, logits: Tensor, source: str = "teacher"):
-        super().__init__()
-        self.register_buffer("logits", logits)
-        self.source = source
-
-    @property
-    def table(self) -> Tensor:
-        return self.logits
-
-    def logits_at(self, index: Tensor) -> Tensor:
-        return self.logits[index.to(self.logits.device)]
-
-    def save(self, path: str | Path) -> None:
-        """Write the table (atomically) as ``{"logits": (N, C) float32, "source": str}``."""
-        from .checkpoint import save_checkpoint
-
-        save_checkpoint({"logits": self.logits.detach().float().cpu(), "source": self.source}, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "CachedTeacher":
-        from .checkpoint import load_checkpoint
-
-        obj = load_checkpoint(path)
-        if not isinstance(obj, dict) or not isinstance(obj.get("logits"), Tensor):
-            raise UserError(f"{str(path)!r} is not a teacher-output file (written by a logits stage); "
-                            "check teacher.checkpoint and teacher.kind")
-        return cls(obj["logits"], source=str(path))
-
-
-@torch.no_grad()
-def teacher_logits_on_train(teacher: nn.Module, train_loader, num_train: int, device: torch.device,
-                            dtype: torch.dtype | None = None) -> Tensor:
-    """Run ``teacher`` over every training sample once (in order, unaugmented) and return (N, C) logits."""
-    from .trainer import autocast
-
-    teacher.eval()
-    out: Tensor | None = None
-    seen = torch.zeros(num_train, device=device)
-    for batch in track_images(train_loader.as_eval(), "teacher-output cache", progress_enabled()):
-        with autocast(device, dtype):
-            z = teacher(batch.images).float()
-        if out is None:
-            out = torch.zeros(num_train, z.shape[1], device=device)
-        out.index_put_((batch.index,), z, accumulate=True)
-        seen.index_put_((batch.index,), torch.ones_like(batch.index, dtype=seen.dtype), accumulate=True)
-    if out is None:
-        raise RuntimeError("the training loader is empty; cannot build a teacher cache")
-    all_reduce_sum(out)  # under DDP each rank has filled its own shard
-    all_reduce_sum(seen)
-    if not bool((seen > 0).all()):
-        raise RuntimeError("the training loader did not visit every sample; cannot build a teacher cache")
-    return out / seen.unsqueeze(1)

@@ -105,18 +105,22 @@ def build_model_from_config(mcfg, spec, role: str) -> nn.Module:
     return model
 
 
-def build_teacher(cfg: RunConfig, spec) -> nn.Module | None:
-    """The teacher the config describes: a model, a table of cached logits or AID projection targets."""
+def build_teacher(cfg: RunConfig, data) -> nn.Module | None:
+    """The teacher the config describes for the data ``data``: a model, a model's stored outputs on the views of
+    the training split (a teacher-views file, :mod:`aidkd.engine.view_cache`) or AID projection targets."""
     t = cfg.teacher
-    if t.kind != "model":
-        if t.kind == "logits":
-            from .teacher_cache import CachedTeacher
+    spec = data.spec
+    if t.kind == "logits":
+        from .view_cache import serve_views
 
-            teacher = CachedTeacher.load(t.checkpoint)
-        else:
-            from ..aid.project import TargetTeacher
+        if not hasattr(data.train, "replay_views"):
+            raise UserError(f"teacher.kind: logits needs an in-memory dataset; dataset {cfg.data.name!r} is read from "
+                            "files here: set data.in_memory=on")
+        return serve_views(t.checkpoint, data.train, source=str(t.checkpoint), num_classes=spec.num_classes)
+    if t.kind == "targets":
+        from ..aid.project import TargetTeacher
 
-            teacher = TargetTeacher.load(t.checkpoint)
+        teacher = TargetTeacher.load(t.checkpoint)
         teacher.check_fits(spec.num_train, spec.num_classes, f"teacher.checkpoint {t.checkpoint!r}")
         return teacher
     if t.name is None:
@@ -255,6 +259,19 @@ def evaluate(model: nn.Module, loader, device: torch.device, dtype: torch.dtype 
     model.train(was)
     n = max(sums[3].item(), 1.0)
     return {"top1": 100 * sums[0].item() / n, "top5": 100 * sums[1].item() / n, "loss": sums[2].item() / n, "n": int(sums[3].item())}
+
+
+def student_ema(student: nn.Module, decay: float | None):
+    """The exponential moving average of ``student``'s weights and buffers (``torch.optim.swa_utils``), updated
+    by ``update_parameters(student)`` after each step; None without a decay."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
 
 
 def selection_split(cfg: RunConfig, has_val: bool) -> str:
@@ -412,7 +429,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
     data = build_data(cfg.data, device=device, rank=dist_info.rank, world_size=dist_info.world_size, seed=cfg.train.seed)
     spec = data.spec
     student = build_model_from_config(cfg.model, spec, "model")
-    teacher = build_teacher(cfg, spec)
+    teacher = build_teacher(cfg, data)
     if teacher is not None:
         teacher = serve_teacher(cfg, teacher.to(device).eval(), data, device, amp_dtype(cfg, device),
                                 is_main=dist_info.is_main, wait=barrier, log=console.print)
@@ -443,9 +460,12 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
         opt, lambda step: lr_factor(cfg.sched, step / steps_per_epoch, cfg.train.epochs, o.lr)
     )
 
+    ema = student_ema(method.student, cfg.train.ema_decay)
     start_epoch, best, history_best_test = 0, {"acc": -1.0, "epoch": -1}, -1.0
     if resume is not None:
         method.load_state_dict(resume["method_state"])
+        if ema is not None:
+            ema.load_state_dict(resume["ema_state"])
         _load_optimiser(opt, sched, resume, cfg, plan.changes)
         set_rng_state(resume["rng"])
         start_epoch = int(resume["epoch"])
@@ -502,6 +522,8 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
                     loss.backward()  # bf16 autocast needs no loss scaling
                     opt.step()
                     sched.step()
+                    if ema is not None:
+                        ema.update_parameters(method.student)
                     n = batch.labels.numel()
                     seen += n
                     for k, v in losses.items():
@@ -532,12 +554,15 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
                 if skip:
                     record["train.skipped_steps"] = monitor.skipped
                 is_last = epoch + 1 == cfg.train.epochs
+                evaluated = method.student if ema is None else ema.module  # the student the run reports and saves
                 if (epoch + 1) % cfg.train.eval_every == 0 or is_last:
                     if data.val is not None:
-                        v = evaluate(method.student, data.val, device, dtype)
+                        v = evaluate(evaluated, data.val, device, dtype)
                         record.update({"val.top1": v["top1"], "val.top5": v["top5"], "val.loss": v["loss"]})
-                    te = evaluate(method.student, data.test, device, dtype)
+                    te = evaluate(evaluated, data.test, device, dtype)
                     record.update({"test.top1": te["top1"], "test.top5": te["top5"], "test.loss": te["loss"]})
+                    if ema is not None:  # the raw weights' accuracy, beside the average's
+                        record["test.raw_top1"] = evaluate(method.student, data.test, device, dtype)["top1"]
                     history_best_test = max(history_best_test, te["top1"])
                     last_eval = record
                     score = record["val.top1"] if select == "val" else record["test.top1"]
@@ -553,7 +578,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
                     if not folder_ready:
                         _create_run_dir(plan, cfg, start_epoch)
                         folder_ready = True
-                    ck = model_checkpoint(method.student, cfg.model.name, spec, cfg.model.kwargs,
+                    ck = model_checkpoint(evaluated, cfg.model.name, spec, cfg.model.kwargs,
                                           cfg.model_dump(mode="json"), epoch + 1, cfg.model.in_chans)
                     logger.log(record)  # before last.pt: a kill in between is repaired by the resume's truncation
                     faults.point("metrics")
@@ -565,6 +590,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
                                         run_dir / "checkpoints" / "best.pt", faults)
                     _save_run_checkpoint({**ck, "method_state": method.state_dict(), "optimizer": opt.state_dict(),
                                      "scheduler": sched.state_dict(),
+                                     **({} if ema is None else {"ema_state": ema.state_dict()}),
                                      "rng": rng_state(), "best": best, "best_test_epoch_acc": history_best_test,
                                      "world_size": dist_info.world_size},
                                     run_dir / "checkpoints" / "last.pt", faults)
@@ -581,6 +607,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
         "selection": select, "best_acc": best["acc"], "best_epoch": best["epoch"],
         "best_test_acc": best.get("test.top1"),
         "last_test_acc": last_eval.get("test.top1"), "last_test_top5": last_eval.get("test.top5"),
+        **({} if ema is None else {"last_test_raw_acc": last_eval.get("test.raw_top1")}),
         "last_val_acc": last_eval.get("val.top1"), "best_test_epoch_acc": history_best_test,
         "wall_time_s": time.time() - t_start if resume is None else None,
         "world_size": dist_info.world_size, "device": str(device), "versions": versions(),

@@ -1,5 +1,7 @@
-"""The view-exact teacher-output cache: the frozen teacher's logits for every view of every training image,
-computed once and shared by every run that distils from that teacher.
+"""The teacher-output cache: a frozen model's logits for every view of every training image, computed once and
+shared by every run that distils from that model. It is the one form in which aidkd stores a model's outputs
+for students: the engine's ``teacher.cache`` builds and reads it, and a plan's teacher-views stage
+(:func:`aidkd.stages.logits_stage`) writes it as the file that ``teacher.kind: logits`` serves.
 
 The small-image augmentation (random crop with zero padding ``p`` + horizontal flip) has ``(2p+1)^2 x 2``
 views per image (162 for CIFAR's ``p = 4``; one view without augmentation). The training loader records which
@@ -11,19 +13,22 @@ so training is the same as running the teacher, up to the storage rounding (fp16
   change of recipe (the student sees ``K`` views of each image, not all of them); it is the practical mode
   where the full set is too costly to build.
 
-Logits are stored in fp16, or as the top-``k`` logits (fp16 values, int16 classes) plus the mean of the
+Logits are stored in fp16 (``precision: float32`` keeps them exact), or as the top-``k`` logits (fp16 values, int16 classes) plus the mean of the
 others (an approximation; the rest of the classes are served at that mean). The storage cost is printed before
 the build starts, and a build beyond ``teacher.cache_budget_gb`` is refused with the number.
 
-A cache is a stage of kind ``teacher-views`` (:mod:`aidkd.stages`): a folder ``teacher-views-<fingerprint>``
-holding ``views.pt`` and the stage record, under ``$AIDKD_CACHE`` (default ``~/.cache/aidkd/teacher_views``),
-outside any run folder. The fingerprint covers the teacher's weights (their content, so an adapted teacher gets
+A cache is a stage of kind ``teacher-views`` (:mod:`aidkd.stages`): a folder ``<name>-<fingerprint>`` holding
+``views.pt`` and the stage record, under ``$AIDKD_CACHE`` (default ``~/.cache/aidkd/teacher_views``, outside any
+run folder) for the engine's ``teacher.cache``, or in a plan's own stage folder. A build takes an exclusive lock
+on the store (``fcntl.flock``), so two processes that need the same cache build it once. The fingerprint covers the teacher's weights (their content, so an adapted teacher gets
 its own cache), the training split's images and labels, the normalisation, the augmentation, the mode and the
 storage format, and the autocast dtype of the teacher's forward. Every run, seed and method with the same
 fingerprint reuses the file.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -47,8 +52,8 @@ SAMPLED_SEED = 0  # the draw of the stored views in sampled mode (part of the fi
 @dataclass(frozen=True)
 class CacheSpec:
     """What a cache stores: which views (``mode``, the augmentation's ``padding`` / ``flip``, ``views_per_image``
-    in sampled mode) and in which form (``topk`` classes or all in fp16; ``dtype``: the autocast dtype of the
-    teacher's forward, ``"float32"`` for none)."""
+    in sampled mode) and in which form (``topk`` classes or all of them in ``precision``; ``dtype``: the autocast
+    dtype of the teacher's forward, ``"float32"`` for none)."""
 
     mode: Literal["views", "sampled"]
     padding: int
@@ -56,6 +61,7 @@ class CacheSpec:
     views_per_image: int = 0  # sampled mode: K
     topk: int | None = None
     dtype: str = "float32"
+    precision: Literal["float16", "float32"] = "float16"  # storage of the full logits (top-k values: fp16)
 
     @property
     def augment(self) -> TensorAugment:
@@ -78,9 +84,10 @@ def stored_view_table(num_samples: int, spec: CacheSpec) -> Tensor:
     return torch.rand(num_samples, total, generator=g).argsort(dim=1)[:, : spec.stored_views].contiguous()
 
 
-def storage_bytes(num_samples: int, stored_views: int, num_classes: int, topk: int | None) -> int:
-    """Bytes of a cache: fp16 logits, or top-k fp16 values + int16 classes + one fp16 mean of the rest."""
-    per_view = 2 * num_classes if topk is None else 4 * topk + 2
+def storage_bytes(num_samples: int, stored_views: int, num_classes: int, topk: int | None,
+                  precision: str = "float16") -> int:
+    """Bytes of a cache: fp16 (or fp32) logits, or top-k fp16 values + int16 classes + one fp16 mean of the rest."""
+    per_view = (2 if precision == "float16" else 4) * num_classes if topk is None else 4 * topk + 2
     return num_samples * stored_views * per_view
 
 
@@ -103,7 +110,7 @@ def fingerprint(teacher: nn.Module, images: Tensor, labels: Tensor, mean, std, s
 def build_view_logits(teacher: nn.Module, images: Tensor, mean, std, table: Tensor, spec: CacheSpec,
                       device: torch.device, batch_size: int = 512) -> dict[str, Tensor]:
     """Run ``teacher`` on view ``table[i, j]`` of every image ``i`` for every slot ``j``; return the stored
-    tensors: ``logits`` ``(N, S, C)`` fp16, or ``topk_values`` / ``topk_classes`` ``(N, S, k)`` and
+    tensors: ``logits`` ``(N, S, C)`` in ``spec.precision``, or ``topk_values`` / ``topk_classes`` ``(N, S, k)`` and
     ``rest_mean`` ``(N, S)``. A progress bar (:mod:`aidkd.progress`) shows the build where bars are on."""
     from .trainer import autocast
 
@@ -121,14 +128,14 @@ def build_view_logits(teacher: nn.Module, images: Tensor, mean, std, table: Tens
         if not out:
             c = z.shape[1]
             if spec.topk is None:
-                out["logits"] = torch.empty(n, s, c, dtype=torch.float16)
+                out["logits"] = torch.empty(n, s, c, dtype=getattr(torch, spec.precision))
             else:
                 k = min(spec.topk, c)
                 out["topk_values"] = torch.empty(n, s, k, dtype=torch.float16)
                 out["topk_classes"] = torch.empty(n, s, k, dtype=torch.int16)
                 out["rest_mean"] = torch.empty(n, s, dtype=torch.float16)
         if spec.topk is None:
-            out["logits"][i, j] = z.half()
+            out["logits"][i, j] = z.to(out["logits"].dtype)
         else:
             v, c_idx = z.topk(out["topk_values"].shape[2], dim=1)
             rest = (z.sum(1) - v.sum(1)) / max(z.shape[1] - v.shape[1], 1)
@@ -167,11 +174,12 @@ class ViewStore:
 class ViewCachedTeacher(IndexedTeacher):
     """A teacher served from a :class:`ViewStore`: ``forward(images, index, view)`` gathers the stored logits of
     those samples' views. Images that are no view of the training split (``view=None``, e.g. MLKD's strong
-    view) go through the teacher model itself. It has no features: feature-based methods are refused."""
+    view) go through the teacher model itself, when there is one (a file served as ``teacher.kind: logits`` has
+    none). It has no features: feature-based methods are refused."""
 
     per_view = True
 
-    def __init__(self, store: ViewStore, model: nn.Module, source: str = "teacher"):
+    def __init__(self, store: ViewStore, model: nn.Module | None, source: str = "teacher"):
         super().__init__()
         self.store = store
         object.__setattr__(self, "model", model)  # the frozen teacher, for images outside the cache
@@ -187,6 +195,9 @@ class ViewCachedTeacher(IndexedTeacher):
 
     def forward(self, images: Tensor, index: Tensor | None, view: Tensor | None = None) -> Tensor:
         if view is None:
+            if self.model is None:
+                raise UserError(f"the teacher serves stored outputs ({self.source}) and cannot see images that are "
+                                "no view of the training split; this method needs teacher.kind: model")
             return self.model(images)
         if index is None:
             raise UserError(f"the teacher serves per-view outputs ({self.source}) and needs sample indices")
@@ -210,72 +221,150 @@ def human_bytes(n: float) -> str:
 
 def describe_cost(num_samples: int, spec: CacheSpec, num_classes: int) -> str:
     s = spec.stored_views
-    size = human_bytes(storage_bytes(num_samples, s, num_classes, spec.topk))
-    form = "fp16 logits" if spec.topk is None else f"top-{spec.topk} logits"
+    size = human_bytes(storage_bytes(num_samples, s, num_classes, spec.topk, spec.precision))
+    form = f"{'fp16' if spec.precision == 'float16' else 'fp32'} logits" if spec.topk is None else f"top-{spec.topk} logits"
     return (f"{num_samples} images x {s} views x {num_classes} classes as {form} = {size}; building it costs "
             f"{s} teacher passes over the split ({s} epochs' worth of teacher forwards)")
 
 
+def spec_of_loader(loader, mode: str = "views", views_per_image: int = 0, topk: int | None = None,
+                   dtype: str = "float32", precision: str = "float16") -> CacheSpec:
+    """The cache spec of ``loader``'s training augmentation (one view without augmentation)."""
+    aug = loader.augment
+    return CacheSpec(mode=mode, padding=aug.crop_pad if aug else 0, flip=bool(aug and aug.flip),
+                     views_per_image=views_per_image, topk=topk, dtype=dtype, precision=precision)
+
+
+@contextlib.contextmanager
+def _locked(root: Path, fp: str):
+    """An exclusive lock on the cache ``fp`` in the store ``root`` while it is looked for and built, so that
+    processes that need the same cache build it once (different caches build in parallel)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".teacher-views-{fp}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def view_cache_stage(teacher: nn.Module, weights: nn.Module, loader, spec: CacheSpec, num_classes: int,
-                     device: torch.device, budget_gb: float, source: str = "teacher", log=print,
-                     is_main: bool = True, wait=lambda: None):
-    """The stage (``aidkd.stages``, kind ``teacher-views``, under :func:`cache_root`) that holds the view cache
-    of ``teacher`` over ``loader``'s training split: found finished when one of the same fingerprint exists,
-    else run by the main process (the others ``wait``, then find it). ``weights`` is the module whose weights
-    identify the teacher (the original model when ``teacher`` is a lean wrapper of it). Returns the
-    ``StageResult``; its ``views.pt`` holds the stored tensors."""
+                     device: torch.device, budget_gb: float = float("inf"), source: str = "teacher", log=print,
+                     is_main: bool = True, wait=lambda: None, root: str | Path | None = None,
+                     name: str = "teacher-views", reuse_only: bool = False):
+    """The stage (``aidkd.stages``, kind ``teacher-views``, under ``root``, default :func:`cache_root`) that holds
+    the view cache of ``teacher`` over ``loader``'s training split: found finished when one of the same
+    fingerprint exists, else run by the main process under the store's lock (the others ``wait``, then find
+    it). ``weights`` is the module whose weights identify the teacher (the original model when ``teacher`` is a
+    lean wrapper of it). Returns the ``StageResult``; its ``views.pt`` holds the stored tensors, and its result
+    the teacher's parameter count and its accuracy on the stored views. ``reuse_only``: build nothing, and
+    return None when the cache is not there."""
+    from ..models import num_params
     from ..stages import StageStore
     from .checkpoint import save_checkpoint
 
+    root = Path(root).expanduser() if root is not None else cache_root()
     images, labels = loader.images, loader.labels
     fp = fingerprint(weights, images, labels, loader.mean, loader.std, spec)
     config = {"content": fp, "spec": asdict(spec), "num_classes": num_classes}
-    store = StageStore(cache_root(), verbose=False, reuse_only=not is_main)
-    found = StageStore(cache_root(), verbose=False, reuse_only=True).run("teacher-views", "teacher-views", config,
-                                                                          {}, None)
+
+    def find():
+        return StageStore(root, verbose=False, reuse_only=True).run(name, "teacher-views", config, {}, None)
+
+    def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
+        table = stored_view_table(images.shape[0], spec)
+        t0 = time.perf_counter()
+        tensors = build_view_logits(teacher, images, loader.mean, loader.std, table, spec, device,
+                                    batch_size=4096 if device.type == "cuda" else 512)
+        took = time.perf_counter() - t0
+        save_checkpoint({"format": FORMAT, "spec": asdict(spec), "num_classes": num_classes,
+                         "table": table if spec.mode == "sampled" else None, "tensors": tensors}, folder / "views.pt")
+        rate = table.numel() / max(took, 1e-9)
+        store = ViewStore(tensors, table, spec, num_classes)
+        hits = sum(int((store.gather(torch.arange(images.shape[0]), table[:, j]).argmax(1) == labels.cpu()).sum())
+                   for j in range(table.shape[1]))
+        log(f"teacher view cache {fp}: built in {took:.1f} s ({rate:.0f} teacher images/s), in {folder}")
+        return {"checkpoint": "views.pt", "build_s": took, "build_img_per_s": rate, "source": source,
+                "num_params": num_params(weights), "train_view_acc": 100.0 * hits / table.numel(),
+                "shape": [images.shape[0], table.shape[1], num_classes]}, "ran"
+
+    found = find()
+    if reuse_only:
+        return found
     if found is None and is_main:
-        need = storage_bytes(images.shape[0], spec.stored_views, num_classes, spec.topk)
-        log(f"teacher view cache {fp}: {describe_cost(images.shape[0], spec, num_classes)}")
-        if need > budget_gb * 1e9:
-            raise UserError(f"the teacher view cache needs {human_bytes(need)}, over teacher.cache_budget_gb={budget_gb:g}; "
-                            "raise the budget, store fewer classes (teacher.cache_topk=10) or fewer views "
-                            "(teacher.cache=sampled)")
-
-        def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
-            table = stored_view_table(images.shape[0], spec)
-            t0 = time.perf_counter()
-            tensors = build_view_logits(teacher, images, loader.mean, loader.std, table, spec, device,
-                                        batch_size=4096 if device.type == "cuda" else 512)
-            took = time.perf_counter() - t0
-            save_checkpoint({"format": FORMAT, "spec": asdict(spec), "num_classes": num_classes,
-                             "table": table if spec.mode == "sampled" else None, "tensors": tensors}, folder / "views.pt")
-            rate = table.numel() / max(took, 1e-9)
-            log(f"teacher view cache {fp}: built in {took:.1f} s ({rate:.0f} teacher images/s), in {folder}")
-            return {"checkpoint": "views.pt", "build_s": took, "build_img_per_s": rate, "source": source}, "ran"
-
-        found = store.run("teacher-views", "teacher-views", config, {}, run)
+        with _locked(root, fp):
+            found = find()  # built by another process while this one waited for the lock
+            if found is None:
+                need = storage_bytes(images.shape[0], spec.stored_views, num_classes, spec.topk, spec.precision)
+                log(f"teacher view cache {fp}: {describe_cost(images.shape[0], spec, num_classes)}")
+                if need > budget_gb * 1e9:
+                    raise UserError(f"the teacher view cache needs {human_bytes(need)}, over teacher.cache_budget_gb="
+                                    f"{budget_gb:g}; raise the budget, store fewer classes (teacher.cache_topk=10) or "
+                                    "fewer views (teacher.cache=sampled)")
+                found = StageStore(root, verbose=False).run(name, "teacher-views", config, {}, run)
     wait()
-    if found is None:  # another process built it
-        found = store.run("teacher-views", "teacher-views", config, {}, None)
+    found = found or find()  # another process built it
     if found is None:
-        raise UserError(f"the teacher view cache {fp} was not built in {cache_root()}; rerun")
+        raise UserError(f"the teacher view cache {fp} was not built in {root}; rerun")
     return found
+
+
+def load_views(path: str | Path) -> dict:
+    """The content of a ``views.pt`` file; anything else is a one-line error naming it."""
+    from .checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{str(path)!r} is not an aidkd teacher-views file (written by a teacher-views stage); check "
+                        "teacher.checkpoint and teacher.kind, or delete a damaged cache folder to rebuild it")
+    return state
+
+
+def serve_views(path: str | Path, loader, model: nn.Module | None = None, source: str | None = None,
+                num_classes: int | None = None) -> ViewCachedTeacher:
+    """A :class:`ViewCachedTeacher` from the teacher-views file ``path`` for ``loader``'s training split (of
+    ``num_classes`` classes, when given). The file's views must be those of the loader's augmentation; in sampled
+    mode the loader is told to replay the stored views. ``model`` serves images that are no view of the split
+    (None: such images are refused)."""
+    state = load_views(path)
+    spec = CacheSpec(**state["spec"])
+    aug = spec_of_loader(loader)
+    if (spec.padding, spec.flip) != (aug.padding, aug.flip):
+        raise UserError(f"{str(path)!r} holds the views of crop padding {spec.padding}, flip {spec.flip}, but the "
+                        f"training data augments with padding {aug.padding}, flip {aug.flip}; build the outputs "
+                        "with the same data config")
+    n, c = next(iter(state["tensors"].values())).shape[0], state["num_classes"]
+    if n != loader.images.shape[0] or c != (num_classes or c):
+        raise UserError(f"{str(path)!r} holds outputs for {n} samples x {c} classes, but the training split has "
+                        f"{loader.images.shape[0]} samples x {num_classes or c} classes; build it from the same data "
+                        "config")
+    if spec.mode == "sampled":
+        loader.replay_views(state["table"])
+    store = ViewStore(state["tensors"], state.get("table"), spec, c, loader.images.device)
+    return ViewCachedTeacher(store, model, source=source or str(path))
+
+
+def identity_logits(path: str | Path) -> Tensor:
+    """``(N, C)`` float32: the stored logits of every sample's unaugmented view (the centre crop, not mirrored)
+    in the teacher-views file ``path``, for analyses of the model's outputs on the split itself."""
+    from ..data.augment import encode_views
+
+    state = load_views(path)
+    spec = CacheSpec(**state["spec"])
+    n = next(iter(state["tensors"].values())).shape[0]
+    p = torch.full((n,), spec.padding)
+    view = encode_views(p, p, torch.zeros(n, dtype=torch.bool), spec.padding, spec.flip)
+    table = state.get("table")
+    if spec.mode == "sampled" and not bool((table == view.view(-1, 1)).any(1).all()):
+        raise UserError(f"{str(path)!r} stores sampled views, not every sample's unaugmented one")
+    return ViewStore(state["tensors"], table, spec, state["num_classes"]).gather(torch.arange(n), view)
 
 
 def load_or_build(teacher: nn.Module, weights: nn.Module, loader, spec: CacheSpec, num_classes: int,
                   device: torch.device, budget_gb: float, source: str = "teacher", log=print,
                   is_main: bool = True, wait=lambda: None) -> ViewCachedTeacher:
     """The :class:`ViewCachedTeacher` of ``teacher`` over ``loader``'s training split, from its
-    :func:`view_cache_stage`. In sampled mode the loader is told to replay the stored views."""
-    from .checkpoint import load_checkpoint
-
+    :func:`view_cache_stage` under :func:`cache_root`."""
     stage = view_cache_stage(teacher, weights, loader, spec, num_classes, device, budget_gb, source, log, is_main,
                              wait)
-    path = stage.checkpoint
-    state = load_checkpoint(path)
-    if state.get("format") != FORMAT:
-        raise UserError(f"{str(path)!r} is not an aidkd teacher view cache; delete its folder to rebuild")
-    if spec.mode == "sampled":
-        loader.replay_views(state["table"])
-    store = ViewStore(state["tensors"], state.get("table"), spec, num_classes, loader.images.device)
-    return ViewCachedTeacher(store, teacher, source=f"{source}, cache {stage.fingerprint[:10]}")
+    return serve_views(stage.checkpoint, loader, teacher, source=f"{source}, cache {stage.fingerprint[:10]}")

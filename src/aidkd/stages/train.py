@@ -17,17 +17,15 @@ from .core import StageResult, StageStore
 #: the summary fields a train stage records (the engine's summary.json keeps everything)
 SUMMARY_KEYS = ("arch", "method", "teacher", "dataset", "seed", "epochs", "selection", "best_acc", "best_epoch",
                 "best_test_acc", "last_test_acc", "last_test_top5", "last_val_acc", "best_test_epoch_acc",
-                "wall_time_s", "device", "fingerprint")
+                "last_test_raw_acc", "wall_time_s", "device", "fingerprint")
 
 EpochHook = Callable[[str, int, dict], None]
 
 
 def stage_config(cfg: RunConfig) -> tuple[dict, dict[str, str]]:
-    """(the fingerprinted config, the files it reads) of a run."""
-    d = cfg.model_dump(mode="json")
-    d.pop("output", None)
-    for k in ("progress", "tensorboard", "wandb"):
-        d["train"].pop(k, None)
+    """(the fingerprinted config, the files it reads) of a run: the config's identity
+    (:meth:`aidkd.config.RunConfig.identity`) with the checkpoint paths moved into the files."""
+    d = cfg.identity()
     files = {}
     for section in ("teacher", "model"):
         if d[section].get("checkpoint"):

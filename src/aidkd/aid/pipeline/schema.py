@@ -5,7 +5,7 @@ Unknown keys and bad values are a :class:`~aidkd.errors.UserError` that names th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -42,7 +42,14 @@ class TeacherSpec(_Strict):
     epochs: int | None = Field(None, ge=1)  # teacher training: epochs (default base.train.epochs)
     lr: float | None = Field(None, gt=0)  # teacher training: learning rate (default base.optim.lr)
     seed: int | None = None  # teacher training seed (default: the first of ``seeds``)
-    cache: bool = False  # serve the teacher from a logit cache in the logit-based distillations (augment off)
+    #: serve the teacher (and the adapted teacher) from the view cache in the logit-based distillations:
+    #: off | views (every crop/flip view, exact) | sampled (teacher.cache_views per image); true means views
+    cache: Literal["off", "views", "sampled"] = "off"
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_bool(cls, v):
+        return {True: "views", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class StudentSpec(_Strict):
@@ -181,8 +188,6 @@ class PipelineConfig(_Strict):
         if self.aid.mode == "projection" and self.base.data.augment:
             raise UserError(f"{where}: aid.mode: projection needs fixed training views: set base.data.augment: "
                             "false (for the baseline students too, so that they compare)")
-        if self.teacher.cache and self.base.data.augment:
-            raise UserError(f"{where}: teacher.cache needs base.data.augment: false")
 
 
 def _validate(params_cls, d: dict, where: str) -> None:

@@ -112,7 +112,7 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
 
 
 # ------------------------------------------------------------------------------------------------ the plan's stages
-def _teacher_section(cfg: PipelineConfig, checkpoint: Path, kind: str = "model", cache: bool = False) -> dict:
+def _teacher_section(cfg: PipelineConfig, checkpoint: Path, kind: str = "model", cache: str = "off") -> dict:
     if kind != "model":
         return {"kind": kind, "name": cfg.teacher.name, "checkpoint": str(checkpoint)}
     return {"name": cfg.teacher.name, "checkpoint": str(checkpoint), "kwargs": dict(cfg.teacher.kwargs), "cache": cache}
@@ -130,10 +130,11 @@ def _method(name: str, params: dict) -> dict:
     return {"name": name, "params": METHODS.get(name).Params(**params).model_dump(mode="json")}
 
 
-def _uses_cache(cfg: PipelineConfig, method: str) -> bool:
+def _uses_cache(cfg: PipelineConfig, method: str) -> str:
+    """The ``teacher.cache`` of a distillation with ``method``: the pipeline's, for a method the cache can serve."""
     from ...methods import METHODS
 
-    return cfg.teacher.cache and not METHODS.get(method).teacher_model_needed()
+    return "off" if METHODS.get(method).teacher_model_needed() else cfg.teacher.cache
 
 
 def _train(store: StageStore, name: str, d: dict, on_epoch_end) -> StageResult:
