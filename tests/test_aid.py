@@ -771,3 +771,41 @@ def test_analysis_numbers_and_plots(digits, models, tmp_path):
     assert [r["name"] for r in rows] == ["small", "teacher"]
     assert (tmp_path / "ladder.png").stat().st_size > 1000
 
+
+
+def test_finetune_reads_t0_from_its_view_cache(digits, models):
+    """With T0's stored outputs on the training views, the adaptation runs T0 at no step and adapts the teacher
+    as it does when T0 runs (float32 storage: to float rounding)."""
+    from aidkd.data import TensorAugment, TensorLoader
+    from aidkd.engine.view_cache import CacheSpec, ViewCachedTeacher, ViewStore, build_view_logits, stored_view_table
+
+    xtr, ytr, xte, yte = digits
+    teacher, reference = models
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (400, 1, 8, 8), dtype=torch.uint8, generator=g)
+
+    def loader():
+        return TensorLoader(images, ytr[:400], batch_size=80, mean=(0.5,), std=(0.25,), augment=TensorAugment(1, True),
+                            balanced=(10, 8), seed=3)
+
+    spec = CacheSpec("views", 1, True, precision="float32")
+    table = stored_view_table(400, spec)
+    store = ViewStore(build_view_logits(teacher, images, (0.5,), (0.25,), table, spec, torch.device("cpu")), table,
+                      spec, 10)
+    calls = []
+    hook = teacher.register_forward_hook(lambda *a: calls.append(1))
+    params = AIDParams(epochs=2, K=8)
+    try:
+        runs = []
+        for t0_outputs in (None, ViewCachedTeacher(store, None)):
+            calls.clear()
+            adapted, report = adapt_teacher(teacher, reference, loader(), seq_loader(xte, yte), params, "cpu",
+                                            t0_outputs=t0_outputs)
+            runs.append((adapted.state_dict(), report.steps, len(calls)))
+    finally:
+        hook.remove()
+    (plain, steps, n_plain), (cached, _, n_cached) = runs
+    assert steps > 0 and n_plain - n_cached == steps  # T0 ran at every step without its outputs, at none with them
+    for k, v in plain.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(cached[k], v, rtol=1e-4, atol=1e-5, msg=k)

@@ -320,4 +320,4 @@ def test_ema_is_the_average_of_the_trajectory_and_leaves_training_unchanged(run_
     b = load_checkpoint(Path(resumed["run_dir"], "checkpoints/last.pt"))
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    assert torch.equal(a["ema_state"]["n_averaged"], b["ema_state"]["n_averaged"])
+    assert a["ema_state"]["steps"] == b["ema_state"]["steps"] == 9

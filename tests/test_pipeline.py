@@ -238,3 +238,21 @@ def test_distillations_run_in_a_process_pool(copied):
     assert set(again["stages"].values()) <= {"skipped", "reused"}
     assert [s["dir"] for s in again["results"]["stages"]] == [s["dir"] for s in res["results"]["stages"]]
     assert list(res["stages"]) == ["teacher", "vanilla-s0", "reference", "adapt", "kd-s0", "aid-kd-s0"]
+
+
+def test_teacher_cache_with_augmentation_serves_t0_the_adapted_teacher_and_the_adaptation(tmp_path):
+    """``teacher.cache: views`` with augmented data: the KD students read T0's view cache and the AID students the
+    adapted teacher's own; the adaptation reads T0's logits from the same cache (one cache of T0 is built)."""
+    import os
+
+    d = pipe(tmp_path / "out", base={"data": {"augment": True}}, teacher={"cache": "views"})
+    res = run(d)
+    kd = res["results"]["methods"][0]
+    assert kd["aid"]["last"][0] > 10 and kd["baseline"]["last"][0] > 10
+    caches = sorted(Path(os.environ["AIDKD_CACHE"]).glob("teacher-views-*/stage.json"))
+    sources = [json.loads(c.read_text())["result"]["source"] for c in caches]
+    assert len(caches) == 2, sources  # T0's (built by the adapt stage or the first KD run, read by both) and T's
+    rec = json.loads((stage_dir(res, "adapt") / "stage.json").read_text())
+    assert rec["config"]["t0_cache"] == "views"
+    views = [json.loads(c.read_text())["result"]["shape"][1] for c in caches]
+    assert views == [9, 9]  # digits: crop padding 1, no flip

@@ -94,6 +94,7 @@ def adapt_teacher(
     device: torch.device | str = "cpu",
     *,
     distill_epochs: int | None = None,
+    t0_outputs: nn.Module | None = None,
 ) -> tuple[nn.Module, AIDReport]:
     """Adapt ``teacher`` (T0, left unchanged) towards ``reference`` (S_ref, left unchanged); return
     (adapted teacher, report).
@@ -112,7 +113,9 @@ def adapt_teacher(
     are measured on the projected training samples.
 
     The models are moved to ``device``. E_a is ``params.epochs`` or ``params.epochs_fraction`` of
-    ``distill_epochs``.
+    ``distill_epochs``. ``t0_outputs``: T0's stored outputs on the training views (a
+    :class:`~aidkd.engine.view_cache.ViewCachedTeacher` over ``train_loader``'s split), read for the objective's T0
+    logits instead of running T0 at every step (fine-tuning and MCMI modes).
     """
     if params is None:
         params = AIDParams()
@@ -130,7 +133,7 @@ def adapt_teacher(
         reference.to(device)
     if params.mode == "projection":
         return _adapt_projection(teacher, reference, train_loader, params, device)
-    return _adapt_finetune(teacher, reference, train_loader, eval_loader, params, device, distill_epochs)
+    return _adapt_finetune(teacher, reference, train_loader, eval_loader, params, device, distill_epochs, t0_outputs)
 
 
 def _measure(teacher, reference, loader, params, device) -> SplitDecomposition | None:
@@ -165,7 +168,8 @@ def _report(params: AIDParams, before: SplitDecomposition | None, after: SplitDe
     return report
 
 
-def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDParams, device, distill_epochs):
+def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDParams, device, distill_epochs,
+                    t0_outputs=None):
     if getattr(teacher, "indexed", False):
         raise UserError("fine-tuning needs a real teacher model, not a per-sample target teacher")
     t_start = time.perf_counter()
@@ -189,10 +193,13 @@ def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDPa
             sums: dict[str, float] = {}
             nb = 0
             for batch in track_images(train_loader, f"AID adaptation, epoch {epoch + 1}/{epochs}", progress_enabled()):
-                images, labels, _ = unpack_batch(batch, device)
+                images, labels, index = unpack_batch(batch, device)
                 with torch.no_grad():
                     z_ref = reference(images) if use_reference else None
-                loss = adapter.step(images, labels, z_ref)
+                    z_t0 = None
+                    if t0_outputs is not None and adapter.objective.needs_t0:
+                        z_t0 = t0_outputs(images, index, getattr(batch, "view", None))
+                loss = adapter.step(images, labels, z_ref, z_t0)
                 if loss.beta is not None:
                     betas.append(loss.beta)
                 nb += 1

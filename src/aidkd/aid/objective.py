@@ -221,17 +221,19 @@ class TeacherAdapter:
             return p.lr
         return p.lr * cosine_decay(self.steps / self.total_steps, p.min_lr / p.lr)
 
-    def step(self, images: Tensor, labels: Tensor, z_ref: Tensor | None) -> AIDLoss:
+    def step(self, images: Tensor, labels: Tensor, z_ref: Tensor | None, z_t0: Tensor | None = None) -> AIDLoss:
         """One L_AID step on a batch; ``z_ref`` are the reference's (or the current student's) logits on
-        ``images``. The teacher runs in training mode (eval-mode batch norm with ``freeze_bn``) and is left in
-        eval mode. Returns the batch's loss terms (detached)."""
-        t0 = self.t0 if self.objective.needs_t0 else None
+        ``images``, ``z_t0`` T0's when they are at hand (e.g. from T0's view cache; else T0 runs). The teacher runs
+        in training mode (eval-mode batch norm with ``freeze_bn``) and is left in eval mode. Returns the batch's
+        loss terms (detached)."""
+        t0 = self.t0 if self.objective.needs_t0 and z_t0 is None else None
         with torch.enable_grad():
             self.teacher.train(not self.params.freeze_bn)
             try:
                 z_teacher = self.teacher(images)
-                with torch.no_grad():
-                    z_t0 = t0(images) if t0 is not None else None
+                if t0 is not None:
+                    with torch.no_grad():
+                        z_t0 = t0(images)
                 loss = self.objective(z_teacher, z_t0, z_ref, labels)
                 lr = self.lr()
                 for g in self.optimizer.param_groups:

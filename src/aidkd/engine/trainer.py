@@ -261,17 +261,44 @@ def evaluate(model: nn.Module, loader, device: torch.device, dtype: torch.dtype 
     return {"top1": 100 * sums[0].item() / n, "top5": 100 * sums[1].item() / n, "loss": sums[2].item() / n, "n": int(sums[3].item())}
 
 
-def student_ema(student: nn.Module, decay: float | None):
-    """The exponential moving average of ``student``'s weights and buffers (``torch.optim.swa_utils``), updated
-    by ``update_parameters(student)`` after each step; None without a decay."""
-    if decay is None:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+class StudentEMA:
+    """The exponential moving average of a student's weights and batch-norm statistics: after each step
+    ``ema = decay * ema + (1 - decay) * w`` (the first step copies ``w``), integer buffers copied. The update is
+    a few ``torch._foreach`` kernels with a host-side step count: torch.optim.swa_utils.AveragedModel reads its
+    step count from a tensor and copies it to the device at every update, a host-device synchronisation per step
+    on CUDA. ``module`` is the averaged model (evaluated and saved by the engine)."""
 
-    ema = AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    return ema
+    def __init__(self, student: nn.Module, decay: float):
+        import copy
+
+        self.module = copy.deepcopy(student).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay, self.steps = decay, 0
+
+    @staticmethod
+    def _tensors(model: nn.Module) -> list[torch.Tensor]:
+        return [*model.parameters(), *model.buffers()]
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        pairs = list(zip(self._tensors(self.module), self._tensors(student), strict=True))
+        avg = [(a, w.detach()) for a, w in pairs if a.is_floating_point()]
+        if self.steps == 0:
+            torch._foreach_copy_([a for a, _ in avg], [w for _, w in avg])
+        else:
+            torch._foreach_lerp_([a for a, _ in avg], [w for _, w in avg], 1.0 - self.decay)
+        for a, w in pairs:
+            if not a.is_floating_point():
+                a.copy_(w)
+        self.steps += 1
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.steps = int(state["steps"])
 
 
 def selection_split(cfg: RunConfig, has_val: bool) -> str:
@@ -460,7 +487,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
         opt, lambda step: lr_factor(cfg.sched, step / steps_per_epoch, cfg.train.epochs, o.lr)
     )
 
-    ema = student_ema(method.student, cfg.train.ema_decay)
+    ema = None if cfg.train.ema_decay is None else StudentEMA(method.student, cfg.train.ema_decay)
     start_epoch, best, history_best_test = 0, {"acc": -1.0, "epoch": -1}, -1.0
     if resume is not None:
         method.load_state_dict(resume["method_state"])
@@ -523,7 +550,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
                     opt.step()
                     sched.step()
                     if ema is not None:
-                        ema.update_parameters(method.student)
+                        ema.update(method.student)
                     n = batch.labels.numel()
                     seen += n
                     for k, v in losses.items():

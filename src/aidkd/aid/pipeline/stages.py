@@ -36,7 +36,8 @@ class AdaptResult:
 def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teacher_arch: str,
           teacher_kwargs: dict, reference_arch: str, reference_kwargs: dict, data: DataConfig, params: AIDParams,
           seed: int, distill_epochs: int, device: str = "cpu", deterministic: bool = False,
-          eval_split: Literal["test", "val"] = "test", on_warning=None) -> AdaptResult | None:
+          eval_split: Literal["test", "val"] = "test", on_warning=None,
+          t0_cache_run: dict | None = None) -> AdaptResult | None:
     """Adapt the teacher in ``teacher`` (T0) towards the student in ``reference`` (S_ref) with ``params``.
 
     Fine-tuning writes an aidkd checkpoint (``teacher.pt``, a model teacher) and measures before/after on
@@ -44,7 +45,9 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
     measured on the projected training samples, and T0's accuracy on ``eval_split``. The report is returned and
     also written to ``report.json`` for the reader (None from a ``reuse_only`` store that has not got it).
     ``teacher_arch`` / ``reference_arch`` are used for files that
-    are not aidkd checkpoints (published state dicts)."""
+    are not aidkd checkpoints (published state dicts). ``t0_cache_run``: the RunConfig dict of a distillation from
+    T0 with ``teacher.cache`` on: the adaptation then reads T0's logits from that same view cache (built here if
+    it is not yet) instead of running T0 at every step."""
     ref_arch = None if checkpoint_config(reference) is not None else reference_arch
     config = {
         "teacher": {"name": teacher_arch, "kwargs": teacher_kwargs},
@@ -53,6 +56,8 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
         "adapt_epochs": params.num_epochs(distill_epochs) if params.mode != "projection" else None,
         "seed": seed, "device": device, "deterministic": deterministic, "eval_split": eval_split,
     }
+    if t0_cache_run is not None and params.mode != "projection":  # T0's logits stored in fp16 (or top-k)
+        config["t0_cache"] = t0_cache_run["teacher"]["cache"]
 
     def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
         from ...data import build_data
@@ -84,7 +89,17 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
                 loader, extra["balanced"] = bal.train, [P, params.K]
             else:
                 loader = d.train
-            adapted, report = adapt_teacher(t0, ref, loader, held_out, params, dev, distill_epochs=distill_epochs)
+            t0_outputs = None
+            if "t0_cache" in config:  # the view cache a distillation from T0 reads, over the same images
+                from ...engine.frozen_teacher import serve_teacher
+                from ...engine.trainer import amp_dtype
+
+                run_cfg = config_from_dict(t0_cache_run, "the distillation from T0")
+                data_for_cache = bal if params.mode == "finetune" else d
+                t0_outputs = serve_teacher(run_cfg, t0.to(dev).eval(), data_for_cache, dev, amp_dtype(run_cfg, dev),
+                                           log=store.log)
+            adapted, report = adapt_teacher(t0, ref, loader, held_out, params, dev, distill_epochs=distill_epochs,
+                                            t0_outputs=t0_outputs)
             rd = report.to_dict()
             rd.update(extra, eval_split=eval_split)
             run_cfg = {"data": dcfg.model_dump(mode="json"), "model": {"name": teacher_arch, "kwargs": teacher_kwargs},
@@ -178,11 +193,14 @@ def adapt_stage(cfg: PipelineConfig, store: StageStore, t0: StageResult, ref: St
                   f"({report.teacher_acc_before:.2f} -> {report.teacher_acc_after:.2f}), more than the tolerance "
                   f"of {report.acc_tolerance:.2f}[/]")
 
+    kd_from_t0 = cfg.run_dict(_student(cfg), _method("kd", {}), cfg.seeds[0],
+                              teacher=_teacher_section(cfg, t0.checkpoint, cache=_uses_cache(cfg, "kd")))
     return adapt(store, "adapt", teacher=t0.checkpoint, reference=ref.checkpoint, teacher_arch=cfg.teacher.name,
                  teacher_kwargs=dict(cfg.teacher.kwargs), reference_arch=cfg.student.name,
                  reference_kwargs=dict(cfg.student.kwargs), data=cfg.base.data, params=cfg.aid, seed=cfg.seeds[0],
                  distill_epochs=cfg.base.train.epochs, device=cfg.base.train.device,
-                 deterministic=cfg.base.train.deterministic, on_warning=warn)
+                 deterministic=cfg.base.train.deterministic, on_warning=warn,
+                 t0_cache_run=kd_from_t0 if kd_from_t0["teacher"]["cache"] != "off" else None)
 
 
 def distill_stage(cfg: PipelineConfig, store: StageStore, m: MethodSpec, seed: int, teacher: StageResult | AdaptResult,
