@@ -269,6 +269,7 @@ def test_probe_with_augmented_students_and_ema_on_digits(tmp_path):
     assert students and all(0 <= r["summary"]["last_test_raw_acc"] <= 100 for r in students)
     text = report.read_text()
     assert "Noise floor of the training weights" in text and "moving average" in text
+    assert "{" not in text.split("## Noise floor")[0]  # the setting line is filled in
     section = text.split("### Where the floor comes from")[1].split("\n#")[0]
     churn = [ln for ln in section.splitlines() if ln.startswith("| cnn_")]  # the A/A pairs' churn, both weights
     assert {ln.split(" | ")[1] for ln in churn} == {"average", "training weights"}

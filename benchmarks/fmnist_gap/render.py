@@ -332,7 +332,7 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
                 "the view it sees" if p.get("augment") else "no augmentation (teacher outputs stored)")
              + (f"; the students' reported weights are an exponential moving average (decay {p['ema_decay']}) of "
                 "their training weights, whose own accuracy is reported beside it" if p.get("ema_decay") else "")
-             + ", SGD momentum 0.9, lr 0.05 cosine, batch 128; teachers {p['teacher_epochs']} "
+             + f", SGD momentum 0.9, lr 0.05 cosine, batch 128; teachers {p['teacher_epochs']} "
              f"epochs, students {p['student_epochs']} epochs; seeds {seeds}. Student `{p['student']}`; teachers "
              f"{', '.join('`' + t + '`' for t in TEACHERS)}. Accuracies are test top-1 (%), mean +- std over seeds: "
              "**last** = last epoch, **sel** = the epoch chosen on the validation split.", ""]
