@@ -13,17 +13,18 @@ so training is the same as running the teacher, up to the storage rounding (fp16
   change of recipe (the student sees ``K`` views of each image, not all of them); it is the practical mode
   where the full set is too costly to build.
 
-Logits are stored in fp16 (``precision: float32`` keeps them exact), or as the top-``k`` logits (fp16 values, int16 classes) plus the mean of the
-others (an approximation; the rest of the classes are served at that mean). The storage cost is printed before
-the build starts, and a build beyond ``teacher.cache_budget_gb`` is refused with the number.
+Logits are stored in fp16 (``precision: float32`` keeps them exact), or as the top-``k`` logits (fp16 values,
+int16 classes) plus the mean of the others (an approximation; the rest of the classes are served at that mean).
+The storage cost is printed before the build starts, and a build beyond ``teacher.cache_budget_gb`` is refused
+with the number.
 
 A cache is a stage of kind ``teacher-views`` (:mod:`aidkd.stages`): a folder ``<name>-<fingerprint>`` holding
 ``views.pt`` and the stage record, under ``$AIDKD_CACHE`` (default ``~/.cache/aidkd/teacher_views``, outside any
-run folder) for the engine's ``teacher.cache``, or in a plan's own stage folder. A build takes an exclusive lock
-on the store (``fcntl.flock``), so two processes that need the same cache build it once. The fingerprint covers the teacher's weights (their content, so an adapted teacher gets
-its own cache), the training split's images and labels, the normalisation, the augmentation, the mode and the
-storage format, and the autocast dtype of the teacher's forward. Every run, seed and method with the same
-fingerprint reuses the file.
+run folder) for the engine's ``teacher.cache``, or in a plan's own stage folder. A build holds an exclusive lock
+on its cache's fingerprint (``fcntl.flock``), so two processes that need the same cache build it once. The
+fingerprint covers the teacher's weights (their content, so an adapted teacher gets its own cache), the training
+split's images and labels, the normalisation, the augmentation, the mode and the storage format, and the
+autocast dtype of the teacher's forward. Every run, seed and method with the same fingerprint reuses the file.
 """
 from __future__ import annotations
 
@@ -254,7 +255,7 @@ def view_cache_stage(teacher: nn.Module, weights: nn.Module, loader, spec: Cache
                      name: str = "teacher-views", reuse_only: bool = False):
     """The stage (``aidkd.stages``, kind ``teacher-views``, under ``root``, default :func:`cache_root`) that holds
     the view cache of ``teacher`` over ``loader``'s training split: found finished when one of the same
-    fingerprint exists, else run by the main process under the store's lock (the others ``wait``, then find
+    fingerprint exists, else run by the main process under the cache's lock (the others ``wait``, then find
     it). ``weights`` is the module whose weights identify the teacher (the original model when ``teacher`` is a
     lean wrapper of it). Returns the ``StageResult``; its ``views.pt`` holds the stored tensors, and its result
     the teacher's parameter count and its accuracy on the stored views. ``reuse_only``: build nothing, and
