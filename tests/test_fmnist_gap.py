@@ -10,7 +10,7 @@ import pytest
 from aidkd.errors import UserError
 from aidkd.stages import StageResult
 from benchmarks.fmnist_gap.__main__ import main, run
-from benchmarks.fmnist_gap.plan import PROFILES, logits_id, make_job, plan, teaching
+from benchmarks.fmnist_gap.plan import PROFILES, VARIANTS, logits_id, make_job, plan, teaching, variants
 from benchmarks.fmnist_gap.verdicts import (
     confidence_interval,
     corrected,
@@ -46,8 +46,14 @@ def test_every_stage_reads_only_earlier_waves(profile):
             assert len([j for j in ids if j.startswith(f"s{s}_")]) == len(wanted) and set(wanted) <= set(ids)
             continue
         wanted += [f"s{s}_kd-{k}_{t}" for k in ("cs", "ic") for t in ("cnn_small", "cnn_medium", "cnn_large")]
-        wanted += [f"s{s}_aid-ft+kd_cnn_large", f"s{s}_takd_cnn_large", f"s{s}_ban_cnn_large",
-                   f"s{s}_aid-ft+dkd_cnn_large", f"s{s}_dkd_cnn_large"]
+        wanted += [f"s{s}_aid-ft+kd_{t}" for t in ("cnn_small", "cnn_medium", "cnn_large")]
+        wanted += [f"s{s}_adapt-mcmi_cnn_large", f"s{s}_aid-mcmi+kd_cnn_large"]
+        baselines = [f"s{s}_takd_cnn_large", f"s{s}_ban_cnn_large", f"s{s}_aid-ft+dkd_cnn_large",
+                     f"s{s}_dkd_cnn_large"]
+        if PROFILES[profile].get("baselines", True):
+            wanted += baselines
+        else:
+            assert not set(baselines) & set(ids)
         for j in wanted:
             assert j in ids, j
     # the component students are KD with one weight changed, from the teacher's logits stage
@@ -58,12 +64,13 @@ def test_every_stage_reads_only_earlier_waves(profile):
         assert cfg["teacher"] == {"kind": "logits", "checkpoint": str(R["logits_teacher_cnn_large"].checkpoint)}
     # the probes' teachers train on the 20k subset whatever the students' split: one teacher stage for them all
     teacher = make_job(profile, "teacher_cnn_large", R).args["config"]
-    if profile.startswith("probe-") and profile != "probe-test":
+    if profile == "axis" or profile.startswith("probe-") and profile != "probe-test":
         assert teacher == make_job("full", "teacher_cnn_large", R).args["config"]
     if PROFILES[profile].get("plan") == "probe":
         return
     # the projection teacher is served as targets, the fine-tuned one through its logits stage
-    aid_proj = make_job(profile, "s0_aid-proj+kd_cnn_large", R).args["config"]["teacher"]
+    proj = next(v for v in variants(profile) if VARIANTS[v].mode == "projection")
+    aid_proj = make_job(profile, f"s0_aid-{proj}+kd_cnn_large", R).args["config"]["teacher"]
     aid_ft = make_job(profile, "s0_aid-ft+kd_cnn_large", R).args["config"]["teacher"]
     assert aid_proj["kind"] == "targets" and aid_ft["kind"] == "logits"
 

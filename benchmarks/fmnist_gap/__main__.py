@@ -10,8 +10,10 @@ def main(argv: list[str] | None = None) -> int:
     from aidkd.errors import UserError
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.fmnist_gap", description=__doc__)
-    ap.add_argument("--profile", default="full", help="full (default), quick (about 20 min on 2 cores), short (the "
-                    "first 5-epoch setting, kept as a record) or test (digits, for the tests)")
+    ap.add_argument("--profile", default="full", help="full (default: every variant and baseline), axis (the "
+                    "teacher-side axis and the causal rows, about 2 h on 2 cores), quick (about 20 min), short (the "
+                    "first 5-epoch setting, kept as a record), probe-* (the noise-floor probes) or test (digits, for "
+                    "the tests)")
     ap.add_argument("--report", required=True, help="where the Markdown report goes (its .json and plots beside it)")
     ap.add_argument("--out", help="where the stages go (default ~/aidkd-runs/fmnist-gap-<profile>)")
     ap.add_argument("--executor", default="pool", help="pool (default), inprocess, submitit-local or slurm")

@@ -36,6 +36,13 @@ PROFILES = {
     # the whole flow on scikit-learn's digits in about a minute: for the tests, not for conclusions
     "test": dict(seeds=[0, 1], teacher_epochs=1, student_epochs=1, train_subset=None, variants="quick",
                  dataset="digits", student="cnn_tiny"),
+    # the teacher-side axis within one session of 2 cores (about 80 min after the teachers): the full profile's
+    # instrument on 10 seeds, the variants that place a teacher on the I_T axis (AID's fine-tuning at three
+    # strengths, the projection, the tempered target on both sides of beta 1, MCMI), the causal rows and the A/A
+    # controls; no baselines
+    "axis": dict(seeds=list(range(10)), teacher_epochs=20, student_epochs=5, train_subset=20000,
+                 variants=["ft_lam0.25", "ft", "ft_lam4", "proj", "proj_tempered", "proj_b0.5", "proj_b0.8",
+                           "proj_b1.25", "proj_b1.6", "mcmi"], student="cnn_mini", baselines=False),
 }
 # The noise-floor probes (docs/results/fmnist_gap_probes.notes.md): 10 seeds each, the full profile's teachers
 # (20 epochs on the 20k subset: ``teacher_subset``), one lever changed at a time on the student side. Every probe's
@@ -119,7 +126,9 @@ METHOD_PARAMS = {  # published settings, with warm-ups/curricula scaled to the s
 
 
 def variants(profile: str) -> list[str]:
-    return list(VARIANTS) if PROFILES[profile]["variants"] == "all" else QUICK_VARIANTS
+    """The AID variants a profile runs on the largest teacher: ``all``, ``quick`` or its own list."""
+    v = PROFILES[profile]["variants"]
+    return list(VARIANTS) if v == "all" else QUICK_VARIANTS if v == "quick" else list(v)
 
 
 def check_profile(profile: str) -> dict:
@@ -205,25 +214,34 @@ def plan(profile: str) -> list[list[str]]:
     seeds = p["seeds"]
     if p.get("plan") == "probe":
         return probe_plan(seeds)
-    w1 = [f"teacher_{t}" for t in TEACHERS] + [f"s{s}_vanilla" for s in seeds]
-    w2 = []
-    for s in seeds:
-        w2 += [f"s{s}_{k}_{t}" for t in TEACHERS for k in ("kd", "kd-cs", "kd-ic")]
-        w2 += [f"s{s}_kd-aa_{t}" for t in (TEACHERS[0], LARGEST)]
-        w2 += [f"s{s}_{m}_{LARGEST}" for m in ("dkd", "dist", "ctkd")]
-        w2.append(f"s{s}_takd-assistant_{LARGEST}")
-    w3 = []
-    for s in seeds:
-        w3 += [f"s{s}_takd_{LARGEST}", f"s{s}_ban_{LARGEST}"]
-        for t in TEACHERS:
-            w3 += [f"s{s}_adapt-{v}_{t}" for v in (variants(profile) if t == LARGEST else ["ft"])]
-    w4 = []
-    for s in seeds:
-        for t in TEACHERS:
+    baselines = p.get("baselines", True)  # DKD, DIST, CTKD, TAKD, born-again KD, AID+DKD, AID+DIST
+    smaller = TEACHERS[:-1]
+
+    def kd_students(t: str) -> list[str]:
+        aa = ["kd-aa"] if t in (TEACHERS[0], LARGEST) else []  # the A/A from both ends of the ladder
+        return [f"s{s}_{k}_{t}" for s in seeds for k in ["kd", "kd-cs", "kd-ic"] + aa]
+
+    def adapts(t: str) -> list[str]:
+        return [f"s{s}_adapt-{v}_{t}" for s in seeds for v in (variants(profile) if t == LARGEST else ["ft"])]
+
+    def aid_students(t: str) -> list[str]:
+        out = []
+        for s in seeds:
             for v in variants(profile) if t == LARGEST else ["ft"]:
-                methods = ["kd"] + (["dkd", "dist"] if t == LARGEST and v == "ft" else [])
-                w4 += [f"s{s}_aid-{v}+{m}_{t}" for m in methods]
-    return [w1, w2, w3, w4]
+                methods = ["kd"] + (["dkd", "dist"] if baselines and t == LARGEST and v == "ft" else [])
+                out += [f"s{s}_aid-{v}+{m}_{t}" for m in methods]
+        return out
+
+    # the largest teacher trains beside the students of the smaller ones, so that neither waits on the other
+    w1 = [f"teacher_{t}" for t in smaller] + [f"s{s}_vanilla" for s in seeds]
+    w2 = [f"teacher_{LARGEST}"] + [j for t in smaller for j in kd_students(t)]
+    w3 = kd_students(LARGEST) + [j for t in smaller for j in adapts(t)]
+    if baselines:
+        w3 += [f"s{s}_{m}_{LARGEST}" for s in seeds for m in ("dkd", "dist", "ctkd", "takd-assistant")]
+    w4 = adapts(LARGEST) + [j for t in smaller for j in aid_students(t)]
+    if baselines:
+        w4 += [f"s{s}_{m}_{LARGEST}" for s in seeds for m in ("takd", "ban")]
+    return [w1, w2, w3, w4, aid_students(LARGEST)]
 
 
 def probe_plan(seeds: list[int]) -> list[list[str]]:
