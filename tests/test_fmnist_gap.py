@@ -10,7 +10,17 @@ import pytest
 from aidkd.errors import UserError
 from aidkd.stages import StageResult
 from benchmarks.fmnist_gap.__main__ import main, run
-from benchmarks.fmnist_gap.plan import PROFILES, VARIANTS, logits_id, make_job, plan, teaching, variants
+from benchmarks.fmnist_gap.plan import (
+    PROFILES,
+    TEACHERS,
+    VARIANTS,
+    ladder,
+    logits_id,
+    make_job,
+    plan,
+    teaching,
+    variants,
+)
 from benchmarks.fmnist_gap.verdicts import (
     confidence_interval,
     corrected,
@@ -39,39 +49,48 @@ def test_every_stage_reads_only_earlier_waves(profile):
                 result = {"checkpoint": "x.pt", "teacher_kind": "targets" if "adapt-proj" in job_id else "model"}
                 R[job_id] = StageResult(job_id, kind, Path("/nonexistent"), "ran", "0", result)
     assert len(ids) == len(set(ids))
+    small, medium, large = ladder(profile)
     for s in PROFILES[profile]["seeds"]:  # every claim's comparison is planned for every seed
-        wanted = [f"s{s}_vanilla", f"s{s}_kd-aa_cnn_small", f"s{s}_kd-aa_cnn_large"]
-        wanted += [f"s{s}_kd_{t}" for t in ("cnn_small", "cnn_medium", "cnn_large")]
+        wanted = [f"s{s}_vanilla", f"s{s}_kd-aa_{small}", f"s{s}_kd-aa_{large}"]
+        wanted += [f"s{s}_kd_{t}" for t in (small, medium, large)]
         if PROFILES[profile].get("plan") == "probe":  # the noise floor only
             assert len([j for j in ids if j.startswith(f"s{s}_")]) == len(wanted) and set(wanted) <= set(ids)
             continue
-        wanted += [f"s{s}_kd-{k}_{t}" for k in ("cs", "ic") for t in ("cnn_small", "cnn_medium", "cnn_large")]
-        wanted += [f"s{s}_aid-ft+kd_{t}" for t in ("cnn_small", "cnn_medium", "cnn_large")]
-        wanted += [f"s{s}_adapt-mcmi_cnn_large", f"s{s}_aid-mcmi+kd_cnn_large"]
-        baselines = [f"s{s}_takd_cnn_large", f"s{s}_ban_cnn_large", f"s{s}_aid-ft+dkd_cnn_large",
-                     f"s{s}_dkd_cnn_large"]
+        wanted += [f"s{s}_kd-{k}_{t}" for k in ("cs", "ic") for t in (small, medium, large)]
+        wanted += [f"s{s}_aid-ft+kd_{t}" for t in (small, medium, large)]
+        wanted += [f"s{s}_adapt-mcmi_{large}", f"s{s}_aid-mcmi+kd_{large}"]
+        baselines = [f"s{s}_takd_{large}", f"s{s}_ban_{large}", f"s{s}_aid-ft+dkd_{large}", f"s{s}_dkd_{large}"]
         if PROFILES[profile].get("baselines", True):
             wanted += baselines
         else:
             assert not set(baselines) & set(ids)
         for j in wanted:
             assert j in ids, j
-    # the component students are KD with one weight changed, from the teacher's logits stage
+    live = PROFILES[profile].get("teacher_outputs") == "live"
+    # the component students are KD with one weight changed, from the teacher's logits stage (or, in a live
+    # profile, from the teacher itself)
     for what, params in (("kd-cs", {"ic_weight": 0.0}), ("kd-ic", {"cs_weight": 0.0}),
                          ("kd-aa", {"ic_weight": 1.0 + 1e-6})):
-        cfg = make_job(profile, f"s0_{what}_cnn_large", R).args["config"]
+        cfg = make_job(profile, f"s0_{what}_{large}", R).args["config"]
         assert cfg["method"] == {"name": "kd", "params": params}
-        assert cfg["teacher"] == {"kind": "logits", "checkpoint": str(R["logits_teacher_cnn_large"].checkpoint)}
+        want = {"kind": "model", "name": large, "checkpoint": str(R[f"teacher_{large}"].checkpoint)} if live else \
+            {"kind": "logits", "checkpoint": str(R[f"logits_teacher_{large}"].checkpoint)}
+        assert cfg["teacher"] == want
     # the probes' teachers train on the 20k subset whatever the students' split: one teacher stage for them all
-    teacher = make_job(profile, "teacher_cnn_large", R).args["config"]
+    teacher = make_job(profile, f"teacher_{large}", R).args["config"]
     if profile == "axis" or profile.startswith("probe-") and profile != "probe-test":
         assert teacher == make_job("full", "teacher_cnn_large", R).args["config"]
     if PROFILES[profile].get("plan") == "probe":
         return
+    aid_ft = make_job(profile, f"s0_aid-ft+kd_{large}", R).args["config"]["teacher"]
+    if live:  # the adapted teacher runs as a model of its architecture; the logits stages hold one view per image
+        assert aid_ft == {"kind": "model", "name": large, "checkpoint": str(R[f"s0_adapt-ft_{large}"].checkpoint)}
+        assert make_job(profile, f"logits_teacher_{large}", R).args["data"]["augment"] is False
+        assert make_job(profile, "s0_vanilla", R).args["config"]["data"]["augment"] is True
+        return
     # the projection teacher is served as targets, the fine-tuned one through its logits stage
     proj = next(v for v in variants(profile) if VARIANTS[v].mode == "projection")
-    aid_proj = make_job(profile, f"s0_aid-{proj}+kd_cnn_large", R).args["config"]["teacher"]
-    aid_ft = make_job(profile, "s0_aid-ft+kd_cnn_large", R).args["config"]["teacher"]
+    aid_proj = make_job(profile, f"s0_aid-{proj}+kd_{large}", R).args["config"]["teacher"]
     assert aid_proj["kind"] == "targets" and aid_ft["kind"] == "logits"
 
 
@@ -152,7 +171,7 @@ def _fake(kd_acc, aa_acc, drops, betas, parts=None):
         adapts[f"s{s}_adapt-ft_cnn_large"] = {"teacher_val_acc_before": 90.0, "teacher_val_acc_after": 90.0 - drops[s],
                                               "params": AIDParams().model_dump()}
     accs |= parts or {}
-    return judge([0, 1, 2], accs.get, adapts.get, {}, lambda j: None)
+    return judge([0, 1, 2], TEACHERS, accs.get, adapts.get, {}, lambda j: None)
 
 
 def _claim(records, claim):
@@ -199,21 +218,21 @@ def test_causal_test_kd_aa_controls_holm_family_and_the_noise_goal():
     assert rows and not any(r["label"].startswith("A/A") for r in rows)
     assert len(rows) == len({r["label"] for r in rows})
     assert any(r["label"] == "C/KD from L_CS only vs KD/kd_cs_minus_kd/cnn_large" for r in rows)
-    goal = noise_goal(recs)
+    goal = noise_goal(recs, TEACHERS)
     # the floor (the largest teacher's control) is 0.1 <= 0.35, but KD - vanilla, +1.50 +- 0.50 from every
     # teacher, has p = 0.035 on 3 seeds: no teacher clears p < 0.01, and the goal is not reached
     assert goal["floor"] == floors["cnn_large"]["std"] and goal["aa_std"]["cnn_small"] > 0.35
     assert goal["kd_gain_teachers"] == [] and goal["reached"] is False
-    assert noise_goal([r for r in recs if r["claim"] != "A/A"]) is None
+    assert noise_goal([r for r in recs if r["claim"] != "A/A"], TEACHERS) is None
     # KD +2 from cnn_small, +2.5 from cnn_medium and +1 from cnn_large, each at p < 0.01: reached
     gains = {"cnn_small": 2.0, "cnn_medium": 2.5, "cnn_large": 1.0}
     parts |= {f"s{s}_kd_{t}": 80.0 + g + [0.0, 0.1, -0.1][s] for s in range(3) for t, g in gains.items()}
     parts |= {f"s{s}_kd-aa_cnn_large": parts[f"s{s}_kd_cnn_large"] + [0.1, -0.1, 0.0][s] for s in range(3)}
-    goal = noise_goal(_fake(kd, aa, [0.5] * 3, [0.9] * 3, parts))
+    goal = noise_goal(_fake(kd, aa, [0.5] * 3, [0.9] * 3, parts), TEACHERS)
     assert goal["kd_gain_teachers"] == ["cnn_small", "cnn_medium", "cnn_large"] and goal["largest_best"] is False
     assert goal["reached"] is True
     parts |= {f"s{s}_kd_cnn_large": 83.0 + [0.0, 0.1, -0.1][s] for s in range(3)}  # the largest is the best
-    assert noise_goal(_fake(kd, aa, [0.5] * 3, [0.9] * 3, parts))["reached"] is False
+    assert noise_goal(_fake(kd, aa, [0.5] * 3, [0.9] * 3, parts), TEACHERS)["reached"] is False
 
 
 VERDICTS = {"confirmed", "refuted", "not significant", "not significant (fewer than 2 seeds)", "borderline",
@@ -283,3 +302,30 @@ def test_probe_with_augmented_students_and_ema_on_digits(tmp_path):
     # the teachers' tables hold every view of digits' augmentation (crop padding 1, no flip: 9 views)
     (rec,) = (tmp_path / "runs" / "stages").glob("logits_teacher_cnn_large-*/stage.json")
     assert json.loads(rec.read_text())["result"]["shape"][1] == 9
+
+
+def test_gpu_plan_with_its_own_ladder_and_live_teachers_on_digits(tmp_path):
+    """The GPU profile's plan (here on digits and the CPU): a ResNet ladder of its own, students augmented and
+    distilled from the teacher they run, the logits stages kept for the analysis with one view per image."""
+    import yaml
+
+    report = tmp_path / "gpu.md"
+    run("gpu-test", report, out=tmp_path / "runs", executor="inprocess")
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert len(data["results"]) == sum(len(w) for w in plan("gpu-test"))
+    assert {r["teacher"] for r in data["verdicts"] if r["claim"] == "A/A" and "teacher" in r} == {"resnet8",
+                                                                                                  "resnet20"}
+    assert set(data["decomposition"]) == {"resnet8", "resnet14", "resnet20"}
+    stages = tmp_path / "runs" / "stages"
+    for job, arch, source in (("s0_kd-cs_resnet20", "resnet20", "teacher_resnet20"),
+                              ("s1_aid-mcmi+kd_resnet20", "resnet20", "s1_adapt-mcmi_resnet20")):
+        (cfg,) = stages.glob(f"{job}-*/config.yaml")
+        cfg = yaml.safe_load(cfg.read_text())
+        assert cfg["data"]["augment"] is True
+        assert cfg["teacher"]["kind"] == "model" and cfg["teacher"]["name"] == arch
+        assert any(part.startswith(source + "-") for part in Path(cfg["teacher"]["checkpoint"]).parts)
+    (rec,) = stages.glob("logits_teacher_resnet20-*/stage.json")
+    assert json.loads(rec.read_text())["result"]["shape"][1] == 1  # one view per image: the analysis only
+    assert data["results"]["s0_adapt-ft_tempered_resnet20"]["info_after"] > 0
+    text = report.read_text()
+    assert "`resnet8`, `resnet14`, `resnet20`" in text and "run on the view it sees" in text

@@ -44,6 +44,19 @@ PROFILES = {
                  variants=["ft_lam0.25", "ft", "ft_lam4", "proj", "proj_tempered", "proj_b0.5", "proj_b0.8",
                            "proj_b1.25", "proj_b1.6", "mcmi"], student="cnn_mini", baselines=False),
 }
+# The study at ResNet scale on one GPU (benchmarks/fmnist_gap_gpu.sh): the CIFAR zoo's ResNets, the whole split
+# with crop + flip, bf16 (the engine's default on CUDA); the students run their teachers (a GPU does that faster
+# than it reads 50 stored views per image), so the projection, which needs fixed views, is left out; the tempered
+# target is reached by fine-tuning (ft_tempered). "gpu-test" is the same plan on digits, for the tests.
+_GPU_VARIANTS = ["ft", "ft_lam4", "ft_tempered", "mcmi"]
+_GPU = {"student": "resnet8", "teachers": ["resnet20", "resnet56", "resnet32x4"], "variants": _GPU_VARIANTS,
+        "augment": True, "baselines": False, "teacher_outputs": "live", "device": "auto"}
+PROFILES |= {
+    "gpu": _GPU | {"seeds": [0, 1, 2], "teacher_epochs": 15, "student_epochs": 5, "train_subset": None,
+                   "batch_size": 256},
+    "gpu-test": _GPU | {"seeds": [0, 1], "teacher_epochs": 1, "student_epochs": 1, "train_subset": None,
+                        "dataset": "digits", "student": "cnn_tiny", "teachers": ["resnet8", "resnet14", "resnet20"]},
+}
 # The noise-floor probes (docs/results/fmnist_gap_probes.notes.md): 10 seeds each, the full profile's teachers
 # (20 epochs on the 20k subset: ``teacher_subset``), one lever changed at a time on the student side. Every probe's
 # students also keep an exponential moving average of their weights (``ema_decay``): it does not change their
@@ -62,9 +75,21 @@ PROFILES |= {
     "probe-test": {"seeds": [0, 1], "teacher_epochs": 1, "student_epochs": 1, "train_subset": None,
                    "dataset": "digits", "student": "cnn_tiny", "plan": "probe", "ema_decay": 0.9, "augment": True},
 }
-TEACHERS = ["cnn_small", "cnn_medium", "cnn_large"]
-LARGEST = TEACHERS[-1]
-ASSISTANT = "cnn_small"  # TAKD's assistant, from the ladder
+TEACHERS = ["cnn_small", "cnn_medium", "cnn_large"]  # the teacher ladder of a profile that names none
+
+
+def ladder(profile: str) -> list[str]:
+    """The profile's teachers, smallest first (the last is "the largest teacher" of the claims)."""
+    return list(PROFILES[profile].get("teachers", TEACHERS))
+
+
+def assistant(profile: str) -> str:
+    """TAKD's assistant: the profile's smallest teacher."""
+    return ladder(profile)[0]
+
+
+def _teacher_names() -> set[str]:
+    return {t for p in PROFILES for t in ladder(p)}
 
 
 @dataclass(frozen=True)
@@ -143,15 +168,22 @@ def data_config(profile: str, teacher: bool = False) -> dict:
     augmented)."""
     p = PROFILES[profile]
     subset = p.get("teacher_subset", p["train_subset"]) if teacher else p["train_subset"]
-    return {"name": p.get("dataset", "fashion_mnist"), "batch_size": 128, "eval_batch_size": 1000, "val_split": 0.1,
-            "augment": bool(p.get("augment")) and not teacher, "train_subset": subset, "workers": 0}
+    return {"name": p.get("dataset", "fashion_mnist"), "batch_size": p.get("batch_size", 128), "eval_batch_size": 1000,
+            "val_split": 0.1, "augment": bool(p.get("augment")) and not teacher, "train_subset": subset, "workers": 0}
+
+
+def live_teachers(profile: str) -> bool:
+    """Whether the profile's students run their teacher (``teacher.kind: model``, the GPU profiles) instead of
+    reading its stored outputs; its logits stages then hold one view per image, for the analysis only."""
+    return PROFILES[profile].get("teacher_outputs", "stored") == "live"
 
 
 def run_config(profile: str, model: str, method: str, seed: int, epochs: int, teacher: dict | None,
                params: dict | None = None, data: dict | None = None) -> dict:
     """A RunConfig dict of one training stage (``teacher``: the teacher section, or None; ``params``: the
     method's, default its METHOD_PARAMS; ``data``: default the students' data section)."""
-    train = {"epochs": epochs, "seed": seed, "device": "cpu", "progress": False, "tensorboard": False}
+    train = {"epochs": epochs, "seed": seed, "device": PROFILES[profile].get("device", "cpu"), "progress": False,
+             "tensorboard": False}
     if data is None and PROFILES[profile].get("ema_decay"):  # the students' runs
         train["ema_decay"] = PROFILES[profile]["ema_decay"]
     return {
@@ -193,12 +225,12 @@ def run_job(root: str, job: Job, reuse_only: bool = False):
         cfg = config_from_dict({**a["config"], "output": {"dir": root, "name": job.id}}, f"fmnist-gap:{job.id}")
         return train_stage(store, job.id, cfg)
     if job.kind == "logits":
-        return logits_stage(store, job.id, a["checkpoint"], a["data"])
+        return logits_stage(store, job.id, a["checkpoint"], a["data"], device=a["device"])
     if job.kind == "adapt":
         res = adapt(store, job.id, teacher=Path(a["teacher"]), reference=Path(a["reference"]),
                     teacher_arch=a["teacher_arch"], teacher_kwargs={}, reference_arch=a["reference_arch"],
                     reference_kwargs={}, data=DataConfig(**a["data"]), params=AIDParams(**a["params"]),
-                    seed=a["seed"], distill_epochs=a["distill_epochs"], eval_split="val")
+                    seed=a["seed"], distill_epochs=a["distill_epochs"], device=a["device"], eval_split="val")
         return None if res is None else res.stage
     raise ValueError(f"unknown job kind {job.kind!r}")
 
@@ -213,53 +245,55 @@ def plan(profile: str) -> list[list[str]]:
     p = check_profile(profile)
     seeds = p["seeds"]
     if p.get("plan") == "probe":
-        return probe_plan(seeds)
+        return probe_plan(seeds, ladder(profile))
     baselines = p.get("baselines", True)  # DKD, DIST, CTKD, TAKD, born-again KD, AID+DKD, AID+DIST
-    smaller = TEACHERS[:-1]
+    teachers = ladder(profile)
+    largest, smaller = teachers[-1], teachers[:-1]
 
     def kd_students(t: str) -> list[str]:
-        aa = ["kd-aa"] if t in (TEACHERS[0], LARGEST) else []  # the A/A from both ends of the ladder
+        aa = ["kd-aa"] if t in (teachers[0], largest) else []  # the A/A from both ends of the ladder
         return [f"s{s}_{k}_{t}" for s in seeds for k in ["kd", "kd-cs", "kd-ic"] + aa]
 
     def adapts(t: str) -> list[str]:
-        return [f"s{s}_adapt-{v}_{t}" for s in seeds for v in (variants(profile) if t == LARGEST else ["ft"])]
+        return [f"s{s}_adapt-{v}_{t}" for s in seeds for v in (variants(profile) if t == largest else ["ft"])]
 
     def aid_students(t: str) -> list[str]:
         out = []
         for s in seeds:
-            for v in variants(profile) if t == LARGEST else ["ft"]:
-                methods = ["kd"] + (["dkd", "dist"] if baselines and t == LARGEST and v == "ft" else [])
+            for v in variants(profile) if t == largest else ["ft"]:
+                methods = ["kd"] + (["dkd", "dist"] if baselines and t == largest and v == "ft" else [])
                 out += [f"s{s}_aid-{v}+{m}_{t}" for m in methods]
         return out
 
     # the largest teacher trains beside the students of the smaller ones, so that neither waits on the other
     w1 = [f"teacher_{t}" for t in smaller] + [f"s{s}_vanilla" for s in seeds]
-    w2 = [f"teacher_{LARGEST}"] + [j for t in smaller for j in kd_students(t)]
-    w3 = kd_students(LARGEST) + [j for t in smaller for j in adapts(t)]
+    w2 = [f"teacher_{largest}"] + [j for t in smaller for j in kd_students(t)]
+    w3 = kd_students(largest) + [j for t in smaller for j in adapts(t)]
     if baselines:
-        w3 += [f"s{s}_{m}_{LARGEST}" for s in seeds for m in ("dkd", "dist", "ctkd", "takd-assistant")]
-    w4 = adapts(LARGEST) + [j for t in smaller for j in aid_students(t)]
+        w3 += [f"s{s}_{m}_{largest}" for s in seeds for m in ("dkd", "dist", "ctkd", "takd-assistant")]
+    w4 = adapts(largest) + [j for t in smaller for j in aid_students(t)]
     if baselines:
-        w4 += [f"s{s}_{m}_{LARGEST}" for s in seeds for m in ("takd", "ban")]
-    return [w1, w2, w3, w4, aid_students(LARGEST)]
+        w4 += [f"s{s}_{m}_{largest}" for s in seeds for m in ("takd", "ban")]
+    return [w1, w2, w3, w4, aid_students(largest)]
 
 
-def probe_plan(seeds: list[int]) -> list[list[str]]:
-    """A probe's waves, so that results come early: the two smaller teachers and the vanilla students first,
-    then the largest teacher beside the students of the smaller ones, then the students of the largest."""
+def probe_plan(seeds: list[int], teachers: list[str]) -> list[list[str]]:
+    """A probe's waves, so that results come early: the smaller teachers and the vanilla students first, then
+    the largest teacher beside the students of the smaller ones, then the students of the largest."""
+    largest, smaller = teachers[-1], teachers[:-1]
+
     def students(t: str) -> list[str]:
-        kinds = ["kd", "kd-aa"] if t in (TEACHERS[0], LARGEST) else ["kd"]  # the A/A from both ends of the ladder
+        kinds = ["kd", "kd-aa"] if t in (teachers[0], largest) else ["kd"]  # the A/A from both ends of the ladder
         return [f"s{s}_{k}_{t}" for s in seeds for k in kinds]
 
-    smaller = TEACHERS[:-1]
     return [[f"teacher_{t}" for t in smaller] + [f"s{s}_vanilla" for s in seeds],
-            [f"teacher_{LARGEST}"] + [j for t in smaller for j in students(t)], students(LARGEST)]
+            [f"teacher_{largest}"] + [j for t in smaller for j in students(t)], students(largest)]
 
 
 def parse_id(job_id: str) -> dict:
     """The parts of a student or adapt id ``s<seed>_<what>[_<teacher>]``."""
     seed, rest = job_id.split("_", 1)
-    for t in TEACHERS:
+    for t in sorted(_teacher_names(), key=len, reverse=True):  # the longest first: a name ending another is not it
         if rest.endswith("_" + t):
             return {"seed": int(seed[1:]), "what": rest[: -len(t) - 1], "teacher": t}
     return {"seed": int(seed[1:]), "what": rest, "teacher": None}
@@ -268,9 +302,11 @@ def parse_id(job_id: str) -> dict:
 def make_job(profile: str, job_id: str, R: dict) -> Job:
     """The job of ``job_id``, its inputs taken from the finished stages ``R`` (id -> StageResult)."""
     p = PROFILES[profile]
-    data = data_config(profile)
+    data, device = data_config(profile), p.get("device", "cpu")
     if job_id.startswith("logits_"):
-        return Job(job_id, "logits", {"checkpoint": str(R[job_id[len("logits_"):]].checkpoint), "data": data})
+        views = data | {"augment": False} if live_teachers(profile) else data
+        return Job(job_id, "logits", {"checkpoint": str(R[job_id[len("logits_"):]].checkpoint), "data": views,
+                                      "device": device})
     if job_id.startswith("teacher_"):
         cfg = run_config(profile, job_id[len("teacher_"):], "vanilla", 0, p["teacher_epochs"], None,
                          data=data_config(profile, teacher=True))
@@ -283,7 +319,16 @@ def make_job(profile: str, job_id: str, R: dict) -> Job:
         return Job(job_id, "train", {"config": cfg})
 
     def from_logits(src: str) -> dict:
-        return {"kind": "logits", "checkpoint": str(R[logits_id(src)].checkpoint)}
+        """The teacher section of a student of the model that stage ``src`` trained or adapted: its stored
+        outputs, or in a live profile the model itself."""
+        if not live_teachers(profile):
+            return {"kind": "logits", "checkpoint": str(R[logits_id(src)].checkpoint)}
+        if src.startswith("teacher_"):
+            arch = src[len("teacher_"):]
+        else:  # a KD student (born-again), TAKD's assistant, or an adapted teacher of ``t``
+            what = parse_id(src)["what"]
+            arch = p["student"] if what == "kd" else assistant(profile) if what == "takd-assistant" else t
+        return {"kind": "model", "name": arch, "checkpoint": str(R[src].checkpoint)}
 
     if what == "vanilla":
         return student("vanilla", None)
@@ -293,7 +338,7 @@ def make_job(profile: str, job_id: str, R: dict) -> Job:
         return Job(job_id, "adapt", {"teacher": str(R[f"teacher_{t}"].checkpoint), "teacher_arch": t,
                                      "reference": str(R[ref].checkpoint), "reference_arch": p["student"],
                                      "data": data, "params": var.params, "seed": s,
-                                     "distill_epochs": p["student_epochs"]})
+                                     "distill_epochs": p["student_epochs"], "device": device})
     if what.startswith("aid-"):
         var_name, method = what[len("aid-"):].split("+")
         ad = R[f"s{s}_adapt-{var_name}_{t}"]
@@ -301,7 +346,7 @@ def make_job(profile: str, job_id: str, R: dict) -> Job:
             return student(method, {"kind": "targets", "checkpoint": str(ad.checkpoint)})
         return student(method, from_logits(ad.name))
     if what == "takd-assistant":
-        return student("kd", from_logits(f"teacher_{t}"), model=ASSISTANT)
+        return student("kd", from_logits(f"teacher_{t}"), model=assistant(profile))
     if what == "takd":
         return student("kd", from_logits(f"s{s}_takd-assistant_{t}"))
     if what == "ban":  # born-again: a fresh student distilled from the KD student

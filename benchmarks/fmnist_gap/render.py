@@ -14,15 +14,19 @@ from pathlib import Path
 from .plan import (
     BETA_SWEEP,
     LAMBDA_SWEEP,
-    LARGEST,
     PROFILES,
-    TEACHERS,
     VARIANTS,
+    assistant,
     data_config,
+    ladder,
+    live_teachers,
     logits_id,
     parse_id,
 )
 from .verdicts import SIG, corrected, fmt_cmp, judge, noise_goal
+
+
+_DATASETS = {"fashion_mnist": "Fashion-MNIST 28x28", "digits": "scikit-learn's digits 8x8"}
 
 
 # -------------------------------------------------------------------------------------------------- the records
@@ -70,11 +74,12 @@ def churn_lines(profile: str, R: dict) -> list[str]:
     from aidkd.config import DataConfig
     from aidkd.data import build_data
 
-    p = PROFILES[profile]
+    p, teachers = PROFILES[profile], ladder(profile)
+    largest = teachers[-1]
     data = build_data(DataConfig(**data_config(profile)), device="cpu")
     out = []
     for weights in (["model", "raw"] if p.get("ema_decay") else ["model"]):
-        for t in (TEACHERS[0], LARGEST):
+        for t in (teachers[0], largest):
             churn, diffs = [], []
             for s in p["seeds"]:
                 a = _test_hits(R, f"s{s}_kd_{t}", weights, data)
@@ -119,6 +124,7 @@ def records(profile: str, R: dict) -> tuple[dict, dict]:
     from aidkd.aid.project import TargetTeacher
 
     labels = None
+    teachers = ladder(profile)
     out: dict[str, dict] = {}
     for job_id, res in R.items():
         if job_id.startswith("logits_"):
@@ -156,7 +162,7 @@ def records(profile: str, R: dict) -> tuple[dict, dict]:
                                                                             d0.student_info)
         out[job_id] = rec
     decomp = {}
-    for t in TEACHERS:
+    for t in teachers:
         t_lg = R.get(logits_id(f"teacher_{t}"))
         if not t_lg:
             continue
@@ -188,8 +194,9 @@ def _wall(r: dict) -> float:
     return max(r["job_wall_s"] or 0.0, (r.get("summary") or {}).get("wall_time_s") or 0.0)
 
 
-def verdict_lines(recs: list[dict]) -> list[str]:
-    """The verdict records in words (one numbered line each)."""
+def verdict_lines(recs: list[dict], teachers: list[str]) -> list[str]:
+    """The verdict records of a study of the teacher ladder ``teachers`` in words (one numbered line each)."""
+    largest = teachers[-1]
     out = []
     for r in recs:
         c, v, k = r["comparison"], r["verdict"], r["claim"]
@@ -197,14 +204,14 @@ def verdict_lines(recs: list[dict]) -> list[str]:
             parts = [f"from {t} {fmt_cmp(x)}: **{r['answers'][t]}**" for t, x in c["kd_minus_vanilla"].items()]
             out.append(f"0. **{r['title']}** (KD vs the vanilla student, by teacher): " + "; ".join(parts)
                        + ". Where KD does not help, the claims are tested outside the regime they are about; the AID "
-                       f"variants are all measured on {LARGEST}.")
+                       f"variants are all measured on {largest}.")
         elif k == "1":
-            out.append(f"1. **{r['title']}** (KD from {LARGEST} vs the best smaller teacher, {c['best_smaller']}): "
+            out.append(f"1. **{r['title']}** (KD from {largest} vs the best smaller teacher, {c['best_smaller']}): "
                        f"{fmt_cmp(c['largest_minus_best_smaller'])}; KD means by teacher: "
                        + ", ".join(f"{t} {m:.2f}" for t, m in c["kd_means"].items())
                        + f". Verdict: **{v}** (the claim predicts that the largest teacher gives no better student).")
         elif k == "2":
-            out.append(f"2. **{r['title']}** (residual vs the KD student, {TEACHERS[0]} -> {LARGEST}): growth of L_IC "
+            out.append(f"2. **{r['title']}** (residual vs the KD student, {teachers[0]} -> {largest}): growth of L_IC "
                        f"{c['growth_ic']:+.3f}, of L_CS {c['growth_cs']:+.3f}; difference {fmt_cmp(c['ic_minus_cs'])}. "
                        f"Verdict: **{v}**.")
         elif k == "3":
@@ -221,16 +228,16 @@ def verdict_lines(recs: list[dict]) -> list[str]:
             words = {"refuted": "refuted (the strongest adaptation is the best)",
                      "partly": "partly: too much adaptation hurts, but no degree tried beats no adaptation (plain KD)"}
             bs = c["best_minus_strongest"]
-            out.append(f"4. **{r['title']}** (lambda_ic sweep, AID+KD from {LARGEST}: "
+            out.append(f"4. **{r['title']}** (lambda_ic sweep, AID+KD from {largest}: "
                        + ", ".join(f"{lam}: {m:.2f}" for lam, m in sorted(c["means"].items()))
                        + f"; best {c['best']} vs strongest {c['strongest']}: {fmt_cmp(bs) if bs else 'same'}; best vs "
                        f"plain KD: {fmt_cmp(c['best_minus_kd'])}). Verdict: **{words.get(v, v)}**.")
         elif k == "5":
-            out.append(f"5. **{r['title']}** ({LARGEST}): {fmt_cmp(c['aid_minus_method'])}. Verdict: **{v}**.")
+            out.append(f"5. **{r['title']}** ({largest}): {fmt_cmp(c['aid_minus_method'])}. Verdict: **{v}**.")
         elif k == "6":
             if "accuracy" in r:
                 v = f"{v} (accuracy: {r['accuracy']}; cost: AID {r['cost']})"
-            out.append(f"6. **{r['title']}** ({LARGEST}): {fmt_cmp(c['aid_minus_other'])}. Verdict: **{v}**.")
+            out.append(f"6. **{r['title']}** ({largest}): {fmt_cmp(c['aid_minus_other'])}. Verdict: **{v}**.")
             if c.get("cost_s"):
                 out.append(f"   Cost beyond the KD student it reuses: AID adaptation {c['cost_s']['aid']:.0f} s + "
                            f"distillation; TAKD assistant {c['cost_s']['takd']:.0f} s + distillation (mean wall s per "
@@ -238,30 +245,30 @@ def verdict_lines(recs: list[dict]) -> list[str]:
         elif k == "7":
             v = v if v != "borderline" else (f"borderline: {c['seeds_over']} of {len(c['val_drops'])} seeds past the "
                                              f"tolerance, mean drop {c['mean_drop']:.2f}")
-            out.append(f"7. **{r['title']}** (default fine-tuning, {LARGEST}, val drop per seed: "
+            out.append(f"7. **{r['title']}** (default fine-tuning, {largest}, val drop per seed: "
                        + ", ".join(f"{d:+.2f}" for d in c["val_drops"]) + f"; tolerance {c['tolerance']}). "
                        f"Verdict: **{v}**.")
         elif k == "C":
             want = "match or beat" if r["part"] == "cs" else "fall behind"
             txt = ", ".join(f"{t} {fmt_cmp(x)}" for t, x in c[f"kd_{r['part']}_minus_kd"].items())
-            out.append(f"C. **{r['title']}** (the decomposition's causal test: from {LARGEST} it should {want} KD; "
-                       f"by teacher: {txt}). Verdict for {LARGEST}: **{v}**.")
+            out.append(f"C. **{r['title']}** (the decomposition's causal test: from {largest} it should {want} KD; "
+                       f"by teacher: {txt}). Verdict for {largest}: **{v}**.")
         elif k == "A/A" and "teacher" in r:
             out.append(f"A/A. **{r['title']}** (KD computed as L_CS + (1 + 1e-6) L_IC, the same objective up to float "
                        f"rounding, minus KD, same seeds): {fmt_cmp(c['kd_aa_minus_kd'])}.")
         elif k == "A/A":
             out += ["", f"**{r['title']}.** The entropy bisection gave beta = 1 on every seed: the teacher is already as "
                     "smooth as the reference, the tempered target is the teacher's own distribution, and AID+KD "
-                    f"(proj_tempered) is plain KD from {LARGEST} up to float rounding. Its paired difference from KD, "
+                    f"(proj_tempered) is plain KD from {largest} up to float rounding. Its paired difference from KD, "
                     f"{fmt_cmp(c['same_targets_minus_kd'])}, is how far two runs with the same targets drift apart. "
                     "Differences of that size are noise whatever their p-value, and with some twenty comparisons a "
                     "few p < 0.05 are expected by chance alone."]
     return out
 
 
-def noise_floor_lines(recs: list[dict]) -> list[str]:
+def noise_floor_lines(recs: list[dict], teachers: list[str]) -> list[str]:
     """The report's first section: the A/A controls' std, what it lets the instrument detect, and the goal."""
-    goal = noise_goal(recs)
+    goal = noise_goal(recs, teachers)
     aa = [r for r in recs if r["claim"] == "A/A"]
     if not aa:
         return ["## Noise floor", "", "No A/A control finished: the report cannot say how large a difference is "
@@ -311,7 +318,8 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     from .plan import plan
 
     recs, decomp = records(profile, R)
-    seeds = PROFILES[profile]["seeds"]
+    seeds, teachers = PROFILES[profile]["seeds"], ladder(profile)
+    largest = teachers[-1]
     n_jobs = sum(len(w) for w in plan(profile))
     fig_dir = report_path.parent / report_path.stem
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -327,29 +335,35 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     lines = [f"# Fashion-MNIST capacity-gap benchmark ({profile} profile)", "",
              f"Produced by `python -m benchmarks.fmnist_gap --profile {profile} --report {report_path}` (stages under "
              f"`{root}`); {len(recs)} of {n_jobs} jobs finished.", "",
-             "Setting: Fashion-MNIST 28x28, 10% of train held out for validation (fixed split), "
-             + ("students augmented with crop (padding 2) + flip, each distilled from its teacher's stored outputs on "
-                "the view it sees" if p.get("augment") else "no augmentation (teacher outputs stored)")
+             f"Setting: {_DATASETS.get(p.get('dataset', 'fashion_mnist'))}, 10% of train held out for validation "
+             "(fixed split), "
+             + (f"a class-stratified training subset of {p['train_subset']:,} images" if p["train_subset"] else
+                "the whole training split") + ", "
+             + ("students augmented with the dataset's crop + flip, each distilled from its teacher "
+                + ("run on the view it sees" if live_teachers(profile) else "'s stored outputs on the view it sees")
+                if p.get("augment") else "no augmentation (teacher outputs stored)")
              + (f"; the students' reported weights are an exponential moving average (decay {p['ema_decay']}) of "
                 "their training weights, whose own accuracy is reported beside it" if p.get("ema_decay") else "")
-             + f", SGD momentum 0.9, lr 0.05 cosine, batch 128; teachers {p['teacher_epochs']} "
+             + f", SGD momentum 0.9, lr 0.05 cosine, batch {p.get('batch_size', 128)}, on "
+             + ("the CPU" if p.get("device", "cpu") == "cpu" else "a GPU where there is one (bf16 autocast)")
+             + f"; teachers {p['teacher_epochs']} "
              f"epochs, students {p['student_epochs']} epochs; seeds {seeds}. Student `{p['student']}`; teachers "
-             f"{', '.join('`' + t + '`' for t in TEACHERS)}. Accuracies are test top-1 (%), mean +- std over seeds: "
+             f"{', '.join('`' + t + '`' for t in teachers)}. Accuracies are test top-1 (%), mean +- std over seeds: "
              "**last** = last epoch, **sel** = the epoch chosen on the validation split.", ""]
 
-    verdicts = judge(seeds, acc, lambda j: recs.get(j),
+    verdicts = judge(seeds, teachers, acc, lambda j: recs.get(j),
                      decomp, lambda j: _wall(recs[j]) if j in recs else None)
-    lines += noise_floor_lines(verdicts)
+    lines += noise_floor_lines(verdicts, teachers)
     lines += churn_lines(profile, R)
     if p.get("ema_decay"):  # the same runs, their training weights instead of the average
-        raw = judge(seeds, lambda j: acc(j, "last_test_raw_acc"), lambda j: recs.get(j), decomp,
+        raw = judge(seeds, teachers, lambda j: acc(j, "last_test_raw_acc"), lambda j: recs.get(j), decomp,
                     lambda j: _wall(recs[j]) if j in recs else None)
-        floor = noise_floor_lines(raw)
+        floor = noise_floor_lines(raw, teachers)
         floor[0] = "## Noise floor of the training weights (the same runs, without the average)"
         lines += floor + [fmt_premise(raw), ""]
     lines += ["## Teachers", "", "| teacher | params | val (sel) | test last | test sel | wall s |", "|---|---|---|---|---|---|"]
     tparams = {}
-    for t in TEACHERS:
+    for t in teachers:
         r = recs.get(f"teacher_{t}")
         if r and r["params"] is not None:
             s = r["summary"]
@@ -359,17 +373,17 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     lines.append("")
 
     rows = [("vanilla", "-", "s{s}_vanilla")]
-    rows += [("KD", t, f"s{{s}}_kd_{t}") for t in TEACHERS]
-    rows += [("AID+KD (ft, default)", t, f"s{{s}}_aid-ft+kd_{t}") for t in TEACHERS]
-    rows += [(m.upper(), LARGEST, f"s{{s}}_{m}_{LARGEST}") for m in ("dkd", "dist", "ctkd")]
-    rows += [("AID+DKD (ft)", LARGEST, f"s{{s}}_aid-ft+dkd_{LARGEST}"),
-             ("AID+DIST (ft)", LARGEST, f"s{{s}}_aid-ft+dist_{LARGEST}"),
-             ("TAKD (via cnn_small)", LARGEST, f"s{{s}}_takd_{LARGEST}"),
-             ("born-again KD", LARGEST, f"s{{s}}_ban_{LARGEST}")]
-    rows += [(f"AID+KD ({v})", LARGEST, f"s{{s}}_aid-{v}+kd_{LARGEST}") for v in VARIANTS if v != "ft"]
+    rows += [("KD", t, f"s{{s}}_kd_{t}") for t in teachers]
+    rows += [("AID+KD (ft, default)", t, f"s{{s}}_aid-ft+kd_{t}") for t in teachers]
+    rows += [(m.upper(), largest, f"s{{s}}_{m}_{largest}") for m in ("dkd", "dist", "ctkd")]
+    rows += [("AID+DKD (ft)", largest, f"s{{s}}_aid-ft+dkd_{largest}"),
+             ("AID+DIST (ft)", largest, f"s{{s}}_aid-ft+dist_{largest}"),
+             (f"TAKD (via {assistant(profile)})", largest, f"s{{s}}_takd_{largest}"),
+             ("born-again KD", largest, f"s{{s}}_ban_{largest}")]
+    rows += [(f"AID+KD ({v})", largest, f"s{{s}}_aid-{v}+kd_{largest}") for v in VARIANTS if v != "ft"]
     rows += [(name, t, f"s{{s}}_{what}_{t}") for what, name in (("kd-cs", "KD, L_CS only"), ("kd-ic", "KD, L_IC only"),
                                                                   ("kd-aa", "KD via L_CS + L_IC (A/A)"))
-             for t in TEACHERS]
+             for t in teachers]
     lines += ["## Students", "", "| method | teacher | test last | test sel | seeds | wall s (mean) |", "|---|---|---|---|---|---|"]
     for name, t, fmt in rows:
         last, sel = accs(fmt), accs(fmt, "best_test_acc")
@@ -385,7 +399,7 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
               "training split). Teacher accuracy on the validation split.", "",
               "| variant | teacher | teacher val before | after | L_CS before | after | L_IC before | after | I_T before | "
               "after | adapt s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for t in TEACHERS:
+    for t in teachers:
         for var in VARIANTS:
             js = [recs[f"s{s}_adapt-{var}_{t}"] for s in seeds if f"s{s}_adapt-{var}_{t}" in recs]
             if js:
@@ -400,7 +414,7 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
               "KD(teacher || student) split into L_CS + L_IC on the training split (tau = 4, times tau^2), for the "
               "vanilla student and for the student distilled from that teacher (the residual).", "",
               "| teacher | params | vs vanilla: L_CS | L_IC | vs KD student: L_CS | L_IC |", "|---|---|---|---|---|---|"]
-    for t in TEACHERS:
+    for t in teachers:
         d = decomp.get(t)
         if d:
             lines.append(f"| {t} | {tparams.get(t, 0):,} | {_ms(d['van_cs'])} | {_ms(d['van_ic'])} | "
@@ -410,12 +424,12 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     lines += ["## Verdicts (the claims of docs/aid.md section 7)", "",
               f"Paired over seeds (same seed = same student initialisation and batch order); two-sided t-test, "
               f"level {SIG}. Differences in accuracy points of last-epoch test accuracy.", ""]
-    lines += verdict_lines(verdicts)
+    lines += verdict_lines(verdicts, teachers)
     lines.append("")
     lines += comparison_table(verdicts)
 
-    figs = _plots(fig_dir, seeds, accs, decomp, tparams)
-    fig = _info_plot(fig_dir, seeds, accs, recs)
+    figs = _plots(fig_dir, seeds, accs, decomp, tparams, teachers)
+    fig = _info_plot(fig_dir, seeds, accs, recs, largest)
     figs += [fig] if fig else []
     if figs:
         lines += ["## Plots", ""] + [f"![{f.stem}]({fig_dir.name}/{f.name})" for f in figs] + [""]
@@ -434,18 +448,19 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     report_path.write_text("\n".join(lines))
     report_path.with_suffix(".json").write_text(json.dumps(
         {"profile": profile, "results": recs, "decomposition": decomp, "verdicts": verdicts,
-         "noise_goal": noise_goal(verdicts), "holm": corrected(verdicts)}, indent=1, default=str))
+         "noise_goal": noise_goal(verdicts, teachers), "holm": corrected(verdicts)}, indent=1, default=str))
     return report_path
 
 
-def _plots(fig_dir: Path, seeds, accs, decomp, tparams) -> list[Path]:
+def _plots(fig_dir: Path, seeds, accs, decomp, tparams, teachers: list[str]) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figs: list[Path] = []
-    ts = [t for t in TEACHERS if t in tparams]
+    largest = teachers[-1]
+    ts = [t for t in teachers if t in tparams]
     if not ts:
         return figs
 
@@ -487,23 +502,23 @@ def _plots(fig_dir: Path, seeds, accs, decomp, tparams) -> list[Path]:
         ax.legend(fontsize=7)
         save(fig, "components_vs_teacher.png")
 
-    pts = [(lam, mean_std(accs(f"s{{s}}_aid-{v}+kd_{LARGEST}"))) for lam, v in LAMBDA_SWEEP]
+    pts = [(lam, mean_std(accs(f"s{{s}}_aid-{v}+kd_{largest}"))) for lam, v in LAMBDA_SWEEP]
     pts = [(lam, m) for lam, m in pts if not math.isnan(m[0])]
     if len(pts) >= 2:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.errorbar([lam for lam, _ in pts], [m[0] for _, m in pts], yerr=[m[1] for _, m in pts], marker="o",
                     capsize=3, label="AID+KD")
-        ax.axhline(mean_std(accs(f"s{{s}}_kd_{LARGEST}"))[0], color="C1", ls="--", label="KD")
+        ax.axhline(mean_std(accs(f"s{{s}}_kd_{largest}"))[0], color="C1", ls="--", label="KD")
         ax.set_xscale("log")
         ax.set_xlabel("lambda_ic")
         ax.set_ylabel("student test acc (%, last epoch)")
-        ax.set_title(f"degree of adaptation ({LARGEST})")
+        ax.set_title(f"degree of adaptation ({largest})")
         ax.legend()
         save(fig, "lambda_sweep.png")
 
     # the tempered target's beta, both sides of 1 (beta 1 is the teacher itself: KD)
-    kd = mean_std(accs(f"s{{s}}_kd_{LARGEST}"))
-    pts = [(b, mean_std(accs(f"s{{s}}_aid-{v}+kd_{LARGEST}"))) for b, v in BETA_SWEEP]
+    kd = mean_std(accs(f"s{{s}}_kd_{largest}"))
+    pts = [(b, mean_std(accs(f"s{{s}}_aid-{v}+kd_{largest}"))) for b, v in BETA_SWEEP]
     pts = sorted([(b, m) for b, m in pts if not math.isnan(m[0])] + ([(1.0, kd)] if not math.isnan(kd[0]) else []))
     if len(pts) >= 2:
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -512,13 +527,13 @@ def _plots(fig_dir: Path, seeds, accs, decomp, tparams) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel("beta (< 1 smoother, > 1 sharper within-class structure)")
         ax.set_ylabel("student test acc (%, last epoch)")
-        ax.set_title(f"tempered target ({LARGEST})")
+        ax.set_title(f"tempered target ({largest})")
         ax.legend(fontsize=7)
         save(fig, "beta_sweep.png")
     return figs
 
 
-def _info_plot(fig_dir: Path, seeds, accs, recs: dict) -> Path | None:
+def _info_plot(fig_dir: Path, seeds, accs, recs: dict, largest: str) -> Path | None:
     """Student accuracy (AID+KD, and KD from the original teacher) against the teacher's I_T, every variant of
     the largest teacher, the reference students' own I_S marked."""
     import matplotlib
@@ -532,20 +547,20 @@ def _info_plot(fig_dir: Path, seeds, accs, recs: dict) -> Path | None:
 
     pts = []
     for var in VARIANTS:
-        ads = [recs.get(f"s{s}_adapt-{var}_{LARGEST}") for s in seeds]
-        info, acc = mean([a.get("info_after") for a in ads if a]), mean(accs(f"s{{s}}_aid-{var}+kd_{LARGEST}"))
+        ads = [recs.get(f"s{s}_adapt-{var}_{largest}") for s in seeds]
+        info, acc = mean([a.get("info_after") for a in ads if a]), mean(accs(f"s{{s}}_aid-{var}+kd_{largest}"))
         if info is not None and acc is not None:
             pts.append((var, info, acc))
-    ads = [a for a in (recs.get(f"s{s}_adapt-ft_{LARGEST}") for s in seeds) if a]
+    ads = [a for a in (recs.get(f"s{s}_adapt-ft_{largest}") for s in seeds) if a]
     t_info, s_info = mean([a.get("info_before") for a in ads]), mean([a.get("reference_info") for a in ads])
-    kd = mean(accs(f"s{{s}}_kd_{LARGEST}"))
+    kd = mean(accs(f"s{{s}}_kd_{largest}"))
     if not pts or t_info is None or kd is None:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.scatter([x for _, x, _ in pts], [y for _, _, y in pts], label="AID+KD (variant)")
     for var, x, y in pts:
         ax.annotate(var, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
-    ax.scatter([t_info], [kd], marker="*", s=120, color="C3", label=f"KD ({LARGEST} as trained)")
+    ax.scatter([t_info], [kd], marker="*", s=120, color="C3", label=f"KD ({largest} as trained)")
     if s_info is not None:
         ax.axvline(s_info, color="gray", ls="--", label="I_S of the KD student (the reference)")
     ax.set_xlabel("teacher's inner-class information I_T (tau 4, x tau^2)")

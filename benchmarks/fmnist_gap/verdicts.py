@@ -20,7 +20,7 @@ import math
 import statistics
 from collections.abc import Callable
 
-from .plan import LAMBDA_SWEEP, LARGEST, TEACHERS
+from .plan import LAMBDA_SWEEP
 
 SIG = 0.05  # two-sided paired t-test level for the verdicts
 POWER = 0.8  # the power the minimum detectable effects are computed for
@@ -117,8 +117,9 @@ def corrected(recs: list[dict], alpha: float = SIG) -> list[dict]:
     return [{"label": k, **c, **adj[k]} for k, c in cmps.items()]
 
 
-def noise_goal(recs: list[dict]) -> dict | None:
-    """The instrument against its goal, from the premise and the KD A/A records (None without an A/A record):
+def noise_goal(recs: list[dict], teachers: list[str]) -> dict | None:
+    """The instrument against its goal, from the premise and the KD A/A records of a study of the teacher ladder
+    ``teachers`` (None without an A/A record):
     ``aa_std`` per A/A control, ``kd_gain_teachers`` (KD >= 1 point above vanilla at p < 0.01), ``largest_best``,
     and ``reached`` (all three parts met; the A/A std of the largest teacher's control decides the first)."""
     aa = {r["teacher"]: r["comparison"]["kd_aa_minus_kd"] for r in recs if r["claim"] == "A/A" and "teacher" in r}
@@ -127,8 +128,8 @@ def noise_goal(recs: list[dict]) -> dict | None:
     premise = next((r["comparison"]["kd_minus_vanilla"] for r in recs if r["claim"] == "0"), {})
     gains = [t for t, c in premise.items() if c["mean"] >= KD_GAIN_GOAL and c["p"] is not None and c["p"] < KD_GAIN_P]
     kd_means = {t: c["mean"] for t, c in premise.items()}  # KD - vanilla: the same order as KD's own means
-    largest_best = None if set(kd_means) != set(TEACHERS) else max(kd_means, key=kd_means.get) == LARGEST
-    floor = aa.get(LARGEST, next(iter(aa.values())))["std"]
+    largest_best = None if set(kd_means) != set(teachers) else max(kd_means, key=kd_means.get) == teachers[-1]
+    floor = aa.get(teachers[-1], next(iter(aa.values())))["std"]
     return {"aa_std": {t: c["std"] for t, c in aa.items()}, "floor": floor, "goal": AA_GOAL,
             "kd_gain_teachers": gains, "largest_best": largest_best,
             "reached": floor <= AA_GOAL and len(gains) >= 2 and largest_best is False}
@@ -148,16 +149,19 @@ def _record(claim: str, title: str, comparison: dict, verdict: str, **detail) ->
     return {"claim": claim, "title": title, "comparison": comparison, "verdict": verdict, **detail}
 
 
-def judge(seeds: list[int], acc: Callable, adapt: Callable, decomp: dict, wall: Callable) -> list[dict]:
-    """Every claim's record, in the order of docs/aid.md section 7 (claims 5 and 6 have two records each)."""
+def judge(seeds: list[int], teachers: list[str], acc: Callable, adapt: Callable, decomp: dict,
+          wall: Callable) -> list[dict]:
+    """Every claim's record for the teacher ladder ``teachers`` (smallest first), in the order of docs/aid.md
+    section 7 (claims 5 and 6 have two records each)."""
+    largest = teachers[-1]
     def accs(fmt: str) -> list:
         return [acc(fmt.format(s=s)) for s in seeds]
 
     out = []
-    kd = {t: accs(f"s{{s}}_kd_{t}") for t in TEACHERS}
+    kd = {t: accs(f"s{{s}}_kd_{t}") for t in teachers}
     van = accs("s{s}_vanilla")
     # 0. the premise of every claim: KD helps this student
-    by_teacher = {t: paired(kd[t], van) for t in TEACHERS}
+    by_teacher = {t: paired(kd[t], van) for t in teachers}
     by_teacher = {t: c for t, c in by_teacher.items() if c["n"]}
     if by_teacher:
         answers = {t: {"confirmed": "yes", "refuted": "no, significantly below"}.get(significance(c), "not significantly")
@@ -165,41 +169,41 @@ def judge(seeds: list[int], acc: Callable, adapt: Callable, decomp: dict, wall: 
         out.append(_record("0", "Premise: KD helps this student", {"kd_minus_vanilla": by_teacher}, "per teacher",
                            answers=answers))
     # 1. capacity gap: the claim predicts that the largest teacher gives no better student
-    if all(all(x is not None for x in kd[t]) for t in TEACHERS):
-        means = {t: statistics.mean(kd[t]) for t in TEACHERS}
-        best_small = max(TEACHERS[:-1], key=lambda t: means[t])
-        c = paired(kd[LARGEST], kd[best_small])
+    if all(all(x is not None for x in kd[t]) for t in teachers):
+        means = {t: statistics.mean(kd[t]) for t in teachers}
+        best_small = max(teachers[:-1], key=lambda t: means[t])
+        c = paired(kd[largest], kd[best_small])
         v = {"confirmed": "refuted", "refuted": "confirmed"}.get(significance(c), "not significant")
         out.append(_record("1", "Capacity gap", {"largest_minus_best_smaller": c, "best_smaller": best_small,
                                                  "kd_means": means}, v))
     # 2. the inner-class part of the residual grows more than the class-wise part
-    if all(t in decomp and all(x is not None for x in decomp[t]["kd_ic"]) for t in (TEACHERS[0], LARGEST)):
-        dic = [a - b for a, b in zip(decomp[LARGEST]["kd_ic"], decomp[TEACHERS[0]]["kd_ic"])]
-        dcs = [a - b for a, b in zip(decomp[LARGEST]["kd_cs"], decomp[TEACHERS[0]]["kd_cs"])]
+    if all(t in decomp and all(x is not None for x in decomp[t]["kd_ic"]) for t in (teachers[0], largest)):
+        dic = [a - b for a, b in zip(decomp[largest]["kd_ic"], decomp[teachers[0]]["kd_ic"])]
+        dcs = [a - b for a, b in zip(decomp[largest]["kd_cs"], decomp[teachers[0]]["kd_cs"])]
         c = paired(dic, dcs)
         out.append(_record("2", "Inner-class part grows more", {"growth_ic": statistics.mean(dic),
                                                                 "growth_cs": statistics.mean(dcs),
                                                                 "ic_minus_cs": c}, significance(c)))
     # 3. AID + KD beats KD, most for the largest gap
-    gains = {t: paired(accs(f"s{{s}}_aid-ft+kd_{t}"), kd[t]) for t in TEACHERS}
+    gains = {t: paired(accs(f"s{{s}}_aid-ft+kd_{t}"), kd[t]) for t in teachers}
     gains = {t: g for t, g in gains.items() if g["n"]}
-    if LARGEST in gains:
+    if largest in gains:
         if all(g["mean"] <= 0 for g in gains.values()):
             shape = "no gain"
         else:
-            shape = "largest for the largest gap" if all(gains[LARGEST]["mean"] >= g["mean"] for g in gains.values()) \
+            shape = "largest for the largest gap" if all(gains[largest]["mean"] >= g["mean"] for g in gains.values()) \
                 else "not largest for the largest gap"
-        out.append(_record("3", "AID+KD beats KD", {"gain_by_teacher": gains}, significance(gains[LARGEST]),
+        out.append(_record("3", "AID+KD beats KD", {"gain_by_teacher": gains}, significance(gains[largest]),
                            shape=shape))
     # 4. a moderate degree of adaptation is best
-    vals = {lam: accs(f"s{{s}}_aid-{v}+kd_{LARGEST}") for lam, v in LAMBDA_SWEEP}
+    vals = {lam: accs(f"s{{s}}_aid-{v}+kd_{largest}") for lam, v in LAMBDA_SWEEP}
     have = {lam: v for lam, v in vals.items() if all(x is not None for x in v)}
     if len(have) >= 3:
         means = {lam: statistics.mean(v) for lam, v in have.items()}
         best = max(means, key=means.get)
         top = max(have)
         c = paired(have[best], have[top]) if best != top else None
-        c_none = paired(have[best], kd[LARGEST])  # the best degree against no adaptation (plain KD)
+        c_none = paired(have[best], kd[largest])  # the best degree against no adaptation (plain KD)
         too_much_hurts = c is not None and significance(c) == "confirmed"
         if best == top:
             v = "refuted"
@@ -216,17 +220,17 @@ def judge(seeds: list[int], acc: Callable, adapt: Callable, decomp: dict, wall: 
         out.append(_record("4", "Moderate adaptation is best", {"lambda_values": len(have)}, "not measured"))
     # 5. AID composes with DKD and DIST
     for m in ("dkd", "dist"):
-        c = paired(accs(f"s{{s}}_aid-ft+{m}_{LARGEST}"), accs(f"s{{s}}_{m}_{LARGEST}"))
+        c = paired(accs(f"s{{s}}_aid-ft+{m}_{largest}"), accs(f"s{{s}}_{m}_{largest}"))
         if c["n"]:
             out.append(_record("5", f"AID+{m.upper()} > {m.upper()}", {"aid_minus_method": c, "method": m},
                                significance(c)))
     # 6. against TAKD (accuracy and cost) and born-again KD
-    aid = accs(f"s{{s}}_aid-ft+kd_{LARGEST}")
-    a_cost = [wall(f"s{s}_adapt-ft_{LARGEST}") for s in seeds]
-    t_cost = [wall(f"s{s}_takd-assistant_{LARGEST}") for s in seeds]
+    aid = accs(f"s{{s}}_aid-ft+kd_{largest}")
+    a_cost = [wall(f"s{s}_adapt-ft_{largest}") for s in seeds]
+    t_cost = [wall(f"s{s}_takd-assistant_{largest}") for s in seeds]
     a_cost, t_cost = [x for x in a_cost if x is not None], [x for x in t_cost if x is not None]
     cost = {"aid": statistics.mean(a_cost), "takd": statistics.mean(t_cost)} if a_cost and t_cost else None
-    for name, fmt in (("TAKD", "s{s}_takd_" + LARGEST), ("born-again KD", "s{s}_ban_" + LARGEST)):
+    for name, fmt in (("TAKD", "s{s}_takd_" + largest), ("born-again KD", "s{s}_ban_" + largest)):
         c = paired(aid, accs(fmt))
         if not c["n"]:
             continue
@@ -241,7 +245,7 @@ def judge(seeds: list[int], acc: Callable, adapt: Callable, decomp: dict, wall: 
         out.append(_record("6", f"AID+KD vs {name}", {"aid_minus_other": c, "cost_s": cost if name == "TAKD" else None},
                            v, **detail))
     # 7. the adapted teacher keeps its accuracy
-    ft = [r for r in (adapt(f"s{s}_adapt-ft_{LARGEST}") for s in seeds) if r is not None]
+    ft = [r for r in (adapt(f"s{s}_adapt-ft_{largest}") for s in seeds) if r is not None]
     drops = [r["teacher_val_acc_before"] - r["teacher_val_acc_after"] for r in ft]
     if drops:
         tol = ft[0]["params"]["acc_tolerance"]
@@ -253,20 +257,20 @@ def judge(seeds: list[int], acc: Callable, adapt: Callable, decomp: dict, wall: 
     # the causal test of the decomposition: the class-wise part alone should match or beat KD from the largest
     # teacher, the inner-class part alone fall behind it
     for part, want_positive in (("cs", True), ("ic", False)):
-        by_t = {t: paired(accs(f"s{{s}}_kd-{part}_{t}"), kd[t]) for t in TEACHERS}
+        by_t = {t: paired(accs(f"s{{s}}_kd-{part}_{t}"), kd[t]) for t in teachers}
         by_t = {t: c for t, c in by_t.items() if c["n"]}
-        if LARGEST in by_t:
+        if largest in by_t:
             out.append(_record("C", f"KD from L_{part.upper()} only vs KD", {f"kd_{part}_minus_kd": by_t},
-                               significance(by_t[LARGEST], want_positive), part=part))
+                               significance(by_t[largest], want_positive), part=part))
     # A/A controls: KD through the L_CS + L_IC path, the same objective up to float rounding
-    for t in TEACHERS:
+    for t in teachers:
         c = paired(accs(f"s{{s}}_kd-aa_{t}"), kd[t])
         if c["n"] >= 2:
             out.append(_record("A/A", f"Noise floor: KD twice from {t}", {"kd_aa_minus_kd": c}, "noise floor",
                                teacher=t))
     # a control: where the entropy bisection leaves the teacher as it is, the projection is KD up to rounding
-    betas = [(adapt(f"s{s}_adapt-proj_tempered_{LARGEST}") or {}).get("beta") for s in seeds]
-    c = paired(accs(f"s{{s}}_aid-proj_tempered+kd_{LARGEST}"), kd[LARGEST])
+    betas = [(adapt(f"s{s}_adapt-proj_tempered_{largest}") or {}).get("beta") for s in seeds]
+    c = paired(accs(f"s{{s}}_aid-proj_tempered+kd_{largest}"), kd[largest])
     if c["n"] >= 2 and all(b is not None and b >= 0.999 for b in betas):
         out.append(_record("A/A", "Noise floor (an A/A control)", {"same_targets_minus_kd": c}, "noise floor"))
     return out
