@@ -89,7 +89,7 @@ def churn_lines(profile: str, R: dict) -> list[str]:
                     diffs.append(100.0 * float(b.double().mean() - a.double().mean()))
             if len(churn) >= 2:
                 n, c = data.spec.num_test, statistics.mean(churn)
-                out.append(f"| {t} | {'average' if weights == 'model' else 'training weights'} | {len(churn)} | "
+                out.append(f"| {t} | {'average' if weights == 'model' and p.get('ema_decay') else 'training weights'} | {len(churn)} | "
                            f"{100 * c:.2f}% | {100 * math.sqrt(c / n):.2f} | {statistics.stdev(diffs):.2f} |")
     if not out:
         return []
@@ -143,6 +143,9 @@ def records(profile: str, R: dict) -> tuple[dict, dict]:
                "job_wall_s": res.wall_time_s, "adapt_wall_s": rep.get("wall_time_s")}
         if res.result["teacher_kind"] == "targets":
             rec["teacher_val_acc_before"] = rec["teacher_val_acc_after"] = rep["teacher_val_acc"]
+            # the projection serves the training split: how often its targets' top class is still the label
+            rec["targets_train_acc_before"], rec["targets_train_acc_after"] = (rep["teacher_acc_before"],
+                                                                               rep["teacher_acc_after"])
             target = TargetTeacher.load(res.checkpoint)
             after = target.temperature * target.log_targets
         else:
@@ -396,14 +399,18 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     lines += ["## Adaptation (teacher side)", "",
               "L_CS / L_IC: the decomposition of KD(teacher || reference student) on the training split, before and "
               "after adaptation; I_T: the teacher's inner-class information, tau^2 mean KL(p_i || m_{y_i}) (tau 4, "
-              "training split). Teacher accuracy on the validation split.", "",
-              "| variant | teacher | teacher val before | after | L_CS before | after | L_IC before | after | I_T before | "
-              "after | adapt s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "training split). Teacher accuracy on the validation split; a projection changes the teacher's outputs "
+              "on the training split only, so its rows also give the top-1 of its targets there (the label still the "
+              "targets' top class), before and after.", "",
+              "| variant | teacher | teacher val before | after | projection train top-1 before | after | L_CS before | "
+              "after | L_IC before | after | I_T before | after | adapt s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in teachers:
         for var in VARIANTS:
             js = [recs[f"s{s}_adapt-{var}_{t}"] for s in seeds if f"s{s}_adapt-{var}_{t}" in recs]
             if js:
                 cells = [_ms([j.get(k) for j in js]) for k in ("teacher_val_acc_before", "teacher_val_acc_after",
+                                                               "targets_train_acc_before", "targets_train_acc_after",
                                                                "train_cs_before", "train_cs_after", "train_ic_before",
                                                                "train_ic_after", "info_before", "info_after",
                                                                "adapt_wall_s")]
