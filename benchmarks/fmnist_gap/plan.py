@@ -172,6 +172,11 @@ def data_config(profile: str, teacher: bool = False) -> dict:
             "val_split": 0.1, "augment": bool(p.get("augment")) and not teacher, "train_subset": subset, "workers": 0}
 
 
+def device(profile: str) -> str:
+    """Where the profile's stages run: ``cpu`` unless it names another (``auto``: CUDA where there is one)."""
+    return PROFILES[profile].get("device", "cpu")
+
+
 def live_teachers(profile: str) -> bool:
     """Whether the profile's students run their teacher (``teacher.kind: model``, the GPU profiles) instead of
     reading its stored outputs; its logits stages then hold one view per image, for the analysis only."""
@@ -182,8 +187,7 @@ def run_config(profile: str, model: str, method: str, seed: int, epochs: int, te
                params: dict | None = None, data: dict | None = None) -> dict:
     """A RunConfig dict of one training stage (``teacher``: the teacher section, or None; ``params``: the
     method's, default its METHOD_PARAMS; ``data``: default the students' data section)."""
-    train = {"epochs": epochs, "seed": seed, "device": PROFILES[profile].get("device", "cpu"), "progress": False,
-             "tensorboard": False}
+    train = {"epochs": epochs, "seed": seed, "device": device(profile), "progress": False, "tensorboard": False}
     if data is None and PROFILES[profile].get("ema_decay"):  # the students' runs
         train["ema_decay"] = PROFILES[profile]["ema_decay"]
     return {
@@ -302,11 +306,11 @@ def parse_id(job_id: str) -> dict:
 def make_job(profile: str, job_id: str, R: dict) -> Job:
     """The job of ``job_id``, its inputs taken from the finished stages ``R`` (id -> StageResult)."""
     p = PROFILES[profile]
-    data, device = data_config(profile), p.get("device", "cpu")
+    data = data_config(profile)
     if job_id.startswith("logits_"):
         views = data | {"augment": False} if live_teachers(profile) else data
         return Job(job_id, "logits", {"checkpoint": str(R[job_id[len("logits_"):]].checkpoint), "data": views,
-                                      "device": device})
+                                      "device": device(profile)})
     if job_id.startswith("teacher_"):
         cfg = run_config(profile, job_id[len("teacher_"):], "vanilla", 0, p["teacher_epochs"], None,
                          data=data_config(profile, teacher=True))
@@ -318,7 +322,7 @@ def make_job(profile: str, job_id: str, R: dict) -> Job:
         cfg = run_config(profile, model or p["student"], method, s, p["student_epochs"], teacher, params)
         return Job(job_id, "train", {"config": cfg})
 
-    def from_logits(src: str) -> dict:
+    def teacher_section(src: str) -> dict:
         """The teacher section of a student of the model that stage ``src`` trained or adapted: its stored
         outputs, or in a live profile the model itself."""
         if not live_teachers(profile):
@@ -338,22 +342,22 @@ def make_job(profile: str, job_id: str, R: dict) -> Job:
         return Job(job_id, "adapt", {"teacher": str(R[f"teacher_{t}"].checkpoint), "teacher_arch": t,
                                      "reference": str(R[ref].checkpoint), "reference_arch": p["student"],
                                      "data": data, "params": var.params, "seed": s,
-                                     "distill_epochs": p["student_epochs"], "device": device})
+                                     "distill_epochs": p["student_epochs"], "device": device(profile)})
     if what.startswith("aid-"):
         var_name, method = what[len("aid-"):].split("+")
         ad = R[f"s{s}_adapt-{var_name}_{t}"]
         if ad.result["teacher_kind"] == "targets":
             return student(method, {"kind": "targets", "checkpoint": str(ad.checkpoint)})
-        return student(method, from_logits(ad.name))
+        return student(method, teacher_section(ad.name))
     if what == "takd-assistant":
-        return student("kd", from_logits(f"teacher_{t}"), model=assistant(profile))
+        return student("kd", teacher_section(f"teacher_{t}"), model=assistant(profile))
     if what == "takd":
-        return student("kd", from_logits(f"s{s}_takd-assistant_{t}"))
+        return student("kd", teacher_section(f"s{s}_takd-assistant_{t}"))
     if what == "ban":  # born-again: a fresh student distilled from the KD student
-        return student("kd", from_logits(f"s{s}_kd_{t}"))
+        return student("kd", teacher_section(f"s{s}_kd_{t}"))
     if what in KD_PARTS:
-        return student("kd", from_logits(f"teacher_{t}"), params=KD_PARTS[what])
-    return student(what, from_logits(f"teacher_{t}"))
+        return student("kd", teacher_section(f"teacher_{t}"), params=KD_PARTS[what])
+    return student(what, teacher_section(f"teacher_{t}"))
 
 
 def teaching(wave: list[str]) -> list[str]:

@@ -18,6 +18,7 @@ from .plan import (
     VARIANTS,
     assistant,
     data_config,
+    device,
     ladder,
     live_teachers,
     logits_id,
@@ -78,7 +79,9 @@ def churn_lines(profile: str, R: dict) -> list[str]:
     largest = teachers[-1]
     data = build_data(DataConfig(**data_config(profile)), device="cpu")
     out = []
-    for weights in (["model", "raw"] if p.get("ema_decay") else ["model"]):
+    # the reported weights (the average, where the profile keeps one) and the training weights
+    kinds = [("model", "average"), ("raw", "training weights")] if p.get("ema_decay") else [("model", "training weights")]
+    for weights, label in kinds:
         for t in (teachers[0], largest):
             churn, diffs = [], []
             for s in p["seeds"]:
@@ -89,7 +92,7 @@ def churn_lines(profile: str, R: dict) -> list[str]:
                     diffs.append(100.0 * float(b.double().mean() - a.double().mean()))
             if len(churn) >= 2:
                 n, c = data.spec.num_test, statistics.mean(churn)
-                out.append(f"| {t} | {'average' if weights == 'model' and p.get('ema_decay') else 'training weights'} | {len(churn)} | "
+                out.append(f"| {t} | {label} | {len(churn)} | "
                            f"{100 * c:.2f}% | {100 * math.sqrt(c / n):.2f} | {statistics.stdev(diffs):.2f} |")
     if not out:
         return []
@@ -348,7 +351,7 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
              + (f"; the students' reported weights are an exponential moving average (decay {p['ema_decay']}) of "
                 "their training weights, whose own accuracy is reported beside it" if p.get("ema_decay") else "")
              + f", SGD momentum 0.9, lr 0.05 cosine, batch {p.get('batch_size', 128)}, on "
-             + ("the CPU" if p.get("device", "cpu") == "cpu" else "a GPU where there is one (bf16 autocast)")
+             + ("the CPU" if device(profile) == "cpu" else "a GPU where there is one (bf16 autocast)")
              + f"; teachers {p['teacher_epochs']} "
              f"epochs, students {p['student_epochs']} epochs; seeds {seeds}. Student `{p['student']}`; teachers "
              f"{', '.join('`' + t + '`' for t in teachers)}. Accuracies are test top-1 (%), mean +- std over seeds: "
