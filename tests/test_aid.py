@@ -301,9 +301,10 @@ def test_bisection_hits_reference_entropy():
     beta, info = find_beta(log_p, log_q, y, c)
     assert 0.0 < beta < 1.0
     assert info["entropy"] == pytest.approx(info["target_entropy"], abs=1e-6)
-    # a reference sharper than the teacher: no tempering
-    beta1, _ = find_beta(log_p, torch.log_softmax(zt * 3.0 / 4.0, 1), y, c)
-    assert beta1 == 1.0
+    # a reference sharper than the teacher: the search goes past 1 (sharpening) and still hits the target
+    beta1, info1 = find_beta(log_p, torch.log_softmax(zt * 3.0 / 4.0, 1), y, c)
+    assert beta1 > 1.0
+    assert info1["entropy"] == pytest.approx(info1["target_entropy"], abs=1e-6)
     res = projection_targets(zt, zs, y, c, 4.0, ic_target="tempered")
     assert res.beta == pytest.approx(beta)
 
@@ -418,15 +419,15 @@ def test_finetune_lowers_heldout_ic_and_keeps_accuracy(digits, models):
     teacher, reference = models
     t_snap, r_snap = _snapshot(teacher), _snapshot(reference)
     t_flags = [p.requires_grad for p in teacher.parameters()]
-    params = AIDParams(epochs=2, lambda_ic=1.0, K=8)
+    params = AIDParams(objective="inner_class", epochs=2, lambda_ic=1.0, K=8)
     adapted, report = adapt_teacher(teacher, reference, BalancedLoader(xtr, ytr, 10, 8), seq_loader(xte, yte),
                                     params, "cpu")
     r = report.to_dict()
-    assert r["mode"] == "finetune" and r["steps"] == 2 * (1300 // 80)
+    assert r["objective"] == "inner_class" and r["steps"] == 2 * (1300 // 80)
     assert r["ic_after"] < 0.9 * r["ic_before"]  # on held-out data
     # the control without the L_IC term does not lower it: the adaptation does
     _, control = adapt_teacher(teacher, reference, BalancedLoader(xtr, ytr, 10, 8), seq_loader(xte, yte),
-                               AIDParams(epochs=2, lambda_ic=0.0), "cpu")
+                               AIDParams(objective="inner_class", epochs=2, lambda_ic=0.0), "cpu")
     assert r["ic_after"] < 0.9 * control.ic_after
     assert r["teacher_acc_before"] > 80.0
     assert r["acc_drop"] <= params.acc_tolerance and not r["acc_warning"]
@@ -447,12 +448,20 @@ def test_aid_loss_gradients_reach_the_adapting_teacher_only(digits, models):
     t = copy.deepcopy(t0)
     x, y = xtr[:80], ytr[:80]
     for ic_target in ("reference", "tempered"):
-        loss = AIDObjective(AIDParams(ic_target=ic_target))(t(x), t0(x), ref(x), y)
+        loss = AIDObjective(AIDParams(objective="inner_class", ic_target=ic_target))(t(x), t0(x), ref(x), y)
         assert set(loss.terms) == {"ce", "ic", "cs"}
         loss.total.backward()
         assert all(p.grad is None for p in t0.parameters()) and all(p.grad is None for p in ref.parameters())
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.parameters())
-    assert 0 < loss.beta <= 1
+    assert 0 < loss.beta
+    # the published objective: CE and the KD term, gradients into T only
+    loss = AIDObjective(AIDParams())(t(x), None, ref(x), y)
+    assert set(loss.terms) == {"ce", "kd"}
+    for m in (t, t0, ref):
+        m.zero_grad(set_to_none=True)
+    loss.total.backward()
+    assert all(p.grad is None for p in ref.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.parameters())
 
 
 def loop_inner_class_information(z: torch.Tensor, labels: torch.Tensor, tau: float) -> float:
@@ -543,7 +552,7 @@ def test_objective_matches_the_float64_formulas():
     lambda_cs L_CS(T0 -> T) of KL(T0 || T)."""
     zt, zr, y = make_batch([3, 4, 2, 5], 3.0, seed=11)
     z0 = zt + 0.5 * torch.randn(zt.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    params = AIDParams(tau=2.5, lambda_ce=0.3, lambda_ic=1.7, lambda_cs=0.6)
+    params = AIDParams(objective="inner_class", tau=2.5, lambda_ce=0.3, lambda_ic=1.7, lambda_cs=0.6)
     loss = AIDObjective(params)(zt, z0, zr, y)
     ce = -sum(math.log(math.exp(row[k]) / sum(math.exp(v) for v in row)) for row, k in zip(zt.tolist(), y.tolist()))
     _, _, ic = loop_decomposition(zr, zt, y, 2.5)
@@ -554,7 +563,7 @@ def test_objective_matches_the_float64_formulas():
     assert float(loss.total) == pytest.approx(sum(float(v) for v in loss.terms.values()), rel=1e-12)
     assert loss.beta is None
     # a zero weight drops its term, and with it the need for that input
-    only_ce = AIDObjective(AIDParams(lambda_ic=0.0, lambda_cs=0.0))
+    only_ce = AIDObjective(AIDParams(objective="inner_class", lambda_ic=0.0, lambda_cs=0.0))
     assert not only_ce.needs_t0 and not only_ce.needs_reference
     assert set(only_ce(zt, None, None, y).terms) == {"ce"}
 
@@ -608,11 +617,12 @@ def test_finetune_tempered_and_projection_modes(digits, models):
     xtr, ytr, xte, yte = digits
     teacher, reference = models
     adapted, rep = adapt_teacher(teacher, reference, BalancedLoader(xtr[:400], ytr[:400], 10, 8),
-                                 seq_loader(xte, yte), {"epochs": 1, "ic_target": "tempered"}, "cpu")
-    assert rep.ic_target == "tempered" and rep.beta is not None and 0 < rep.beta <= 1
+                                 seq_loader(xte, yte), {"objective": "inner_class", "epochs": 1,
+                                                        "ic_target": "tempered"}, "cpu")
+    assert rep.ic_target == "tempered" and rep.beta is not None and 0 < rep.beta
     assert math.isfinite(rep.ic_after)
     # projection: fixed views with indices; returns a per-sample target teacher
-    tt, rep2 = adapt_teacher(teacher, reference, seq_loader(xtr, ytr), None, {"mode": "projection", "alpha": 1.0},
+    tt, rep2 = adapt_teacher(teacher, reference, seq_loader(xtr, ytr), None, {"objective": "projection", "alpha": 1.0},
                              "cpu")
     assert isinstance(tt, TargetTeacher) and tt.log_targets.shape == (1300, 10)
     assert rep2.ic_after < rep2.ic_before
@@ -620,18 +630,18 @@ def test_finetune_tempered_and_projection_modes(digits, models):
 
 
 def test_mcmi_defaults_are_the_published_settings():
-    p = AIDParams(mode="mcmi")
+    p = AIDParams(objective="mcmi")
     assert (p.tau, p.lambda_ce, p.lambda_ic, p.lambda_cs, p.mcmi_weight, p.epochs, p.lr, p.lr_schedule) == (
         1.0, 1.0, 0.0, 0.0, 0.25, 20, 0.05, "cosine")
     assert (p.momentum, p.weight_decay) == (0.9, 5e-4)
-    assert AIDParams(mode="mcmi", lr=0.01, epochs=3).lr == 0.01  # given options win
-    assert AIDParams(**AIDParams(mode="mcmi", epochs=3).model_dump()).epochs == 3  # a dump reloads unchanged
-    assert AIDParams().lambda_ic == 1.0 and AIDParams().tau == 4.0  # the other modes keep theirs
+    assert AIDParams(objective="mcmi", lr=0.01, epochs=3).lr == 0.01  # given options win
+    assert AIDParams(**AIDParams(objective="mcmi", epochs=3).model_dump()).epochs == 3  # a dump reloads unchanged
+    assert AIDParams(objective="inner_class").lambda_ic == 1.0 and AIDParams().tau == 4.0  # the others keep theirs
     with pytest.raises(UserError, match="centroids"):
         AIDObjective(p)
     with pytest.raises(UserError, match="mcmi"):
         build_method("aid_online", create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8),
-                     create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8), {"aid": {"mode": "mcmi"}},
+                     create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8), {"aid": {"objective": "mcmi"}},
                      MethodContext(num_classes=10, input_size=(1, 8, 8)))
 
 
@@ -641,7 +651,7 @@ def test_mcmi_term_matches_the_float64_formula(tau):
     zt, _, y = make_batch([3, 2, 4, 3], 3.0, seed=9)
     g = torch.Generator().manual_seed(2)
     cent = torch.softmax(torch.randn(4, 4, generator=g, dtype=torch.float64), 1)
-    loss = AIDObjective(AIDParams(mode="mcmi", tau=tau, mcmi_weight=0.3), cent)(zt, None, None, y)
+    loss = AIDObjective(AIDParams(objective="mcmi", tau=tau, mcmi_weight=0.3), cent)(zt, None, None, y)
     assert set(loss.terms) == {"ce", "mcmi"}
     kl = 0.0
     for row, k in zip(zt.tolist(), y.tolist()):
@@ -668,7 +678,7 @@ def test_mcmi_mode_raises_the_teachers_inner_class_information(digits, models):
     assert torch.allclose(cent, torch.stack([p[ytr == k].mean(0) for k in range(10)]), atol=1e-12)
 
     student_like = copy.deepcopy(teacher)
-    only_mcmi = AIDParams(mode="mcmi", lambda_ce=0.0, lr=0.01, weight_decay=0.0, freeze_bn=True)  # eval-mode BN
+    only_mcmi = AIDParams(objective="mcmi", lambda_ce=0.0, lr=0.01, weight_decay=0.0, freeze_bn=True)  # eval-mode BN
     adapter = TeacherAdapter(student_like, only_mcmi, 10, class_centroids=cent)
     x, y = xtr[:128], ytr[:128]
     with torch.no_grad():
@@ -680,8 +690,8 @@ def test_mcmi_mode_raises_the_teachers_inner_class_information(digits, models):
 
     t_snap = _snapshot(teacher)
     adapted, mcmi = adapt_teacher(teacher, None, seq_loader(xtr, ytr, bs=64), seq_loader(xte, yte),
-                                  AIDParams(mode="mcmi", epochs=2), "cpu")
-    assert mcmi.mode == "mcmi" and mcmi.steps == 2 * math.ceil(1300 / 64) and len(mcmi.history) == 2
+                                  AIDParams(objective="mcmi", epochs=2), "cpu")
+    assert mcmi.objective == "mcmi" and mcmi.steps == 2 * math.ceil(1300 / 64) and len(mcmi.history) == 2
     assert set(mcmi.history[0]) >= {"ce", "mcmi", "loss"} and mcmi.history[0]["mcmi"] < 0
     assert mcmi.history[-1]["lr"] < 0.05  # the cosine from lr 0.05
     assert 0 < mcmi.teacher_info_before and 0 < mcmi.teacher_info_after
@@ -691,7 +701,7 @@ def test_mcmi_mode_raises_the_teachers_inner_class_information(digits, models):
 
 
 def test_accuracy_warning_is_loud(caplog):
-    rep = AIDReport("finetune", "reference", "eval", 1, 1, 90.0, 87.5, float("nan"), 1.0, False, 80.0,
+    rep = AIDReport("inner_class", "reference", "eval", 1, 1, 90.0, 87.5, float("nan"), 1.0, False, 80.0,
                     *([0.0] * 6), None, 0.1)
     with caplog.at_level(logging.WARNING):
         _warn_accuracy(rep)
@@ -701,12 +711,19 @@ def test_accuracy_warning_is_loud(caplog):
 
 def test_params_validation():
     with pytest.raises(ValidationError):
-        AIDParams(reference="checkpoint")  # S_ref is the pipeline's top-level key, not an AID option
+        AIDParams(reference="checkpoint")  # S_p is the pipeline's aid.reference, not an adaptation option
     with pytest.raises(ValidationError):
         AIDParams(bogus=1)
-    p = AIDParams()
-    assert (p.tau, p.lambda_ic, p.lambda_cs, p.lr, p.K, p.detach_class_weights, p.acc_tolerance) == (
-        4.0, 1.0, 1.0, 0.01, 8, True, 1.0)
+    with pytest.raises(ValidationError, match="aid.objective.*inner_class"):
+        AIDParams(mode="finetune")  # the former key names its replacement
+    p = AIDParams()  # the published objective's defaults: KD's CIFAR weights, ordinary batches
+    assert (p.objective, p.tau, p.lambda_ce, p.lambda_kd, p.lambda_ic, p.lambda_cs, p.kd_target, p.balanced) == (
+        "kd", 4.0, 0.1, 0.9, 0.0, 0.0, "student", False)
+    assert (p.lr, p.lr_schedule, p.acc_tolerance) == (0.01, "cosine", 1.0) and p.needs_reference and not p.needs_t0
+    q = AIDParams(objective="inner_class")
+    assert (q.lambda_ce, q.lambda_kd, q.lambda_ic, q.lambda_cs, q.K, q.balanced, q.detach_class_weights) == (
+        1.0, 0.0, 1.0, 1.0, 8, True, True)
+    assert AIDParams(objective="inner_class", lambda_kd=0.5).lambda_kd == 0.5  # given options win
     assert p.num_epochs(240) == 24
 
 
@@ -720,7 +737,8 @@ def test_online_method_adapts_the_teacher(digits, models):
     t_snap = _snapshot(teacher)
     student = create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8)
     ctx = MethodContext(num_classes=10, input_size=(1, 8, 8), epochs=1, steps_per_epoch=4)
-    method = build_method("aid_online", student, teacher, {"teacher_every": 1}, ctx)
+    params = {"teacher_every": 1, "aid": {"objective": "inner_class"}}  # with T0 kept for L_CS
+    method = build_method("aid_online", student, teacher, params, ctx)
     assert not any(p is q for p in method.parameters() for q in teacher.parameters())
     opt = torch.optim.SGD(method.parameters(), lr=0.05, momentum=0.9)
     method.train()
@@ -747,7 +765,7 @@ def test_online_method_adapts_the_teacher(digits, models):
     sd = method.state_dict()
     fresh_teacher = copy.deepcopy(models[0])
     m2 = build_method("aid_online", create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8), fresh_teacher,
-                      {}, ctx)
+                      params, ctx)
     m2.load_state_dict(sd)
     assert all(torch.equal(a, b) for a, b in zip(fresh_teacher.state_dict().values(), teacher.state_dict().values()))
     assert m2.teacher_steps == 4
@@ -794,7 +812,7 @@ def test_finetune_reads_t0_from_its_view_cache(digits, models):
                       spec, 10)
     calls = []
     hook = teacher.register_forward_hook(lambda *a: calls.append(1))
-    params = AIDParams(epochs=2, K=8)
+    params = AIDParams(objective="inner_class", epochs=2, K=8)
     try:
         runs = []
         for t0_outputs in (None, ViewCachedTeacher(store, None)):
@@ -809,3 +827,122 @@ def test_finetune_reads_t0_from_its_view_cache(digits, models):
     for k, v in plain.items():
         if v.is_floating_point():
             torch.testing.assert_close(cached[k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 7. the published objective (aid.objective kd) and the inner-class agreement
+
+
+def loop_kl_mean(z_target: torch.Tensor, z_learner: torch.Tensor, tau: float) -> float:
+    """(1/N) sum_i KL(softmax(z_target_i / tau) || softmax(z_learner_i / tau)) with Python loops in float64."""
+    total = 0.0
+    for a, b in zip(z_target.tolist(), z_learner.tolist()):
+        ea, eb = [math.exp(v / tau) for v in a], [math.exp(v / tau) for v in b]
+        pa, pb = [v / sum(ea) for v in ea], [v / sum(eb) for v in eb]
+        total += sum(x * math.log(x / y) for x, y in zip(pa, pb))
+    return total / len(z_target)
+
+
+@pytest.mark.parametrize("tau", [1.0, 4.0])
+def test_published_objective_matches_the_float64_formula(tau):
+    """lambda_ce CE(z^T, y) + lambda_kd tau^2 mean_i KL(q^p_i || p^T_i), S_p the target; kd_target teacher swaps
+    the KL's arguments."""
+    zt, zp, y = make_batch([3, 4, 2, 5], 3.0, seed=21)
+    loss = AIDObjective(AIDParams(tau=tau, lambda_ce=0.2, lambda_kd=0.7))(zt, None, zp, y)
+    assert set(loss.terms) == {"ce", "kd"}
+    assert float(loss.terms["kd"]) == pytest.approx(0.7 * tau**2 * loop_kl_mean(zp, zt, tau), rel=1e-10)
+    ce = -sum(math.log(math.exp(row[k]) / sum(math.exp(v) for v in row)) for row, k in zip(zt.tolist(), y.tolist()))
+    assert float(loss.terms["ce"]) == pytest.approx(0.2 * ce / len(y), rel=1e-6)
+    swapped = AIDObjective(AIDParams(tau=tau, kd_target="teacher"))(zt, None, zp, y)
+    assert float(swapped.terms["kd"]) == pytest.approx(0.9 * tau**2 * loop_kl_mean(zt, zp, tau), rel=1e-10)
+    assert float(swapped.terms["kd"]) != pytest.approx(float(loss.terms["kd"]) / 0.7 * 0.9, rel=1e-3)
+    with pytest.raises(UserError, match="pretrained student"):
+        AIDObjective(AIDParams())(zt, None, None, y)
+
+
+def test_published_objective_without_kd_is_ce_fine_tuning():
+    """With lambda_kd = 0 the adaptation step is exactly an SGD step on lambda_ce CE."""
+    torch.manual_seed(0)
+    teacher = create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8)
+    manual = copy.deepcopy(teacher)
+    params = AIDParams(lambda_kd=0.0, lambda_ce=1.0, lr=0.1, lr_schedule="constant", momentum=0.9, weight_decay=5e-4)
+    assert not params.needs_reference
+    adapter = TeacherAdapter(teacher, params, total_steps=3)
+    opt = torch.optim.SGD(manual.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x, y = torch.randn(30, 1, 8, 8), torch.arange(30) % 10
+    for _ in range(3):
+        loss = adapter.step(x, y, None)
+        assert set(loss.terms) == {"ce"}
+        manual.train()
+        opt.zero_grad()
+        F.cross_entropy(manual(x), y).backward()
+        opt.step()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(teacher.state_dict().values(),
+                                                                manual.state_dict().values()))
+
+
+def test_published_adaptation_moves_the_teacher_towards_the_pretrained_student(digits, models):
+    """On ordinary batches, the published objective with a high KD weight lowers KL(teacher || S_p) on held-out
+    data and raises the inner-class agreement; the report gives both splits and leaves T0 and S_p untouched."""
+    xtr, ytr, xte, yte = digits
+    teacher, _ = models
+    vanilla = train_ce(create_model("cnn_tiny", num_classes=10, in_chans=1, input_hw=8), xtr, ytr, 4, seed=2)
+    t_snap, s_snap = _snapshot(teacher), _snapshot(vanilla)
+    params = AIDParams(epochs=2, lr=0.01, lambda_ce=0.1, lambda_kd=0.9)
+    adapted, rep = adapt_teacher(teacher, vanilla, seq_loader(xtr, ytr, bs=64), seq_loader(xte, yte), params, "cpu",
+                                 train_eval_loader=seq_loader(xtr, ytr))
+    assert rep.objective == "kd" and rep.steps == 2 * math.ceil(1300 / 64)
+    assert set(rep.history[0]) >= {"ce", "kd", "loss"}
+    assert rep.kd_after < 0.7 * rep.kd_before and rep.train["kd_after"] < 0.7 * rep.train["kd_before"]
+    assert rep.agreement_after > rep.agreement_before
+    assert rep.train["split"] == "train" and rep.train["teacher_acc_before"] >= rep.teacher_acc_before - 5
+    assert rep.reference_acc == pytest.approx(
+        100.0 * float((vanilla(xte).argmax(1) == yte).double().mean()), abs=1e-9)
+    assert _same(teacher, t_snap) and _same(vanilla, s_snap) and not _same(adapted, t_snap)
+    # the control without the KD term (CE alone) does not move the teacher towards S_p as much
+    _, control = adapt_teacher(teacher, vanilla, seq_loader(xtr, ytr, bs=64), seq_loader(xte, yte),
+                               AIDParams(epochs=2, lr=0.01, lambda_ce=0.1, lambda_kd=0.0), "cpu")
+    assert rep.kd_after < 0.8 * control.kd_after
+
+
+def loop_agreement(zt: torch.Tensor, zs: torch.Tensor, labels: torch.Tensor, tau: float) -> tuple[list, float]:
+    """rho_k = tr(C_k) / sqrt(tr(Cov_p) tr(Cov_q)) per class and its n_k-weighted mean, with float64 loops."""
+    def soft(row):
+        e = [math.exp(v / tau) for v in row]
+        return [v / sum(e) for v in e]
+
+    P, Q, ys = [soft(r) for r in zt.tolist()], [soft(r) for r in zs.tolist()], labels.tolist()
+    rho, num, den = [], 0.0, 0.0
+    for k in range(zt.shape[1]):
+        idx = [i for i, v in enumerate(ys) if v == k]
+        if len(idx) < 2:
+            rho.append(float("nan"))
+            continue
+        c = len(P[0])
+        m = [sum(P[i][j] for i in idx) / len(idx) for j in range(c)]
+        mh = [sum(Q[i][j] for i in idx) / len(idx) for j in range(c)]
+        cross = sum((P[i][j] - m[j]) * (Q[i][j] - mh[j]) for i in idx for j in range(c)) / len(idx)
+        vp = sum((P[i][j] - m[j]) ** 2 for i in idx for j in range(c)) / len(idx)
+        vq = sum((Q[i][j] - mh[j]) ** 2 for i in idx for j in range(c)) / len(idx)
+        rho.append(cross / math.sqrt(vp * vq))
+        num, den = num + len(idx) * rho[-1], den + len(idx)
+    return rho, num / den
+
+
+@pytest.mark.parametrize("seed,tau", [(0, 1.0), (1, 4.0), (2, 2.0)])
+def test_inner_class_agreement_matches_the_float64_loop(seed, tau):
+    zt, _, y = make_batch([6, 1, 5, 8, 7], 3.0, seed=seed)
+    g = torch.Generator().manual_seed(seed + 10)
+    zs = 0.6 * zt + torch.randn(zt.shape, generator=g, dtype=torch.float64)  # related, not equal
+    rho, weighted = loop_agreement(zt, zs, y, tau)
+    d = split_decomposition_from_logits(teacher_logits=zt, student_logits=zs, labels=y, temperature=tau, chunk_size=4)
+    got = d.agreement_per_class.tolist()
+    for a, b in zip(got, rho):
+        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-9)
+    assert d.agreement == pytest.approx(weighted, abs=1e-9)
+    assert math.isnan(got[1])  # a singleton class has no spread
+    # identical models agree perfectly; the streamed and the one-chunk results agree
+    same = split_decomposition_from_logits(teacher_logits=zt, student_logits=zt, labels=y, temperature=tau)
+    assert same.agreement == pytest.approx(1.0, abs=1e-9)
+    one = split_decomposition_from_logits(teacher_logits=zt, student_logits=zs, labels=y, temperature=tau)
+    assert one.agreement == pytest.approx(d.agreement, abs=1e-12)

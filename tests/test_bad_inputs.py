@@ -163,7 +163,7 @@ def template(tmp_path_factory):
         (t / "tiny" / "tiny-imagenet-200" / "val" / "val_annotations.txt").write_bytes(b"\xff\xfe\x00bad")
         (t / "tiny" / "tiny-imagenet-200" / "wnids.txt").write_bytes(b"\xff\xfe\x00\x00")
         (t / "pipe_bad.yaml").write_text("base:\n  model:\n    name: cnn_tiny\nnot_a_key: 1\n")
-        pipe = "teacher:\n  name: cnn_small\n  checkpoint: {t}\nstudent:\n  name: cnn_tiny\nreference: {r}\n"
+        pipe = "teacher:\n  name: cnn_small\n  checkpoint: {t}\nstudent:\n  name: cnn_tiny\naid:\n  reference: {r}\n"
         (t / "pipe_missing_teacher.yaml").write_text(pipe.format(t="gone.pt", r="distilled"))
         (t / "pipe_garbage_teacher.yaml").write_text(pipe.format(t="garbage.pt", r="distilled"))
         (t / "pipe_evil_reference.yaml").write_text(pipe.format(t="ck.pt", r="evil.pt"))

@@ -10,15 +10,20 @@ from aidkd.demo import _resolved, closing_lines, demo_config
 def test_demo_quick_runs_the_aid_flow_and_reuses_it(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     r = json.loads((out / "results.json").read_text())
     # every stage of the AID flow ran: teacher, vanilla, reference, adapt, KD / DKD from T0 and from T
     stages = {s["stage"]: s for s in r["stages"]}
     assert {"teacher", "vanilla-s0", "reference", "adapt", "kd-s0", "aid-kd-s0", "dkd-s0", "aid-dkd-s0"} <= set(stages)
     assert all(s["status"] in ("ran", "reused") for s in stages.values())
     # (a) the student table, (b) the decomposition, (c) the teacher's accuracy, then the two closing lines
-    for part in ("(a) students", "AID + KD", "AID + DKD", "(b) KD loss, teacher vs S_ref", "L_IC inner-class", "(c) teacher"):
+    for part in ("(a) students", "AID + KD", "AID + DKD", "(b) teacher vs S_p", "L_IC inner-class",
+                 "inner-class agreement rho", "I_T teacher's", "(c) teacher", "AID (objective kd)"):
         assert part in text, part
+    # the published AID by default, towards the vanilla student, within its own accuracy tolerance
+    assert r["aid"]["objective"] == "kd" and r["reference"]["kind"] == "vanilla"
+    assert not r["teacher"]["acc_warning"] and "LOST" not in captured.err and "WARNING" not in text
     d = r["decomposition"]
     assert d["kd_before"] == pytest.approx(d["cs_before"] + d["ic_before"], rel=1e-6)
     assert d["kd_after"] == pytest.approx(d["cs_after"] + d["ic_after"], rel=1e-6)
@@ -64,7 +69,7 @@ def test_closing_line_verdicts_follow_the_seed_noise(tmp_path):
     def st(m, s, n):
         return {"mean": m, "std": s, "n": n}
 
-    r = {"seeds": [0, 1, 2], "teacher": {"acc_before": 99.0, "acc_after": 98.5},
+    r = {"seeds": [0, 1, 2], "aid": {"objective": "kd"}, "teacher": {"acc_before": 99.0, "acc_after": 98.5},
          "decomposition": {"cs_before": 0.1, "cs_after": 0.2, "ic_before": 0.6, "ic_after": 0.4},
          "methods": [{"method": "kd", "gain_last": st(2.0, 0.5, 3)}, {"method": "dkd", "gain_last": st(0.3, 2.0, 3)}]}
     line1, line2 = closing_lines(r, tmp_path, tmp_path / "demo.png")

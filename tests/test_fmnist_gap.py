@@ -89,7 +89,7 @@ def test_every_stage_reads_only_earlier_waves(profile):
         assert make_job(profile, "s0_vanilla", R).args["config"]["data"]["augment"] is True
         return
     # the projection teacher is served as targets, the fine-tuned one through its logits stage
-    proj = next(v for v in variants(profile) if VARIANTS[v].mode == "projection")
+    proj = next(v for v in variants(profile) if VARIANTS[v].objective == "projection")
     aid_proj = make_job(profile, f"s0_aid-{proj}+kd_{large}", R).args["config"]["teacher"]
     assert aid_proj["kind"] == "targets" and aid_ft["kind"] == "logits"
 
@@ -262,7 +262,7 @@ def test_whole_study_on_digits_and_rerun_runs_nothing(tmp_path):
         sharp = data["results"][f"s{s}_adapt-proj_b1.6_cnn_large"]
         assert sharp["info_after"] > sharp["info_before"] > 0 and sharp["beta"] == 1.6
         mcmi = data["results"][f"s{s}_adapt-mcmi_cnn_large"]
-        assert mcmi["params"]["mode"] == "mcmi" and mcmi["info_after"] > 0
+        assert mcmi["params"]["objective"] == "mcmi" and mcmi["info_after"] > 0
         assert data["results"][f"s{s}_aid-mcmi+kd_cnn_large"]["summary"]["last_test_acc"] >= 0
     # the A/A control is a real perturbation: its student's weights differ from KD's, by float rounding only
     import torch

@@ -312,6 +312,21 @@ def test_mlkd_paper_and_official_losses(teacher, data, monkeypatch):
     assert 0 < frac < 1 and 0 < cfrac < 1
 
 
+
+def test_mlkd_official_mask_in_the_inputs_dtype(teacher):
+    """The official confidence mask is computed in the logits' dtype: float64 logits whose top probabilities differ
+    below float32 resolution keep half the samples (the official median), not all of them."""
+    m = build_method("mlkd", model(), teacher, {"variant": "official"}, make_ctx())
+    g = torch.Generator().manual_seed(0)
+    zs = torch.randn(8, 10, generator=g, dtype=torch.float64)
+    zt = torch.zeros(8, 10, dtype=torch.float64)
+    zt[:, 3] = 10.0 + torch.arange(8, dtype=torch.float64) * 1e-9  # distinct in float64, equal in float32
+    terms = m._official_terms(zs, zt, zs, zt)
+    temps = m.params.temperatures
+    kd_sum = sum(kd_loss(zs, zt, t).item() for t in temps)
+    assert terms["kd"].dtype == torch.float64
+    assert terms["kd"].item() == pytest.approx(0.9 * (0.5 * kd_sum + kd_sum), rel=1e-9)
+
 # ---------------------------------------------------------------- every method trains, the teacher stays frozen
 
 

@@ -2,6 +2,7 @@
 adapt / analyze CLIs, config errors."""
 import copy
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -24,8 +25,7 @@ BASE = {
     },
     "teacher": {"name": "cnn_small", "epochs": 2},
     "student": {"name": "cnn_tiny"},
-    "reference": "distilled",
-    "aid": {"epochs": 1},
+    "aid": {"reference": "distilled", "epochs": 1},
     "methods": [{"name": "kd"}],
     "seeds": [0],
 }
@@ -108,7 +108,7 @@ def test_changed_param_reruns_only_affected_stages(copied):
     after = {p.name for p in copied.iterdir() if p.is_dir()}
     assert before < after and len(after - before) == 2  # old outputs kept, new folders for the new config
     # a changed AID parameter: the adapt stage and the students of the adapted teacher only
-    res = run(pipe(copied, aid={"epochs": 1, "lambda_ic": 2.0}))
+    res = run(pipe(copied, aid={"epochs": 1, "lambda_kd": 0.5}))
     assert {n for n, s in res["stages"].items() if s in TRAINED} == {"adapt", "aid-kd-s0"}
 
 
@@ -137,7 +137,7 @@ def test_interrupted_stage_resumes(copied):
 def test_adapt_cli_checkpoint_distils(copied, tmp_path, capsys):
     cfg_file = tmp_path / "p.yaml"
     cfg_file.write_text(yaml.safe_dump(pipe(copied)))
-    assert main(["adapt", "--config", str(cfg_file), "aid.lambda_ic=0.5"]) == 0
+    assert main(["adapt", "--config", str(cfg_file), "aid.lambda_kd=0.5"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("adapted teacher:"))
     teacher_pt = line.split()[2]
     assert Path(teacher_pt).is_file() and Path(teacher_pt).parent.name.startswith("adapt-")
@@ -152,7 +152,7 @@ def test_adapt_cli_checkpoint_distils(copied, tmp_path, capsys):
 
 
 def test_projection_mode_composes_with_logit_methods(copied):
-    res = run(pipe(copied, aid={"mode": "projection", "alpha": 0.5}))
+    res = run(pipe(copied, aid={"objective": "projection", "alpha": 0.5}))
     assert {n for n, s in res["stages"].items() if s in TRAINED} == {"adapt", "aid-kd-s0"}
     from aidkd.aid import TargetTeacher
 
@@ -160,20 +160,20 @@ def test_projection_mode_composes_with_logit_methods(copied):
     assert t.log_targets.shape[1] == 10 and torch.isfinite(t.log_targets).all()
     assert res["results"]["methods"][0]["aid"]["last"][0] > 10
     with pytest.raises(UserError, match="fitnet.*features"):
-        pipeline_config_from_dict(pipe(copied, aid={"mode": "projection"}, methods=["fitnet"]))
+        pipeline_config_from_dict(pipe(copied, aid={"objective": "projection"}, methods=["fitnet"]))
     with pytest.raises(UserError, match="augment"):
-        pipeline_config_from_dict(pipe(copied, aid={"mode": "projection"}, base={"data": {"augment": True}}))
+        pipeline_config_from_dict(pipe(copied, aid={"objective": "projection"}, base={"data": {"augment": True}}))
 
 
 def test_mcmi_mode_composes_with_logit_methods(copied):
-    """aid.mode mcmi: only the adapt stage and the distillation from it rerun; the adapted teacher is an engine
+    """aid.objective mcmi: only the adapt stage and the distillation from it rerun; the adapted teacher is an engine
     checkpoint; the report and the table give the teacher's I_T before and after."""
-    res = run(pipe(copied, aid={"mode": "mcmi", "epochs": 1}))
+    res = run(pipe(copied, aid={"objective": "mcmi", "epochs": 1}))
     assert {n for n, s in res["stages"].items() if s in TRAINED} == {"adapt", "aid-kd-s0"}
     ck = load_checkpoint(stage_dir(res, "adapt") / "teacher.pt")
     assert ck["format"] == FORMAT and ck["arch"] == "cnn_small"
     rep = json.loads((stage_dir(res, "adapt") / "report.json").read_text())
-    assert rep["mode"] == "mcmi" and rep["params"]["mcmi_weight"] == 0.25 and rep["params"]["tau"] == 1.0
+    assert rep["objective"] == "mcmi" and rep["params"]["mcmi_weight"] == 0.25 and rep["params"]["tau"] == 1.0
     assert rep["teacher_info_before"] > 0 and rep["teacher_info_after"] > 0 and "balanced" not in rep
     assert "I_T" in Path(res["table"]).read_text()
     assert res["results"]["methods"][0]["aid"]["last"][0] > 10
@@ -191,6 +191,8 @@ def test_analyze_cli_writes_json_and_pngs(first, tmp_path, capsys):
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "components.png" in pngs and sum(p.startswith("inner_class_") for p in pngs) == 2
     assert a["teacher_info"] > 0 and a["student_info"] > 0
+    assert 0 < a["agreement"] <= 1 and len(a["per_class"]["agreement"]) == 10  # teacher and its KD student agree
+    assert "inner-class agreement rho" in capsys.readouterr().out
     capsys.readouterr()
     assert main(["analyze", "--teacher", str(t0), "--json", "--out", str(tmp_path / "t0"), "--split", "test"]) == 0
     alone = json.loads(capsys.readouterr().out)  # I_T of any checkpoint, without a student
@@ -245,7 +247,8 @@ def test_teacher_cache_with_augmentation_serves_t0_the_adapted_teacher_and_the_a
     adapted teacher's own; the adaptation reads T0's logits from the same cache (one cache of T0 is built)."""
     import os
 
-    d = pipe(tmp_path / "out", base={"data": {"augment": True}}, teacher={"cache": "views"})
+    d = pipe(tmp_path / "out", base={"data": {"augment": True}}, teacher={"cache": "views"},
+             aid={"objective": "inner_class"})  # its L_CS term reads T0
     res = run(d)
     kd = res["results"]["methods"][0]
     assert kd["aid"]["last"][0] > 10 and kd["baseline"]["last"][0] > 10
@@ -256,3 +259,58 @@ def test_teacher_cache_with_augmentation_serves_t0_the_adapted_teacher_and_the_a
     assert rec["config"]["t0_cache"] == "views"
     views = [json.loads(c.read_text())["result"]["shape"][1] for c in caches]
     assert views == [9, 9]  # digits: crop padding 1, no flip
+
+
+def test_published_aid_by_default_with_the_vanilla_student_and_the_cost_rows(tmp_path):
+    """The default aid section is the published AID: the teacher fine-tuned with the KD loss towards the vanilla
+    student of the first seed (its run reused as S_p, not trained twice); with takd_assistant, TAKD runs beside,
+    and the cost table gives AID's total against TAKD's and AID's own time against KD's."""
+    d = pipe(tmp_path / "out", takd_assistant="cnn_mini")
+    d["aid"] = {"epochs": 1}
+    res = run(d)
+    st = res["stages"]
+    assert list(st) == ["teacher", "vanilla-s0", "reference", "adapt", "takd-assistant", "kd-s0", "aid-kd-s0",
+                        "takd-s0"]
+    assert st["reference"] == "reused" and stage_dir(res, "reference") == stage_dir(res, "vanilla-s0")
+    r = res["results"]
+    assert r["aid"]["objective"] == "kd" and (r["aid"]["lambda_ce"], r["aid"]["lambda_kd"]) == (0.1, 0.9)
+    assert r["reference"]["kind"] == "vanilla" and r["reference"]["model"] == "cnn_tiny" and not r["reference"]["proxy"]
+    report = json.loads((stage_dir(res, "adapt") / "report.json").read_text())
+    assert report["objective"] == "kd" and set(report["history"][0]) >= {"ce", "kd"}
+    assert "ic" not in report["history"][0]
+    assert report["train"]["split"] == "train" and report["eval_split"] == "test"
+    for key in ("teacher_acc", "kd", "cs", "ic", "teacher_info", "agreement"):
+        assert math.isfinite(report[f"{key}_after"]) and math.isfinite(report["train"][f"{key}_after"])
+    c = r["adaptation_cost"]
+    wall = {s["stage"]: s["wall_time_s"] for s in r["stages"]}
+    assert c["aid_own_s"] == pytest.approx(wall["adapt"] + wall["aid-kd-s0"])
+    assert c["aid_total_s"] == pytest.approx(wall["vanilla-s0"] + wall["adapt"] + wall["aid-kd-s0"])
+    assert c["takd_s"] == pytest.approx(wall["takd-assistant"] + wall["takd-s0"])
+    assert c["aid_total_over_takd"] == pytest.approx(c["aid_total_s"] / c["takd_s"])
+    assert c["aid_own_over_kd"] == pytest.approx(c["aid_own_s"] / wall["kd-s0"])
+    assert 0 < c["fit_s"] < c["adapt_s"]  # the fine-tuning alone, inside the stage's time
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| test: before | test: after | train: before | train: after |" in table
+    for part in ("inner-class agreement rho", "of TAKD; goal <= 0.35", "of which fine-tuning", "x KD; goal <= 1.3"):
+        assert part in table, part
+    assert "| TAKD (KD through cnn_mini) |" in table
+
+
+def test_proxy_reference_of_another_architecture(tmp_path):
+    """aid.reference_model trains S_p as a proxy of another architecture (the paper's Tables 8-9), named in the
+    report; a moved top-level key is refused in one line naming its new place."""
+    d = pipe(tmp_path / "out")
+    d["aid"] = {"epochs": 1, "reference": "vanilla", "reference_model": "cnn_mini"}
+    res = run(d)
+    assert res["stages"]["reference"] == "ran" and stage_dir(res, "reference") != stage_dir(res, "vanilla-s0")
+    ck = load_checkpoint(stage_dir(res, "reference") / "checkpoints/best.pt")
+    assert ck["arch"] == "cnn_mini"
+    r = res["results"]["reference"]
+    assert r["model"] == "cnn_mini" and r["proxy"] and r["kind"] == "vanilla"
+    assert "cnn_mini (a proxy)" in (tmp_path / "out" / "results.md").read_text()
+    bad = pipe(tmp_path / "o2")
+    bad["reference"] = "vanilla"
+    with pytest.raises(UserError, match="aid.reference"):
+        pipeline_config_from_dict(bad)
+    with pytest.raises(UserError, match="unknown model"):
+        pipeline_config_from_dict(pipe(tmp_path / "o3", aid={"reference_model": "no_such_net"}))

@@ -383,8 +383,14 @@ def test_pipeline_reports_the_adaptation_as_a_fraction_of_a_distillation():
         return StageResult(n, "train", None, "ran", "f", {}, t)
     stages = {"adapt": st("adapt", 6.0), "aid-kd-s0": st("aid-kd-s0", 50.0), "aid-kd-s1": st("aid-kd-s1", 70.0),
               "aid-dkd-s0": st("aid-dkd-s0", 60.0), "aid-dkd-s1": st("aid-dkd-s1", 60.0), "kd-s0": st("kd-s0", 999.0)}
-    c = adaptation_cost(cfg, stages)
-    assert c == {"adapt_s": 6.0, "distill_s": 60.0, "fraction": pytest.approx(0.1)}
+    c = adaptation_cost(cfg, stages, {"fit_time_s": 4.0})
+    # the distillations are the first KD method's (the mean over seeds); no S_p and no TAKD stage: no totals
+    assert (c["method"], c["adapt_s"], c["distill_s"], c["fit_s"]) == ("kd", 6.0, 60.0, 4.0)
+    assert c["fraction"] == pytest.approx(0.1) and c["aid_own_s"] == 66.0 and c["kd_s"] == 999.0
+    assert c["aid_own_over_kd"] == pytest.approx(66.0 / 999.0)
+    assert c["aid_total_s"] is None and c["takd_s"] is None and c["aid_total_over_takd"] is None
+    c = adaptation_cost(cfg, {**stages, "reference": st("reference", 30.0)})
+    assert c["aid_total_s"] == 96.0 and c["fit_s"] is None
     assert adaptation_cost(cfg, {"aid-kd-s0": st("aid-kd-s0", 50.0)})["fraction"] is None
 
 

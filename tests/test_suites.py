@@ -73,13 +73,14 @@ def test_suite_config_trains_two_steps(path):
 
 @pytest.mark.parametrize("path", AID_PATHS, ids=[p.stem for p in AID_PATHS])
 def test_aid_suite_entry_adapts_two_steps_and_distils(path):
-    """An AID entry is a pipeline config: it loads, its teacher takes two L_AID steps towards the student, and
+    """An AID entry is a pipeline config: it loads, its teacher takes two steps of the published AID towards the student, and
     each of its methods takes a step on the student from the adapted teacher."""
     from aidkd.aid.objective import AIDObjective
     from aidkd.aid.pipeline import load_pipeline_config
 
     cfg = load_pipeline_config(path)
-    assert [m.name for m in cfg.methods] == ["kd", "dkd"] and cfg.reference == "distilled"
+    assert [m.name for m in cfg.methods] == ["kd", "dkd"] and cfg.aid.reference == "vanilla"
+    assert cfg.aid.objective == "kd" and (cfg.aid.lambda_ce, cfg.aid.lambda_kd, cfg.aid.tau) == (0.1, 0.9, 4.0)
     torch.manual_seed(0)
     hw, ncls, b = 32, 100, 4
     student = create_model(cfg.student.name, num_classes=ncls, input_hw=hw)
@@ -96,7 +97,7 @@ def test_aid_suite_entry_adapts_two_steps_and_distils(path):
     for _ in range(2):
         with torch.no_grad():
             z0, zr = t0(x), student(x)
-        loss = AIDObjective(cfg.aid)(teacher(x), z0, zr, y).total
+        loss = AIDObjective(cfg.aid.adaptation())(teacher(x), z0, zr, y).total
         assert torch.isfinite(loss)
         opt.zero_grad()
         loss.backward()

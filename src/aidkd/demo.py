@@ -1,12 +1,14 @@
 """``aidkd demo``: the AID flow end to end on scikit-learn's digits (ships with scikit-learn, no network).
 
 The demo is the AID pipeline (:func:`aidkd.aid.pipeline.run_pipeline`) on the shipped config ``pipeline/demo``
-(``pipeline/demo_quick`` with ``--quick``): a teacher T0, the vanilla student, the reference student S_ref (KD
-from T0), the adaptation T0 -> T, and students distilled with KD and DKD from T0 and from T. The pipeline runs
-and reuses the stages; this module only renders its results dict:
+(``pipeline/demo_quick`` with ``--quick``): a teacher T0, the vanilla student (which is also the pretrained student
+S_p), the published adaptation T0 -> T (the teacher fine-tuned with the KD loss towards S_p), and students distilled
+with KD and DKD from T0 and from T. The pipeline runs and reuses the stages; this module only renders its results
+dict:
 
 (a) the student table (test top-1, last epoch and selected epoch, mean +- std over seeds, the AID gain);
-(b) the decomposition L_KD = L_CS + L_IC of the teacher against S_ref before and after the adaptation;
+(b) the decomposition L_KD = L_CS + L_IC of the teacher against S_p, the teacher's inner-class information and
+    the inner-class agreement of teacher and S_p, before and after the adaptation, on the test split;
 (c) the adapted teacher's accuracy against the original's;
 
 plus ``demo.png`` (the components as stacked bars, and the students) and two closing lines: what the numbers
@@ -93,7 +95,7 @@ def student_table(r: dict):
     t.add_row("vanilla (CE only)", "-", _pm(v["last_stats"]), _pm(v["best_stats"]), "")
     for m in r["methods"]:
         name = m["method"].upper()
-        ref = " (= S_ref, seed 0)" if m["name"] == "kd" and r["reference"]["kind"] == "distilled" else ""
+        ref = " (= S_p, seed 0)" if m["name"] == "kd" and r["reference"]["kind"] == "distilled" else ""
         t.add_row(f"{name}{ref}", "T0 (original)", _pm(m["baseline"]["last_stats"]), _pm(m["baseline"]["best_stats"]),
                   "")
         t.add_row(f"AID + {name}", "T (adapted)", _pm(m["aid"]["last_stats"]), _pm(m["aid"]["best_stats"]),
@@ -102,15 +104,17 @@ def student_table(r: dict):
 
 
 def decomposition_table(r: dict):
-    """(b) L_KD = L_CS + L_IC of the teacher against S_ref, before (T0) and after (T) the adaptation."""
+    """(b) L_KD = L_CS + L_IC of the teacher against S_p, I_T and the inner-class agreement, before (T0) and after
+    (T) the adaptation."""
     from rich.table import Table
 
     d = r["decomposition"]
-    t = Table(title=f"(b) KD loss, teacher vs S_ref ({d['split']}, tau {r['aid']['tau']:g}): L_KD = L_CS + L_IC")
+    t = Table(title=f"(b) teacher vs S_p ({d['split']}, tau {r['aid']['tau']:g}): L_KD = L_CS + L_IC")
     for col in ("", "T0 (before AID)", "T (after AID)", "change"):
         t.add_column(col, justify="left" if not col else "right")
     for key, label in (("kd", "L_KD (total)"), ("cs", "L_CS class-wise similarity"),
-                       ("ic", "L_IC inner-class distribution")):
+                       ("ic", "L_IC inner-class distribution"), ("teacher_info", "I_T teacher's inner-class info"),
+                       ("agreement", "inner-class agreement rho")):
         b, a = d.get(f"{key}_before"), d.get(f"{key}_after")
         t.add_row(label, _num(b), _num(a), "-" if b is None or a is None else f"{a - b:+.3f}")
     return t
@@ -151,7 +155,7 @@ def closing_lines(r: dict, out_dir: Path, plot: Path) -> list[str]:
         verdict = "one seed: untested" if g["n"] < 2 else "resolved" if _resolved(g) else "within noise"
         gains.append(f"AID+{m['method'].upper()} {_pm(g, signed=True)} ({verdict})")
     ic_b, ic_a = d.get("ic_before"), d.get("ic_after")
-    moved = (f"AID moved L_IC of the teacher against S_ref from {ic_b:.3f} to {ic_a:.3f} (L_CS "
+    moved = (f"AID (objective {r['aid']['objective']}) moved L_IC of the teacher against S_p from {ic_b:.3f} to {ic_a:.3f} (L_CS "
              f"{d['cs_before']:.3f} -> {d['cs_after']:.3f}) at {t['acc_after'] - t['acc_before']:+.2f} points of "
              "teacher accuracy" if None not in (ic_b, ic_a, t.get("acc_before"), t.get("acc_after")) else
              "AID adapted the teacher")
@@ -159,14 +163,14 @@ def closing_lines(r: dict, out_dir: Path, plot: Path) -> list[str]:
     line1 = (f"Shown: {moved}; student gains over distilling from T0, last epoch: {', '.join(gains) or '-'}. "
              f"Digits is easy and small ({DIGITS_TEST_IMAGES} test images, one image = "
              f"{100 / DIGITS_TEST_IMAGES:.2f} points, {n} seed{'s' if n > 1 else ''}): it shows the mechanics, not "
-             "whether AID beats KD; for that see docs/results/fmnist_gap.md.")
+             "whether AID beats KD; for that see docs/results/pipeline_fmnist_published.md and docs/results/fmnist_gap.md.")
     line2 = (f"Files: {out_dir}/ (results.md, results.json, demo.png, one folder per stage with its checkpoints and "
              f"metrics); plot {plot}; rerunning reuses the finished stages.")
     return [line1, line2]
 
 
 def plot_demo(r: dict, path: str | Path) -> Path:
-    """``demo.png``: left, L_CS and L_IC of the teacher against S_ref before and after AID as stacked bars
+    """``demo.png``: left, L_CS and L_IC of the teacher against S_p before and after AID as stacked bars
     (their sum is L_KD); right, the students' last-epoch test accuracy, from T0 and from T."""
     from .plots import pyplot
 
@@ -182,7 +186,7 @@ def plot_demo(r: dict, path: str | Path) -> Path:
         ax1.text(i, cs[i] + ic[i], f"L_KD {cs[i] + ic[i]:.3f}", ha="center", va="bottom", fontsize=9)
     ax1.set_ylim(0, 1.15 * max(a + b for a, b in zip(cs, ic)) or 1.0)
     ax1.set_xticks(x, ["T0 (original)", "T (adapted)"])
-    ax1.set_ylabel(f"KD loss against S_ref ({d.get('split')}, tau {r['aid']['tau']:g})")
+    ax1.set_ylabel(f"KD loss against S_p ({d.get('split')}, tau {r['aid']['tau']:g})")
     ax1.set_title("L_KD = L_CS + L_IC, before and after AID")
     ax1.legend(fontsize=8, loc="lower right")
 

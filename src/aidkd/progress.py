@@ -64,7 +64,7 @@ def stage_epochs(cfg) -> Callable[[str], int | None]:
         if stage == "teacher":
             return cfg.teacher.epochs or cfg.base.train.epochs
         if stage == "reference":
-            return cfg.reference_epochs or cfg.base.train.epochs
+            return cfg.aid.reference_epochs or cfg.base.train.epochs
         return cfg.base.train.epochs
 
     return epochs

@@ -1,16 +1,17 @@
-"""AID: adapt the teacher to what the student can learn, before distillation (docs/aid.md section 3).
+"""AID: adapt the teacher to what the student can learn, before distillation (docs/aid.md).
 
-Fine-tuning mode: a copy T of the trained teacher T0 is fine-tuned for E_a epochs on class-balanced batches with
-L_AID (:class:`~aidkd.aid.objective.AIDObjective`, stepped by :class:`~aidkd.aid.objective.TeacherAdapter`)
-towards the reference student S_ref or the tempered targets; S_ref and T0 are frozen in eval mode and only T
-receives gradients. Projection mode (``mode="projection"``) computes the adapted targets in closed form instead
-(:mod:`aidkd.aid.project`) and returns a :class:`~aidkd.aid.project.TargetTeacher`. MCMI mode (``mode="mcmi"``)
-fine-tunes like the first on ordinary training batches, with the objective's MCMI term that raises the teacher's
-inner-class information towards T0's fixed class centroids, at the authors' settings (docs/aid.md).
+Fine-tuning (every objective but ``projection``): a copy T of the trained teacher T0 is fine-tuned for E_a epochs
+with the objective of :class:`~aidkd.aid.objective.AIDParams` (:class:`~aidkd.aid.objective.AIDObjective`,
+stepped by :class:`~aidkd.aid.objective.TeacherAdapter`): by default (``objective="kd"``, the published method)
+with the standard KD loss, the teacher as learner and the frozen pretrained student S_p as target; S_p and T0 are
+frozen in eval mode and only T receives gradients. The objective ``mcmi`` first takes T0's class centroids over
+one pass of the training batches. Projection (``objective="projection"``) computes the adapted targets in closed
+form instead (:mod:`aidkd.aid.project`) and returns a :class:`~aidkd.aid.project.TargetTeacher`.
 
-:func:`adapt_teacher` returns the adapted teacher and an :class:`AIDReport` (accuracy before/after with a loud
-warning past the tolerance, L_CS/L_IC between teacher and S_ref before/after, the teacher's inner-class
-information I_T before/after, wall time).
+:func:`adapt_teacher` returns the adapted teacher and an :class:`AIDReport`: the teacher's accuracy before/after
+with a loud warning past the tolerance, L_KD / L_CS / L_IC between teacher and S_p, the teacher's inner-class
+information I_T and the inner-class agreement rho between teacher and S_p, before and after, on held-out data (the
+flat fields) and on the training images (``train``), and the wall time.
 """
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ from .split import SplitDecomposition, eval_mode, split_decomposition, split_dec
 
 log = logging.getLogger(__name__)
 
+#: the numbers measured on a split before and after the adaptation, by their report key and SplitDecomposition field
+SPLIT_NUMBERS = {"teacher_acc": "teacher_acc", "kd": "kd", "cs": "cs", "ic": "ic", "teacher_info": "teacher_info",
+                 "agreement": "agreement"}
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # the report
@@ -38,9 +43,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AIDReport:
-    mode: str
+    objective: str
     ic_target: str
-    eval_split: str  # where the before/after numbers come from
+    eval_split: str  # where the flat before/after numbers come from (held-out data, or the projected samples)
     epochs: int
     steps: int
     teacher_acc_before: float
@@ -48,8 +53,8 @@ class AIDReport:
     acc_drop: float  # before - after, in points
     acc_tolerance: float
     acc_warning: bool  # the drop exceeds the tolerance
-    reference_acc: float
-    kd_before: float  # L_KD / L_CS / L_IC of KL(teacher || S_ref), times tau^2
+    reference_acc: float  # S_p's top-1 on eval_split
+    kd_before: float  # L_KD / L_CS / L_IC of KL(teacher || S_p), times tau^2
     cs_before: float
     ic_before: float
     kd_after: float
@@ -62,6 +67,12 @@ class AIDReport:
     params: dict = field(default_factory=dict)
     teacher_info_before: float = float("nan")  # I_T: the teacher's inner-class information (split.py), x tau^2
     teacher_info_after: float = float("nan")
+    agreement_before: float = float("nan")  # inner-class agreement rho between teacher and S_p (split.py)
+    agreement_after: float = float("nan")
+    fit_time_s: float = float("nan")  # the fine-tuning epochs alone, without the report's measuring passes
+    #: the same numbers on the training images (un-augmented), ``{"split": "train", "teacher_acc_before": ...}``;
+    #: empty when not measured
+    train: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,12 +84,25 @@ def _warn_accuracy(report: AIDReport) -> None:
     if report.acc_warning:
         log.warning(
             "!!! AID: THE ADAPTED TEACHER LOST %.2f ACCURACY POINTS (%.2f%% -> %.2f%%), MORE THAN THE TOLERANCE "
-            "OF %.2f: lower lambda_ic, the adaptation epochs or alpha !!!",
+            "OF %.2f: lower the adaptation's learning rate or epochs (or lambda_ic, alpha) !!!",
             report.acc_drop,
             report.teacher_acc_before,
             report.teacher_acc_after,
             report.acc_tolerance,
         )
+
+
+def split_numbers(before: SplitDecomposition | None, after: SplitDecomposition | None,
+                  with_reference: bool = True) -> dict:
+    """The report's before/after numbers of one split (``teacher_acc_before``, ``kd_after``, ...; NaN where a
+    decomposition is missing; the numbers against S_p are NaN without a reference)."""
+    nan = float("nan")
+    out = {}
+    for key, attr in SPLIT_NUMBERS.items():
+        own = key in ("teacher_acc", "teacher_info")
+        for when, d in (("before", before), ("after", after)):
+            out[f"{key}_{when}"] = nan if d is None or not (own or with_reference) else float(getattr(d, attr))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -95,50 +119,51 @@ def adapt_teacher(
     *,
     distill_epochs: int | None = None,
     t0_outputs: nn.Module | None = None,
+    train_eval_loader: Iterable | None = None,
 ) -> tuple[nn.Module, AIDReport]:
-    """Adapt ``teacher`` (T0, left unchanged) towards ``reference`` (S_ref, left unchanged); return
-    (adapted teacher, report).
+    """Adapt ``teacher`` (T0, left unchanged) towards ``reference`` (the pretrained student S_p, left unchanged);
+    return (adapted teacher, report).
 
-    Fine-tuning mode: ``train_loader`` yields class-balanced :class:`~aidkd.methods.base.Batch` objects (P classes
-    x K samples) and may have ``set_epoch(e)``; the adapted teacher is a fine-tuned copy of ``teacher``.
-    Before/after numbers are measured on ``eval_loader`` (held-out data). ``reference`` may be None only for
-    ``ic_target="tempered"`` with a given ``beta`` (the report then has NaN for the L_CS/L_IC numbers).
+    Fine-tuning objectives (``kd``, ``inner_class``, ``mcmi``): ``train_loader`` yields the training batches
+    (:class:`~aidkd.methods.base.Batch` objects or ``(images, labels[, index])`` tuples; class-balanced P x K
+    batches where ``params.balanced``) and may have ``set_epoch(e)``; the adapted teacher is a fine-tuned copy of
+    ``teacher``. The flat before/after numbers are measured on ``eval_loader`` (held-out data), the report's
+    ``train`` numbers on ``train_eval_loader`` (the training images without augmentation) when given.
+    ``reference`` may be None only for an objective that does not use it (then the numbers against S_p are NaN).
+    The ``mcmi`` objective's class centroids are T0's over one pass of ``train_loader`` before the first step.
 
-    MCMI mode: as fine-tuning, on the ordinary (shuffled, augmented) training batches; the class centroids are
-    T0's over one pass of ``train_loader`` before the first step; ``reference`` is optional (it only gives the
-    report's L_CS / L_IC numbers).
-
-    Projection mode: ``train_loader`` must serve the training split in fixed views (no augmentation) with sample
+    Projection: ``train_loader`` must serve the training split in fixed views (no augmentation) with sample
     indices; the adapted teacher is a :class:`~aidkd.aid.project.TargetTeacher`, and the before/after numbers
     are measured on the projected training samples.
 
     The models are moved to ``device``. E_a is ``params.epochs`` or ``params.epochs_fraction`` of
     ``distill_epochs``. ``t0_outputs``: T0's stored outputs on the training views (a
     :class:`~aidkd.engine.view_cache.ViewCachedTeacher` over ``train_loader``'s split), read for the objective's T0
-    logits instead of running T0 at every step (fine-tuning and MCMI modes).
+    logits instead of running T0 at every step.
     """
     if params is None:
         params = AIDParams()
     elif isinstance(params, dict):
         params = AIDParams(**params)
     device = torch.device(device)
-    if params.mode == "projection":
+    if params.objective == "projection":
         needs_ref = params.ic_target == "reference" or params.beta is None
     else:
         needs_ref = params.needs_reference
     if needs_ref and reference is None:
-        raise UserError("AID needs a reference student (or ic_target 'tempered' with a given beta, or lambda_ic 0)")
+        raise UserError(f"the AID objective {params.objective!r} needs a pretrained student (aid.reference)")
     teacher.to(device)
     if reference is not None:
         reference.to(device)
-    if params.mode == "projection":
+    if params.objective == "projection":
         return _adapt_projection(teacher, reference, train_loader, params, device)
-    return _adapt_finetune(teacher, reference, train_loader, eval_loader, params, device, distill_epochs, t0_outputs)
+    return _adapt_finetune(teacher, reference, train_loader, eval_loader, params, device, distill_epochs, t0_outputs,
+                           train_eval_loader)
 
 
 def _measure(teacher, reference, loader, params, device) -> SplitDecomposition | None:
     """The decomposition of KL(teacher || reference) on ``loader`` (the teacher against itself without a
-    reference: its accuracy is then the only number used)."""
+    reference: its accuracy and I_T are then the only numbers used)."""
     if loader is None:
         return None
     return split_decomposition(teacher, reference if reference is not None else teacher, loader, params.tau, None,
@@ -146,30 +171,22 @@ def _measure(teacher, reference, loader, params, device) -> SplitDecomposition |
 
 
 def _report(params: AIDParams, before: SplitDecomposition | None, after: SplitDecomposition | None,
-            acc_before: float, acc_after: float, reference_acc: float, t_start: float,
-            info: tuple[SplitDecomposition | None, SplitDecomposition | None] | None = None, **fields) -> AIDReport:
-    """The report of every mode: L_KD / L_CS / L_IC before and after from the two decompositions against S_ref
-    (NaN where one is None), the teacher's I_T from ``info`` (default: the same two), the accuracy warning
-    applied."""
-    info = info or (before, after)
-    nan = float("nan")
-
-    def value(d: SplitDecomposition | None, key: str) -> float:
-        return nan if d is None else float(getattr(d, key))
-
+            reference: bool, t_start: float, **fields) -> AIDReport:
+    """The report of every objective: the numbers of the two decompositions of the flat split (NaN where one is
+    None, the numbers against S_p NaN without ``reference``), the accuracy warning applied."""
     report = AIDReport(
-        mode=params.mode, ic_target=params.ic_target, teacher_acc_before=acc_before, teacher_acc_after=acc_after,
-        acc_drop=nan, acc_tolerance=params.acc_tolerance, acc_warning=False, reference_acc=reference_acc,
-        **{f"{k}_{when}": value(d, k) for k in ("kd", "cs", "ic") for when, d in (("before", before), ("after", after))},
-        **{f"teacher_info_{when}": value(d, "teacher_info") for when, d in (("before", info[0]), ("after", info[1]))},
-        wall_time_s=time.perf_counter() - t_start, params=params.model_dump(), **fields,
+        objective=params.objective, ic_target=params.ic_target, acc_drop=float("nan"),
+        acc_tolerance=params.acc_tolerance, acc_warning=False,
+        reference_acc=float(before.student_acc) if reference and before is not None else float("nan"),
+        **split_numbers(before, after, reference), wall_time_s=time.perf_counter() - t_start,
+        params=params.model_dump(), **fields,
     )
     _warn_accuracy(report)
     return report
 
 
 def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDParams, device, distill_epochs,
-                    t0_outputs=None):
+                    t0_outputs=None, train_eval_loader=None):
     if getattr(teacher, "indexed", False):
         raise UserError("fine-tuning needs a real teacher model, not a per-sample target teacher")
     t_start = time.perf_counter()
@@ -180,13 +197,15 @@ def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDPa
     betas: list[float] = []
     with eval_mode(teacher, reference, freeze=True):
         before = _measure(teacher, reference, eval_loader, params, device)
+        before_train = _measure(teacher, reference, train_eval_loader, params, device)
         centroids = None
-        if params.mode == "mcmi":  # fixed for the whole fine-tuning, from T0 over the training batches
+        if params.mcmi_weight > 0:  # fixed for the whole fine-tuning, from T0 over the training batches
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(0)
             centroids = class_centroids(teacher, train_loader, params.tau, device)
         adapter = TeacherAdapter(adapted, params, epochs * steps_per_epoch, t0=teacher, class_centroids=centroids)
         use_reference = adapter.objective.needs_reference and reference is not None
+        t_fit = time.perf_counter()
         for epoch in range(epochs):
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)
@@ -208,19 +227,19 @@ def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDPa
             history.append({"epoch": epoch, "lr": adapter.optimizer.param_groups[0]["lr"],
                             **{k: v / max(nb, 1) for k, v in sums.items()}})
             log.info("AID epoch %d: %s", epoch, history[-1])
+        fit_time_s = time.perf_counter() - t_fit
         adapted.eval()
         for q in adapted.parameters():
             q.requires_grad_(False)
         after = _measure(adapted, reference, eval_loader, params, device)
-    nan = float("nan")
+        after_train = _measure(adapted, reference, train_eval_loader, params, device)
     has_ref = reference is not None
+    train = {} if train_eval_loader is None else {"split": "train", **split_numbers(before_train, after_train, has_ref)}
     report = _report(
-        params, before if has_ref else None, after if has_ref else None,
-        nan if before is None else before.teacher_acc, nan if after is None else after.teacher_acc,
-        before.student_acc if has_ref and before is not None else nan, t_start, info=(before, after),
+        params, before, after, has_ref, t_start,
         eval_split="eval" if eval_loader is not None else "none", epochs=epochs, steps=adapter.steps,
         beta=params.beta if params.beta is not None else (sum(betas) / len(betas) if betas else None),
-        history=history,
+        history=history, train=train, fit_time_s=fit_time_s,
     )
     return adapted, report
 
@@ -236,23 +255,15 @@ def _adapt_projection(teacher, reference, train_loader, params: AIDParams, devic
     t_logits = data["teacher_logits"][seen]
     new_logits = target.temperature * target.log_targets[seen]
     r_logits = data["reference_logits"]
-    before = after = None
-    ref_acc = float("nan")
-    if r_logits is not None:
-        r_logits = r_logits[seen]
-        before = split_decomposition_from_logits(teacher_logits=t_logits, student_logits=r_logits, labels=labels,
-                                                 temperature=params.tau)
-        after = split_decomposition_from_logits(teacher_logits=new_logits, student_logits=r_logits, labels=labels,
-                                                temperature=params.tau)
-        ref_acc = before.student_acc
-    report = _report(
-        params, before, after,
-        100.0 * float((t_logits.argmax(1) == labels).double().mean()),
-        100.0 * float((new_logits.argmax(1) == labels).double().mean()),
-        ref_acc, t_start, eval_split="train (projected samples)", epochs=0, steps=0, beta=res.beta,
-        projection=target.meta,
-    )
+    has_ref = r_logits is not None
+    versus = r_logits[seen] if has_ref else t_logits  # without a reference, only the teacher's own numbers are used
+    before = split_decomposition_from_logits(teacher_logits=t_logits, student_logits=versus, labels=labels,
+                                             temperature=params.tau)
+    after = split_decomposition_from_logits(teacher_logits=new_logits, student_logits=versus, labels=labels,
+                                            temperature=params.tau)
+    report = _report(params, before, after, has_ref, t_start, eval_split="train (projected samples)", epochs=0,
+                     steps=0, beta=res.beta, projection=target.meta)
     return target.to(device), report
 
 
-__all__ = ["AIDParams", "AIDReport", "adapt_teacher"]
+__all__ = ["AIDParams", "AIDReport", "adapt_teacher", "split_numbers"]

@@ -74,7 +74,7 @@ def cmd_analyze(args) -> int:
     res = analyze_checkpoints(path, args.student, teacher_name=args.teacher_name or name, student_name=args.student_name,
                               data=args.data, split=args.split, tau=args.tau, out_dir=args.out,
                               overrides=args.overrides, device=args.device, inner_classes=inner)
-    keys = ("kd", "cs", "ic", "ic_fraction", "teacher_acc", "student_acc", "teacher_info", "student_info")
+    keys = ("kd", "cs", "ic", "ic_fraction", "teacher_acc", "student_acc", "teacher_info", "student_info", "agreement")
     if args.json:
         print(json.dumps({k: res[k] for k in (keys if args.student else ("teacher_acc", "teacher_info"))}))
     else:
@@ -83,7 +83,8 @@ def cmd_analyze(args) -> int:
             print(f"{where}: L_KD {res['kd']:.4f} = L_CS {res['cs']:.4f} + L_IC {res['ic']:.4f}  "
                   f"(IC share {res['ic_fraction']:.2f});  teacher {res['teacher_acc']:.2f}%  "
                   f"student {res['student_acc']:.2f}%")
-            print(f"inner-class information: I_T {res['teacher_info']:.4f}  I_S {res['student_info']:.4f}")
+            print(f"inner-class information: I_T {res['teacher_info']:.4f}  I_S {res['student_info']:.4f};  "
+                  f"inner-class agreement rho {res['agreement']:.4f}")
         else:
             print(f"{where}: inner-class information I_T {res['teacher_info']:.4f};  top-1 {res['teacher_acc']:.2f}%")
         print(f"written: {args.out}/analysis.json " + " ".join(res.get("plots", [])))
@@ -97,10 +98,15 @@ def cmd_adapt(args) -> int:
     with _stage_progress(cfg, args.quiet) as bar:
         out = run_adapt(cfg, overwrite=args.overwrite, on_epoch_end=bar.hook, verbose=not bar.enabled)
     r = out["report"]
-    print(f"adapted teacher: {out['teacher']}  (report: {out['stage']}/report.json)")
-    print(f"teacher top-1 {r['teacher_acc_before']:.2f} -> {r['teacher_acc_after']:.2f} ({r['eval_split']});  "
-          f"vs S_ref: L_CS {r['cs_before']:.4f} -> {r['cs_after']:.4f},  L_IC {r['ic_before']:.4f} -> "
-          f"{r['ic_after']:.4f};  {r['wall_time_s']:.1f} s")
+    print(f"adapted teacher: {out['teacher']}  (objective {r['objective']}, S_p {r.get('reference_model')}, "
+          f"report: {out['stage']}/report.json, {r['wall_time_s']:.1f} s)")
+    split = "test" if r["objective"] != "projection" else r["eval_split"]
+    for name, x in ((split, r), ("train", r.get("train") or None)):
+        if x:
+            print(f"{name:>5}: teacher top-1 {x['teacher_acc_before']:.2f} -> {x['teacher_acc_after']:.2f};  vs S_p: "
+                  f"L_CS {x['cs_before']:.4f} -> {x['cs_after']:.4f},  L_IC {x['ic_before']:.4f} -> "
+                  f"{x['ic_after']:.4f},  I_T {x['teacher_info_before']:.4f} -> {x['teacher_info_after']:.4f},  "
+                  f"agreement {x['agreement_before']:.3f} -> {x['agreement_after']:.3f}")
     if r.get("acc_warning"):
         print(f"WARNING: the adapted teacher lost {r['acc_drop']:.2f} accuracy points, more than the tolerance of "
               f"{r['acc_tolerance']:.2f}")
@@ -163,9 +169,10 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", help="data overrides, e.g. data.root=/data data.val_split=0.1")
     p.set_defaults(func=cmd_analyze)
 
-    p = sub.add_parser("adapt", help="adapt a teacher to a reference student (AID): the pipeline up to the adapt stage",
-                       description="Train or load the teacher and the reference student, then adapt the teacher "
-                                   "(fine-tuning or projection). Example: " + EXAMPLES["adapt"])
+    p = sub.add_parser("adapt", help="adapt a teacher to a pretrained student (AID): the pipeline up to the adapt "
+                       "stage", description="Train or load the teacher and the pretrained student S_p, then adapt the "
+                       "teacher (by default fine-tuned with the KD loss towards S_p, the published AID). Example: "
+                       + EXAMPLES["adapt"])
     _add_config_args(p)
     p.set_defaults(func=cmd_adapt)
 

@@ -1,22 +1,32 @@
-"""The AID objective and the optimiser step that minimises it, shared by every mode that fine-tunes a teacher.
+"""The AID objective and the optimiser step that minimises it, shared by every objective that fine-tunes a teacher.
 
-* :class:`AIDParams`: every AID option, declared once (docs/aid.md section 4). The pipeline's ``aid`` section,
+* :class:`AIDParams`: every AID option, declared once (docs/aid.md). The pipeline's ``aid`` section,
   ``adapt_teacher`` and the ``aid_online`` method (``method.params.aid``) all read this one class.
-* :class:`AIDObjective`: L_AID of one batch,
+  ``objective`` names how the teacher is adapted and sets the defaults of the weights below:
 
-      L_AID = lambda_ce CE(z^T, y) + lambda_ic L_IC(T -> X) + lambda_cs L_CS(T0 -> T)
-              [- mcmi_weight tau^2 mean_i KL(p_i || c_{y_i})   in the MCMI mode],
+  - ``kd`` (the default, the paper's method as its full text is summarised): the teacher is fine-tuned with the
+    standard KD loss, in the learner's place, towards a frozen pretrained student S_p;
+  - ``inner_class``: this project's decomposition-targeted objective (CE + L_IC towards S_p + L_CS towards T0);
+  - ``mcmi``: MCMI's fine-tuning (Ye et al., ICLR 2024), which raises the teacher's inner-class information;
+  - ``projection``: no fine-tuning, the adapted targets in closed form (:mod:`aidkd.aid.project`).
+
+* :class:`AIDObjective`: the loss of one batch, a weighted sum of the terms whose weight is positive,
+
+      L = lambda_ce CE(z^T, y)
+        + lambda_kd tau^2 mean_i KL(q^p_i || p^T_i)          (KL(p^T_i || q^p_i) with kd_target "teacher")
+        + lambda_ic L_IC(T -> X) + lambda_cs L_CS(T0 -> T)
+        [- mcmi_weight tau^2 mean_i KL(p^T_i || c_{y_i})     with the objective mcmi],
 
   called as ``objective(z_teacher, z_t0, z_ref, labels)``. ``z_teacher`` (the adapting teacher T) carries
-  gradients; ``z_t0`` (the frozen original T0) and ``z_ref`` (the reference student, or the current student in the
-  online variant) are detached. X is ``z_ref`` (``ic_target="reference"``) or the tempered inner-class targets
-  fitted from T0's outputs on the batch (``ic_target="tempered"``). In the MCMI mode (``mode="mcmi"``, Ye et al.,
-  "Bayes conditional distribution estimation for knowledge distillation", ICLR 2024) the last term *raises* the
-  teacher's inner-class information towards fixed class centroids c_k (T0's mean softmax per class over the
-  training split, :func:`class_centroids`), and the mode's defaults are the authors' (:data:`MCMI_DEFAULTS`).
+  gradients; ``z_t0`` (the frozen original T0) and ``z_ref`` (the pretrained student S_p, or the current student in
+  the online variant) are detached, so gradients reach T only. X is ``z_ref`` (``ic_target="reference"``) or the
+  tempered inner-class targets fitted from T0's outputs on the batch (``ic_target="tempered"``). The MCMI term
+  *raises* the teacher's inner-class information towards fixed class centroids c_k (T0's mean softmax per class
+  over the training split, :func:`class_centroids`).
 * :class:`TeacherAdapter`: the teacher's SGD optimiser, its per-step learning-rate schedule (cosine from ``lr`` to
   ``min_lr`` through :func:`aidkd.engine.schedule.cosine_decay`, or constant) and :meth:`TeacherAdapter.step`, one
-  L_AID step. The fine-tuning mode runs it for E_a epochs; ``aid_online`` runs it between student steps.
+  step of the objective. The offline adaptation runs it for E_a epochs; ``aid_online`` runs it between student
+  steps.
 """
 from __future__ import annotations
 
@@ -30,25 +40,30 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..losses.decomposition import kd_decomposition
+from ..losses.kd import kd_loss
 
 
 class AIDParams(BaseModel):
-    """Every AID option, with its default (docs/aid.md section 4)."""
+    """Every AID option, with its default (docs/aid.md); the weights, ``tau``, ``epochs``, ``lr`` and ``balanced``
+    default to the chosen objective's (:data:`OBJECTIVE_DEFAULTS`)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    mode: Literal["finetune", "projection", "mcmi"] = "finetune"
-    # the objective (AIDObjective)
-    tau: float = Field(4.0, gt=0)  # temperature of every distribution in the AID loss / the projection
-    lambda_ce: float = Field(1.0, ge=0)  # weight of CE(z^T, y): keeps the teacher accurate
-    lambda_ic: float = Field(1.0, ge=0)  # weight of L_IC(T -> S_ref or tempered target): the degree of adaptation
-    lambda_cs: float = Field(1.0, ge=0)  # weight of L_CS(T0 -> T): keeps T0's class-wise similarity
+    #: how the teacher is adapted: kd (published), inner_class, mcmi (fine-tuning), projection (closed form)
+    objective: Literal["kd", "inner_class", "mcmi", "projection"] = "kd"
+    # the objective's weights (AIDObjective); the class defaults are those of objective kd
+    tau: float = Field(4.0, gt=0)  # temperature of every distribution in the loss / the projection
+    lambda_ce: float = Field(0.1, ge=0)  # weight of CE(z^T, y): keeps the teacher accurate
+    lambda_kd: float = Field(0.9, ge=0)  # weight of tau^2 KL(S_p || T): the KD loss, the teacher as learner
+    kd_target: Literal["student", "teacher"] = "student"  # the KL's first argument: S_p (KD's own roles) or T
+    lambda_ic: float = Field(0.0, ge=0)  # weight of L_IC(T -> S_p or tempered target)
+    lambda_cs: float = Field(0.0, ge=0)  # weight of L_CS(T0 -> T): keeps T0's class-wise similarity
     detach_class_weights: bool = True  # detach m_k(c) inside L_IC: move mass among samples, not class means
     ic_target: Literal["reference", "tempered"] = "reference"
     beta: Optional[float] = Field(None, gt=0)  # tempered target: given (< 1 smooths, > 1 sharpens), or None = bisection
     entropy_weights: Literal["teacher", "own"] = "teacher"  # weights of the reference's entropy in the bisection
     sinkhorn_iters: int = Field(50, ge=1)  # IPF iterations (projection and tempered targets)
-    mcmi_weight: float = Field(0.25, ge=0)  # mode mcmi: lambda of - lambda tau^2 mean_i KL(p_i || c_{y_i})
+    mcmi_weight: float = Field(0.0, ge=0)  # lambda of - lambda tau^2 mean_i KL(p_i || c_{y_i}) (objective mcmi)
     # the teacher's optimisation (TeacherAdapter)
     epochs: Optional[int] = Field(None, ge=0)  # E_a; None: epochs_fraction of the distillation epochs
     epochs_fraction: float = Field(0.1, gt=0, le=1)
@@ -58,13 +73,19 @@ class AIDParams(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     freeze_bn: bool = False  # fine-tune with the teacher's batch-norm statistics frozen (eval-mode BN)
-    # the fine-tuning mode's class-balanced batches
+    # the batches of the fine-tuning: ordinary shuffled ones, or class-balanced (P classes x K samples)
+    balanced: bool = False
     K: int = Field(8, ge=2)  # samples per class in a class-balanced batch
     P: Optional[int] = Field(None, ge=1)  # classes per batch; None: the data layer's choice (batch size / K)
-    # the projection mode
+    # the projection
     alpha: float = Field(1.0, ge=0, le=1)  # 0 = teacher's own targets, 1 = p*
     # the report
     acc_tolerance: float = Field(1.0, ge=0)  # accuracy points the adapted teacher may lose before the warning
+
+    @property
+    def finetunes(self) -> bool:
+        """Whether the teacher is fine-tuned (every objective but the projection)."""
+        return self.objective != "projection"
 
     @property
     def needs_t0(self) -> bool:
@@ -73,16 +94,21 @@ class AIDParams(BaseModel):
 
     @property
     def needs_reference(self) -> bool:
-        """Whether the objective uses the reference's logits (L_IC towards it, or a beta found from it)."""
-        return self.lambda_ic > 0 and (self.ic_target == "reference" or self.beta is None)
+        """Whether the objective uses the pretrained student's logits (the KD term, L_IC towards it, or a beta
+        found from it)."""
+        return self.lambda_kd > 0 or (self.lambda_ic > 0 and (self.ic_target == "reference" or self.beta is None))
 
     @model_validator(mode="before")
     @classmethod
-    def _mode_defaults(cls, data):
-        """The MCMI mode's own defaults, for the options not given."""
-        if isinstance(data, dict) and data.get("mode") == "mcmi":
-            data = {**MCMI_DEFAULTS, **data}
-        return data
+    def _objective_defaults(cls, data):
+        """The chosen objective's defaults, for the options not given; the former ``mode`` key is named."""
+        if not isinstance(data, dict):
+            return data
+        if "mode" in data:
+            now = LEGACY_MODES.get(data["mode"], data["mode"])
+            raise ValueError(f"aid.mode is now aid.objective (mode {data['mode']!r} is objective {now!r}; the "
+                             "default, kd, is the published AID)")
+        return {**OBJECTIVE_DEFAULTS.get(data.get("objective", "kd"), {}), **data}
 
     def num_epochs(self, distill_epochs: int | None = None) -> int:
         """E_a: ``epochs`` when set, else ``epochs_fraction`` of the distillation epochs (at least 1)."""
@@ -93,11 +119,23 @@ class AIDParams(BaseModel):
         return max(1, round(self.epochs_fraction * distill_epochs))
 
 
-#: the MCMI mode's defaults, the authors' settings (iclr2024mcmi/ICLRMCMI, CIFAT-100KD/FineTuneTeacher.py and
+#: the MCMI objective's defaults, the authors' settings (iclr2024mcmi/ICLRMCMI, CIFAT-100KD/FineTuneTeacher.py and
 #: scripts/*.sh: ``--param 1 -0.25``, 20 epochs, SGD lr 0.1 / 2 = 0.05 with cosine annealing, momentum 0.9,
-#: weight decay 5e-4, the softmax at temperature 1) with the AID terms off; docs/aid.md
-MCMI_DEFAULTS = {"tau": 1.0, "lambda_ce": 1.0, "lambda_ic": 0.0, "lambda_cs": 0.0, "mcmi_weight": 0.25, "epochs": 20,
-                 "lr": 0.05, "lr_schedule": "cosine"}
+#: weight decay 5e-4, the softmax at temperature 1) with the other terms off; docs/aid.md
+MCMI_DEFAULTS = {"tau": 1.0, "lambda_ce": 1.0, "lambda_kd": 0.0, "lambda_ic": 0.0, "lambda_cs": 0.0,
+                 "mcmi_weight": 0.25, "epochs": 20, "lr": 0.05, "lr_schedule": "cosine"}
+
+#: each objective's defaults over the class defaults (those of ``kd``: the KD method's CIFAR weights, CE 0.1 and
+#: KD 0.9 at tau 4, on ordinary batches); docs/aid.md gives the reasons
+OBJECTIVE_DEFAULTS = {
+    "kd": {},
+    "inner_class": {"lambda_ce": 1.0, "lambda_kd": 0.0, "lambda_ic": 1.0, "lambda_cs": 1.0, "balanced": True},
+    "mcmi": MCMI_DEFAULTS,
+    "projection": {"lambda_ce": 0.0, "lambda_kd": 0.0, "lambda_ic": 1.0},
+}
+
+#: the objective each value of the former ``aid.mode`` is now
+LEGACY_MODES = {"finetune": "inner_class", "projection": "projection", "mcmi": "mcmi"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -106,7 +144,7 @@ MCMI_DEFAULTS = {"tau": 1.0, "lambda_ce": 1.0, "lambda_ic": 0.0, "lambda_cs": 0.
 
 @dataclass
 class AIDLoss:
-    """The weighted terms of L_AID for one batch (``ce``, ``ic``, ``cs``, and ``mcmi`` in that mode: those with a
+    """The weighted terms of the objective for one batch (``ce``, ``kd``, ``ic``, ``cs``, ``mcmi``: those with a
     positive weight) and the tempered target's beta (None for ``ic_target="reference"``)."""
 
     terms: dict[str, Tensor] = field(default_factory=dict)
@@ -118,16 +156,17 @@ class AIDLoss:
 
 
 class AIDObjective:
-    """L_AID of :class:`AIDParams` (the module docstring); it changes no state, so one instance serves every batch.
+    """The loss of :class:`AIDParams` (the module docstring); it changes no state, so one instance serves every
+    batch.
 
-    ``class_centroids`` (C, C), the fixed c_k of the MCMI mode (:func:`class_centroids`), is required in that
-    mode and unused in the others."""
+    ``class_centroids`` (C, C), the fixed c_k of the MCMI term (:func:`class_centroids`), is required when
+    ``mcmi_weight`` is positive and unused otherwise."""
 
     def __init__(self, params: AIDParams, class_centroids: Tensor | None = None):
-        if params.mode == "mcmi" and class_centroids is None:
+        if params.mcmi_weight > 0 and class_centroids is None:
             raise UserError("the MCMI objective needs the class centroids of T0 (class_centroids)")
         self.params = params
-        self.log_centroids = None if class_centroids is None or params.mode != "mcmi" else \
+        self.log_centroids = None if class_centroids is None or params.mcmi_weight == 0 else \
             torch.log(class_centroids.double().clamp_min(1e-30))
 
     @property
@@ -145,6 +184,10 @@ class AIDObjective:
         out = AIDLoss()
         if p.lambda_ce > 0:
             out.terms["ce"] = p.lambda_ce * F.cross_entropy(z_teacher.float(), labels)
+        if p.lambda_kd > 0:
+            if z_ref is None:
+                raise UserError("the KD term of the adaptation needs the pretrained student's logits")
+            out.terms["kd"] = p.lambda_kd * adaptation_kd(z_teacher, z_ref.detach(), p.tau, p.kd_target)
         if p.lambda_ic > 0:
             target, out.beta = self._ic_target(z_teacher, z_t0, z_ref, labels)
             # KL(T || X): the adapting teacher T is the target distribution
@@ -182,14 +225,25 @@ class AIDObjective:
         return p.tau * res.log_targets, res.beta
 
 
+def adaptation_kd(z_teacher: Tensor, z_student: Tensor, tau: float,
+                  target: Literal["student", "teacher"] = "student") -> Tensor:
+    """The KD term of the adaptation, tau^2 mean_i KL(q^p_i || p^T_i) with q^p = softmax(z_student / tau) (the
+    pretrained student's, the target) and p^T = softmax(z_teacher / tau) (the teacher's, the learner): the
+    standard KD loss with the teacher in the student's place. ``target="teacher"`` swaps the KL's arguments,
+    KL(p^T_i || q^p_i). Computed in float32 at least."""
+    if target == "student":
+        return kd_loss(student_logits=z_teacher, teacher_logits=z_student, temperature=tau)
+    return kd_loss(student_logits=z_student, teacher_logits=z_teacher, temperature=tau)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the optimiser step
 
 
 class TeacherAdapter:
-    """Fine-tunes ``teacher`` on L_AID: SGD with the options of ``params``, the learning rate set per step by
-    ``params.lr_schedule`` over ``total_steps`` (constant when it is 0: a loader of unknown length), and one L_AID
-    step per :meth:`step`.
+    """Fine-tunes ``teacher`` on the adaptation objective: SGD with the options of ``params``, the learning rate
+    set per step by ``params.lr_schedule`` over ``total_steps`` (constant when it is 0: a loader of unknown
+    length), and one step of the objective per :meth:`step`.
 
     ``t0`` is the frozen original teacher (eval mode, no gradients), needed when :attr:`AIDObjective.needs_t0`.
     The teacher's parameters are made trainable here. Under ``torch.distributed`` the gradients are averaged over
@@ -222,7 +276,7 @@ class TeacherAdapter:
         return p.lr * cosine_decay(self.steps / self.total_steps, p.min_lr / p.lr)
 
     def step(self, images: Tensor, labels: Tensor, z_ref: Tensor | None, z_t0: Tensor | None = None) -> AIDLoss:
-        """One L_AID step on a batch; ``z_ref`` are the reference's (or the current student's) logits on
+        """One adaptation step on a batch; ``z_ref`` are the reference's (or the current student's) logits on
         ``images``, ``z_t0`` T0's when they are at hand (e.g. from T0's view cache; else T0 runs). The teacher runs
         in training mode (eval-mode batch norm with ``freeze_bn``) and is left in eval mode. Returns the batch's
         loss terms (detached)."""
@@ -292,4 +346,5 @@ def _average_grads_over_processes(model: nn.Module) -> None:
             q.grad.div_(world)
 
 
-__all__ = ["MCMI_DEFAULTS", "AIDLoss", "AIDObjective", "AIDParams", "TeacherAdapter", "class_centroids"]
+__all__ = ["LEGACY_MODES", "MCMI_DEFAULTS", "OBJECTIVE_DEFAULTS", "AIDLoss", "AIDObjective", "AIDParams",
+           "TeacherAdapter", "adaptation_kd", "class_centroids"]

@@ -1,7 +1,7 @@
 """Online AID (``aid_online``): teacher adaptation and distillation interleaved in one run (docs/aid.md section 3).
 
-Every ``teacher_every`` training steps, before the student's step, the teacher takes one L_AID step
-(:class:`~aidkd.aid.objective.TeacherAdapter`, the same step as the fine-tuning mode) towards the *current*
+Every ``teacher_every`` training steps, before the student's step, the teacher takes one adaptation step
+(:class:`~aidkd.aid.objective.TeacherAdapter`, the same step as the offline fine-tuning) towards the *current*
 student (the student's logits on the same batch, detached), with T0 a frozen copy of the initial teacher and the
 learning rate following ``aid.lr_schedule`` over the run. Then the student is trained with CE + KD at ``aid.tau``
 from the updated teacher (eval mode, no gradients). The teacher stays outside the method's module tree, as for
@@ -9,9 +9,9 @@ every method: the engine's optimizer never sees it, and the teacher step runs un
 own. Its extra cost is counted (:meth:`AIDOnline.cost_report`).
 
 The parameters are the AID options (``aid``: :class:`~aidkd.aid.objective.AIDParams`; ``ic_target: reference``
-means the current student; ``mode``, ``epochs``, ``K``, ``P``, ``alpha`` and ``acc_tolerance`` belong to the
-offline adaptation and are not used here) plus the few of the online schedule. The method is registered with
-every other method when :mod:`aidkd.methods` is imported.
+means the current student, as does the KD term's target; ``epochs``, ``balanced``, ``K``, ``P``, ``alpha`` and
+``acc_tolerance`` belong to the offline adaptation and are not used here) plus the few of the online schedule.
+The method is registered with every other method when :mod:`aidkd.methods` is imported.
 
 The adapted teacher's weights, its optimizer and the counters travel in the method's state dict as *extra
 state*, so a resumed run continues from the adapted teacher, not from T0.
@@ -41,9 +41,9 @@ class AIDOnlineParams(MethodParams):
     @field_validator("aid")
     @classmethod
     def _not_mcmi(cls, v: AIDParams) -> AIDParams:
-        if v.mode == "mcmi":
-            raise ValueError("aid_online adapts the teacher towards the current student: aid.mode mcmi is an "
-                             "offline teacher fine-tuning (use aid.mode finetune here)")
+        if not v.finetunes or v.mcmi_weight > 0:
+            raise ValueError("aid_online adapts the teacher towards the current student: aid.objective "
+                             f"{v.objective!r} is an offline adaptation (use kd or inner_class here)")
         return v
 
 

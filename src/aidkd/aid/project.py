@@ -23,6 +23,8 @@ logit-based distillation method can use.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Literal
@@ -152,15 +154,17 @@ def find_beta(
     num_groups: int | None = None,
     entropy_weights: Literal["teacher", "own"] = "teacher",
     beta_min: float = 1e-3,
-    iters: int = 40,
+    beta_max: float = 1e3,
+    iters: int = 60,
 ) -> tuple[float, dict]:
-    """The beta in [beta_min, 1] whose tempered teacher inner-class distributions have the reference student's
-    weighted mean entropy (docs/aid.md, tempered target); returns (beta, info).
+    """The beta in [beta_min, beta_max] whose tempered teacher inner-class distributions have the reference
+    student's weighted mean entropy (docs/aid.md, tempered target); returns (beta, info).
 
-    The weights are (n_k/N) m_k(c), the teacher's class means (the weights of L_IC(T -> S_ref)), for both sides;
+    The weights are (n_k/N) m_k(c), the teacher's class means (the weights of L_IC(T -> S_p)), for both sides;
     ``entropy_weights="own"`` weights the reference's entropies with its own class means instead. The entropy of
-    r^beta falls monotonically as beta grows, so bisection applies; when the teacher at beta = 1 is already as
-    smooth as the reference, beta = 1 (no tempering); when even beta_min is not smooth enough, beta_min.
+    r^beta falls monotonically as beta grows, so bisection (on log beta) applies on both sides of 1: beta < 1 when
+    the teacher's inner-class distributions are sharper than the reference's (smoothing), beta > 1 when they are
+    smoother (sharpening); at the ends of the interval the end is returned.
     """
     labels = labels.long()
     g = num_groups or int(labels.max()) + 1
@@ -171,21 +175,21 @@ def find_beta(
     def h(beta: float) -> float:
         return weighted_inner_entropy(tempered_inner_log_dist(teacher_log_p, labels, g, beta), labels, g, log_m)
 
-    h1, hlo = h(1.0), h(beta_min)
-    info = {"target_entropy": target, "entropy_at_1": h1, "entropy_at_min": hlo}
-    if h1 >= target:
-        beta = 1.0
-    elif hlo <= target:
+    h1, hlo, hhi = h(1.0), h(beta_min), h(beta_max)
+    info = {"target_entropy": target, "entropy_at_1": h1, "entropy_at_min": hlo, "entropy_at_max": hhi}
+    if hlo <= target:
         beta = beta_min
+    elif hhi >= target:
+        beta = beta_max
     else:
-        lo, hi = beta_min, 1.0  # h(lo) > target > h(hi)
+        lo, hi = math.log(beta_min), math.log(beta_max)  # h(e^lo) > target > h(e^hi)
         for _ in range(iters):
             mid = 0.5 * (lo + hi)
-            if h(mid) > target:
+            if h(math.exp(mid)) > target:
                 lo = mid
             else:
                 hi = mid
-        beta = 0.5 * (lo + hi)
+        beta = math.exp(0.5 * (lo + hi))
     info["entropy"] = h(beta)
     return beta, info
 

@@ -10,6 +10,7 @@ float64, only
   class means m_k = S_k / n_k never underflow;
 * sum_{i in G_k} KL(p_i || q_i), the per-class sum of per-sample KL;
 * sum_{i in G_k} sum_c p_i(c) log p_i(c) (and the same for q), the per-class sum of negative entropies;
+* sum_{i in G_k} <p_i, q_i>, sum ||p_i||^2 and sum ||q_i||^2, for the inner-class agreement below;
 * the number of correct top-1 predictions of both models.
 
 Memory is O(C^2) whatever the split size. At the end
@@ -23,7 +24,14 @@ and the split totals are the n_k/N-weighted sums of these. The inner-class infor
     I_T = tau^2 / N sum_i KL(p_i || m_{y_i})  = sum_k n_k/N tau^2 [H(m_k) - mean_{i in G_k} H(p_i)]
 
 (the conditional mutual information that MCMI teachers raise; the L_IC of the teacher against its own class
-means), and I_S the same for the student, come from the entropies in the same pass. **L_IC is obtained from the identity**, in one pass:
+means), and I_S the same for the student, come from the entropies in the same pass. So does the inner-class
+agreement of the two models (this project's reading of the AID paper's Fig. 3a), per class
+
+    rho_k = tr(C_k) / sqrt(tr(Cov^p_k) tr(Cov^q_k)),   C_k = (1/n_k) sum_{i in G_k} (p_i - m_k)(q_i - m^_k)^T
+
+with tr(C_k) = (1/n_k) sum <p_i, q_i> - <m_k, m^_k> and tr(Cov^p_k) = (1/n_k) sum ||p_i||^2 - ||m_k||^2: 1 when the
+two models place every class's mass on the same samples in proportion, 0 when unrelated. ``agreement`` is its
+n_k-weighted mean over the classes where both spreads are positive (NaN per class elsewhere). **L_IC is obtained from the identity**, in one pass:
 every term is accumulated in float64, so the subtraction loses only float64 rounding relative to L_KD_k (a
 value below zero by rounding is clipped to 0). ``ic_mode="two_pass"`` instead computes L_IC directly from its
 definition, sum_i sum_c p_i(c) [log r_{k,c}(i) - log r^_{k,c}(i)], in a second pass over the data that reuses
@@ -72,6 +80,8 @@ class SplitDecomposition:
     ic_mode: str = "identity"
     teacher_info: float = float("nan")  # I_T: tau^2 mean KL(p_i || m_{y_i}), the teacher's inner-class information
     student_info: float = float("nan")  # I_S: the same for the student
+    agreement: float = float("nan")  # the n_k-weighted mean of rho_k, the inner-class agreement
+    agreement_per_class: Tensor | None = None  # rho_k, NaN where a class has no spread
 
     def to_dict(self, per_class: bool = True) -> dict:
         """A JSON-ready dict (plain floats and lists; NaN for absent classes)."""
@@ -86,6 +96,7 @@ class SplitDecomposition:
             "ic_mode": self.ic_mode,
             "teacher_info": self.teacher_info,
             "student_info": self.student_info,
+            "agreement": self.agreement,
         }
         if per_class:
             out["per_class"] = {
@@ -93,6 +104,7 @@ class SplitDecomposition:
                 "kd": self.kd_per_class.tolist(),
                 "cs": self.cs_per_class.tolist(),
                 "ic": self.ic_per_class.tolist(),
+                "agreement": None if self.agreement_per_class is None else self.agreement_per_class.tolist(),
             }
         return out
 
@@ -120,6 +132,9 @@ class SplitAccumulator:
         self.kl_sum = torch.zeros(c, dtype=_F64, device=dev)
         self.neg_entropy_p = torch.zeros(c, dtype=_F64, device=dev)
         self.neg_entropy_q = torch.zeros(c, dtype=_F64, device=dev)
+        self.dot_pq = torch.zeros(c, dtype=_F64, device=dev)
+        self.dot_pp = torch.zeros(c, dtype=_F64, device=dev)
+        self.dot_qq = torch.zeros(c, dtype=_F64, device=dev)
         self.correct_t = torch.zeros((), dtype=_F64, device=dev)
         self.correct_s = torch.zeros((), dtype=_F64, device=dev)
         # second pass (direct L_IC), filled by update_ic
@@ -165,6 +180,10 @@ class SplitAccumulator:
         self.kl_sum.index_add_(0, labels, kl)
         self.neg_entropy_p.index_add_(0, labels, _plogp(log_p).sum(1))
         self.neg_entropy_q.index_add_(0, labels, _plogp(log_q).sum(1))
+        p, q = log_p.exp(), log_q.exp()
+        self.dot_pq.index_add_(0, labels, (p * q).sum(1))
+        self.dot_pp.index_add_(0, labels, (p * p).sum(1))
+        self.dot_qq.index_add_(0, labels, (q * q).sum(1))
         self.correct_t += (t_logits.detach().to(labels.device).argmax(1) == labels).sum()
         self.correct_s += (s_logits.detach().to(labels.device).argmax(1) == labels).sum()
 
@@ -205,10 +224,15 @@ class SplitAccumulator:
         info_s = tau2 * (self.neg_entropy_q / safe_counts - _plogp(log_mh).sum(1)).clamp_min(0.0)
         nan = torch.full_like(kd_k, float("nan"))
         kd_k, cs_k, ic_k = (torch.where(present, x, nan) for x in (kd_k, cs_k, ic_k))
+        rho_k, spread = self._agreement(m, log_mh.exp(), safe_counts)
+        rho_k = torch.where(present & spread, rho_k, nan)
         w = counts / n
 
-        def total(x: Tensor) -> float:
-            return float((w[present] * x[present]).sum())
+        def total(x: Tensor, where: Tensor = present) -> float:
+            return float((w[where] * x[where]).sum())
+
+        has_rho = present & spread
+        agreement = total(rho_k, has_rho) / float(w[has_rho].sum()) if bool(has_rho.any()) else float("nan")
 
         return SplitDecomposition(
             kd=total(kd_k),
@@ -225,7 +249,21 @@ class SplitAccumulator:
             ic_mode=ic_mode,
             teacher_info=total(info_t),
             student_info=total(info_s),
+            agreement=agreement,
+            agreement_per_class=rho_k.cpu(),
         )
+
+    def _agreement(self, m: Tensor, mh: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+        """(rho_k, whether both models' spreads within class k are positive) from the class means and sums."""
+        cross = self.dot_pq / counts - (m * mh).sum(1)
+        var_p = (self.dot_pp / counts - (m * m).sum(1)).clamp_min(0.0)
+        var_q = (self.dot_qq / counts - (mh * mh).sum(1)).clamp_min(0.0)
+        # a spread below float64 rounding of the sums it is the difference of is no spread
+        tiny = 1e-12 * torch.minimum(self.dot_pp, self.dot_qq) / counts
+        spread = (var_p > tiny) & (var_q > tiny)
+        denom = torch.sqrt(var_p * var_q)
+        rho = cross / torch.where(spread, denom, torch.ones_like(denom))
+        return torch.where(spread, rho, torch.zeros_like(cross)), spread
 
 
 def _plogp(log_p: Tensor) -> Tensor:

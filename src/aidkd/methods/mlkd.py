@@ -17,7 +17,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from ..errors import UserError
-from ..losses.kd import kd_loss
+from ..losses.kd import as_float, kd_loss
 from ..losses.lskd import maybe_standardize
 from ..losses.mlkd import batch_correlation_loss, class_correlation_loss, multi_level_terms
 from .base import Batch, Method, MethodParams, register_method
@@ -118,7 +118,7 @@ class MLKD(Method):
         correlation terms are not part of the loss."""
         p: MLKDParams = self.params
         with torch.no_grad():
-            prob = F.softmax(t_weak.float(), dim=1)
+            prob = F.softmax(as_float(t_weak), dim=1)  # the input's dtype (float32 at least), as the official code
             conf = prob.max(dim=1).values
             sample_frac = (conf <= torch.quantile(conf, 0.5)).float().mean()
             class_conf = prob.sum(dim=0)

@@ -2,10 +2,12 @@
 
     teacher (trained unless a checkpoint is given)
       -> vanilla student, per seed (the baseline every benchmark trains)
-      -> reference student S_ref (distilled from T0 with KD, the vanilla one, or a given checkpoint)
-      -> adapt (T0 -> T, fine-tuning or projection)
+      -> the pretrained student S_p (the vanilla one by default; distilled from T0 with KD; a proxy of another
+         architecture; or a given checkpoint)
+      -> adapt (T0 -> T: by default fine-tuned with the KD loss towards S_p, the published AID)
       -> per seed and method: the student distilled from T0 (baseline) and from T (AID + method)
-         [and, with ``online: true``, the online variant ``aid_online`` from T0]
+         [with ``online: true``, the online variant ``aid_online`` from T0;
+          with ``takd_assistant``, TAKD: the assistant from T0, then per seed the student from the assistant]
       -> results.md / results.json
 
 Python API::
@@ -29,8 +31,8 @@ from .render import results_markdown
 from .results import collect_results
 from .schema import (MethodSpec, PipelineBase, PipelineConfig, StudentSpec, TeacherSpec,
                      load_pipeline_config, pipeline_config_from_dict)
-from .stages import (AdaptResult, adapt, adapt_stage, distill_stage, online_stage, reference_stage, teacher_stage,
-                     vanilla_stage)
+from .stages import (AdaptResult, adapt, adapt_stage, distill_stage, online_stage, reference_stage,
+                     takd_assistant_stage, takd_student_stage, teacher_stage, vanilla_stage)
 
 
 def _store(cfg: PipelineConfig, overwrite: bool, verbose: bool) -> StageStore:
@@ -54,10 +56,17 @@ def run_adapt(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=None
 def _distill_job(job: tuple) -> object:
     """One distillation of the last wave, in whichever process the executor runs it."""
     cfg, root, overwrite, m, seed, teacher = job
-    store = StageStore(root, overwrite=overwrite, verbose=False)
-    if m is None:
-        return online_stage(cfg, store, seed, teacher)
-    return distill_stage(cfg, store, m, seed, teacher)
+    return _run_job(cfg, StageStore(root, overwrite=overwrite, verbose=False), m, seed, teacher)
+
+
+def _run_job(cfg: PipelineConfig, store: StageStore, m, seed: int, teacher, on_epoch_end=None):
+    """One student of the last wave: ``m`` a method (from T0 or the adapted teacher), ``"online"`` or
+    ``"takd"`` (from the assistant)."""
+    if m == "online":
+        return online_stage(cfg, store, seed, teacher, on_epoch_end)
+    if m == "takd":
+        return takd_student_stage(cfg, store, seed, teacher, on_epoch_end)
+    return distill_stage(cfg, store, m, seed, teacher, on_epoch_end)
 
 
 def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=None, verbose: bool = True,
@@ -77,18 +86,18 @@ def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=N
         vanilla_stage(cfg, store, s, on_epoch_end)
     ref = reference_stage(cfg, store, t0, on_epoch_end)
     ad = adapt_stage(cfg, store, t0, ref)
+    assistant = takd_assistant_stage(cfg, store, t0, on_epoch_end) if cfg.takd_assistant else None
     jobs = []
     for s in cfg.seeds:
         for m in cfg.methods:
             jobs += [(m, s, t0), (m, s, ad)]
         if cfg.online:
-            jobs.append((None, s, t0))
+            jobs.append(("online", s, t0))
+        if assistant is not None:
+            jobs.append(("takd", s, assistant))
     if executor is None:
         for m, s, teacher in jobs:
-            if m is None:
-                online_stage(cfg, store, s, teacher, on_epoch_end)
-            else:
-                distill_stage(cfg, store, m, s, teacher, on_epoch_end)
+            _run_job(cfg, store, m, s, teacher, on_epoch_end)
     else:
         for res in executor.map(_distill_job, [(cfg, str(store.root), overwrite, *j) for j in jobs]):
             store.add(res)

@@ -16,10 +16,53 @@ def _num(x, digits: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+#: the rows of the adaptation table: label, report key
+ADAPTATION_ROWS = (("teacher top-1 (%)", "teacher_acc", 2), ("L_KD (teacher ‖ S_p)", "kd", 3),
+                   ("L_CS (class-wise similarity)", "cs", 3), ("L_IC (inner-class distribution)", "ic", 3),
+                   ("I_T (teacher's inner-class information)", "teacher_info", 3),
+                   ("inner-class agreement rho (teacher, S_p)", "agreement", 3))
+
+
+def adaptation_table(d: dict, train: dict | None) -> list[str]:
+    """The before/after table of the adaptation: the held-out split (``d["split"]``) and, when measured, the
+    training images, each column named by its split."""
+    cols = [(d["split"], d)] + ([("train", train)] if train else [])
+    head = "| | " + " | ".join(f"{name}: before | {name}: after" for name, _ in cols) + " |"
+    lines = [head, "|---|" + "---|---|" * len(cols)]
+    for label, key, digits in ADAPTATION_ROWS:
+        cells = " | ".join(f"{_num(x.get(f'{key}_before'), digits)} | {_num(x.get(f'{key}_after'), digits)}"
+                           for _, x in cols)
+        lines.append(f"| {label} | {cells} |")
+    return lines
+
+
+def cost_table(c: dict) -> list[str]:
+    """AID's cost against KD and TAKD (the paper's Table 7), with the ratios and their goals."""
+    def t(x) -> str:
+        return "-" if x is None else f"{x:.1f}"
+
+    def r(x, goal: str) -> str:
+        return "-" if x is None else f"{x:.2f} ({goal})"
+
+    fit = "" if _num(c.get("fit_s"), 1) == "-" else f", of which fine-tuning {_num(c['fit_s'], 1)}"
+    return [
+        "| run (one seed) | wall time (s) | ratio |",
+        "|---|---|---|",
+        f"| AID in all: S_p + adaptation + distillation | {t(c.get('aid_total_s'))} | "
+        f"{r(c.get('aid_total_over_takd'), 'of TAKD; goal <= 0.35, paper 0.26')} |",
+        f"| AID's own: adaptation ({t(c.get('adapt_s'))}{fit}) + distillation ({t(c.get('distill_s'))}) | "
+        f"{t(c.get('aid_own_s'))} | {r(c.get('aid_own_over_kd'), 'x KD; goal <= 1.3')} |",
+        f"| S_p (pretrained student) | {t(c.get('reference_s'))} | |",
+        f"| KD from T0 | {t(c.get('kd_s'))} | |",
+        f"| TAKD: assistant + distillation | {t(c.get('takd_s'))} | |",
+    ]
+
+
 def results_markdown(r: dict) -> str:
     """The results table (Markdown) of :func:`collect_results`'s dict."""
-    t, d, a = r["teacher"], r["decomposition"], r["aid"]
+    t, d, a, ref = r["teacher"], r["decomposition"], r["aid"], r["reference"]
     n = len(r["seeds"])
+    weights = ", ".join(f"{k} {a[k]:g}" for k in ("lambda_ce", "lambda_kd", "lambda_ic", "lambda_cs") if a.get(k))
     lines = [
         f"# AID pipeline: {r['dataset']}, teacher {t['name']} -> student {r['student']}",
         "",
@@ -29,25 +72,14 @@ def results_markdown(r: dict) -> str:
         "",
         "## Teacher and adaptation",
         "",
-        "| | before AID | after AID |",
-        "|---|---|---|",
-        f"| teacher top-1 (%, {t['acc_split']}) | {_num(t['acc_before'], 2)} | {_num(t['acc_after'], 2)} |",
-        f"| L_KD (teacher ‖ S_ref, {d['split']}) | {_num(d['kd_before'])} | {_num(d['kd_after'])} |",
-        f"| L_CS (class-wise similarity) | {_num(d['cs_before'])} | {_num(d['cs_after'])} |",
-        f"| L_IC (inner-class distribution) | {_num(d['ic_before'])} | {_num(d['ic_after'])} |",
-        f"| I_T (teacher's inner-class information) | {_num(d.get('teacher_info_before'))} | "
-        f"{_num(d.get('teacher_info_after'))} |",
-        "",
-        f"AID: mode {a['mode']}, ic_target {a['ic_target']}, tau {a['tau']:g}, lambda_ic {a['lambda_ic']:g}, "
-        f"lambda_cs {a['lambda_cs']:g}, lambda_ce {a['lambda_ce']:g}"
-        + (f", epochs {a['epochs']}" if a["mode"] != "projection" else f", alpha {a['alpha']:g}")
+        f"AID: objective {a['objective']} ({weights}; tau {a['tau']:g}"
+        + (f", {a['epochs']} epochs at lr {a['lr']:g}" if a["objective"] != "projection" else f", alpha {a['alpha']:g}")
         + (f", beta {a['beta']:.3f}" if a.get("beta") is not None else "")
-        + f". Reference S_ref: {r['reference']['kind']} (top-1 {_num(r['reference']['acc'], 2)}%).",
+        + f"). Pretrained student S_p: {ref['kind']} {ref.get('model') or ''}"
+        + (" (a proxy)" if ref.get("proxy") else "") + f", top-1 {_num(ref['acc'], 2)}% ({d['split']}).",
+        "",
+        *adaptation_table(d, r.get("decomposition_train")),
     ]
-    c = r.get("adaptation_cost") or {}
-    if c.get("fraction") is not None:
-        lines += ["", f"AID's cost: the adaptation took {c['adapt_s']:.1f} s, {100 * c['fraction']:.1f}% of one "
-                      f"distillation from the adapted teacher ({c['distill_s']:.1f} s on average)."]
     if t["acc_split"] != "test" and t.get("test_acc") is not None:
         lines += ["", f"T0 test top-1: {t['test_acc']:.2f}% (the projection teacher serves the training split only)."]
     if t.get("acc_warning"):
@@ -70,6 +102,13 @@ def results_markdown(r: dict) -> str:
         o = r["online"]
         lines.append(f"| aid_online (KD, adapted online) | - | - | {_fmt(o['last_stats'])} | {_fmt(o['best_stats'])} "
                      "| - | - |")
+    if r.get("takd"):
+        k = r["takd"]
+        lines.append(f"| TAKD (KD through {k['assistant']}) | {_fmt(k['last_stats'])} | {_fmt(k['best_stats'])} "
+                     "| - | - | - | - |")
+    c = r.get("adaptation_cost") or {}
+    if c.get("aid_own_s") is not None:
+        lines += ["", "## Cost", "", *cost_table(c)]
     lines += ["", "## Stages", "", "| stage | status (this run) | wall time (s) | folder |", "|---|---|---|---|"]
     for s in r["stages"]:
         folder = Path(s["dir"]).name if s["dir"] else s["checkpoint"]
@@ -79,4 +118,4 @@ def results_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["results_markdown"]
+__all__ = ["adaptation_table", "cost_table", "results_markdown"]

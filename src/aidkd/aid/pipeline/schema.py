@@ -76,29 +76,54 @@ class OutputSpec(_Strict):
     dir: str = "runs/pipeline"
 
 
+#: the keys of the pipeline's ``aid`` section that choose the pretrained student S_p, not the adaptation
+REFERENCE_KEYS = ("reference", "reference_model", "reference_kwargs", "reference_epochs", "reference_params")
+
+
+class PipelineAID(AIDParams):
+    """The pipeline's ``aid`` section: the adaptation's options (:class:`~aidkd.aid.objective.AIDParams`) and the
+    pretrained student S_p it adapts the teacher towards."""
+
+    #: S_p: ``vanilla`` (the student trained with CE alone, the pipeline's vanilla run of the first seed),
+    #: ``distilled`` (KD from T0) or a checkpoint path
+    reference: str = "vanilla"
+    #: a proxy S_p of another architecture (trained as ``reference`` says); None: the student's architecture
+    reference_model: str | None = None
+    reference_kwargs: dict[str, Any] = Field(default_factory=dict)  # the proxy's model kwargs
+    reference_epochs: int | None = Field(None, ge=1)  # S_p's training epochs (default base.train.epochs)
+    reference_params: dict[str, Any] = Field(default_factory=dict)  # distilled S_p: KD parameters
+
+    @property
+    def reference_kind(self) -> str:
+        return self.reference if self.reference in ("distilled", "vanilla") else "checkpoint"
+
+    def adaptation(self) -> AIDParams:
+        """The adaptation's options alone."""
+        return AIDParams(**self.model_dump(exclude=set(REFERENCE_KEYS)))
+
+
 class PipelineConfig(_Strict):
     base: PipelineBase = Field(default_factory=PipelineBase)
     teacher: TeacherSpec
     student: StudentSpec
-    #: S_ref: ``distilled`` (KD from T0), ``vanilla`` (the vanilla student of the first seed) or a checkpoint path
-    reference: str = "distilled"
-    reference_epochs: int | None = Field(None, ge=1)  # distilled reference: epochs (default base.train.epochs)
-    reference_params: dict[str, Any] = Field(default_factory=dict)  # distilled reference: KD parameters
-    aid: AIDParams = Field(default_factory=AIDParams)
+    aid: PipelineAID = Field(default_factory=PipelineAID)
     methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="kd")], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     online: bool = False  # also run the online variant (aid_online) per seed
     online_params: dict[str, Any] = Field(default_factory=dict)  # overrides of the aid_online parameters
+    #: TAKD's assistant architecture: when set, TAKD (T0 -> assistant -> student with KD) runs beside the others
+    #: and the cost table compares AID's time with it (the paper's Table 7)
+    takd_assistant: str | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_validator(mode="before")
     @classmethod
-    def _reference_at_top(cls, v):
-        if isinstance(v, dict) and isinstance(v.get("aid"), dict):
-            bad = [k for k in ("reference", "reference_checkpoint") if k in v["aid"]]
-            if bad:
-                raise ValueError(f"aid.{bad[0]} is set by the top-level key 'reference' in a pipeline config "
-                                 "(distilled, vanilla or a checkpoint path)")
+    def _reference_in_aid(cls, v):
+        if isinstance(v, dict):
+            moved = [k for k in REFERENCE_KEYS if k in v]
+            if moved:
+                raise ValueError(f"{moved[0]} belongs to the aid section now: write aid.{moved[0]} (the pretrained "
+                                 "student S_p: vanilla, distilled or a checkpoint path)")
         return v
 
     @field_validator("seeds")
@@ -110,14 +135,20 @@ class PipelineConfig(_Strict):
 
     # ------------------------------------------------------------------------------------------------ derived
     @property
-    def reference_kind(self) -> str:
-        return self.reference if self.reference in ("distilled", "vanilla") else "checkpoint"
+    def reference_model(self) -> str:
+        """S_p's architecture: the proxy's, or the student's."""
+        return self.aid.reference_model or self.student.name
+
+    @property
+    def reference_model_kwargs(self) -> dict:
+        return dict(self.aid.reference_kwargs) if self.aid.reference_model else dict(self.student.kwargs)
 
     def online_method_params(self) -> dict:
-        """The aid_online parameters: the pipeline's ``aid`` section, KD weights 0.1 / 0.9, ``online_params`` on
-        top (``online_params.aid`` merged key by key)."""
+        """The aid_online parameters: the pipeline's adaptation options, KD weights 0.1 / 0.9, ``online_params``
+        on top (``online_params.aid`` merged key by key)."""
         p = {"ce_weight": 0.1, "kd_weight": 0.9, **self.online_params}
-        p["aid"] = {**self.aid.model_dump(mode="json"), **dict(self.online_params.get("aid") or {})}
+        p["aid"] = {**self.aid.adaptation().model_dump(mode="json"),
+                    **dict(self.online_params.get("aid") or {})}
         return p
 
     def run_dict(self, model: dict, method: dict, seed: int, teacher: dict | None = None,
@@ -140,8 +171,8 @@ class PipelineConfig(_Strict):
         file is refused before any stage runs, not when the stage that needs it starts. Not part of
         :meth:`check`: a plan may load a config whose teacher an earlier stage of the plan will train."""
         given = [("teacher.checkpoint", self.teacher.checkpoint)]
-        if self.reference_kind == "checkpoint":
-            given.append(("reference", self.reference))
+        if self.aid.reference_kind == "checkpoint":
+            given.append(("aid.reference", self.aid.reference))
         for key, path in given:
             if path:
                 try:
@@ -158,7 +189,10 @@ class PipelineConfig(_Strict):
         from ..online import AIDOnlineParams
 
         where = f"bad pipeline config {source or '(dict)'}"
-        for key, name in (("teacher.name", self.teacher.name), ("student.name", self.student.name)):
+        models = [("teacher.name", self.teacher.name), ("student.name", self.student.name)]
+        models += [(k, n) for k, n in (("aid.reference_model", self.aid.reference_model),
+                                       ("takd_assistant", self.takd_assistant)) if n]
+        for key, name in models:
             if not name.startswith(("tv:", "timm:")) and canonical_name(name) not in MODELS:
                 raise UserError(f"{where}: {key}: unknown model {name!r}; `aidkd models` lists them")
         labels = set()
@@ -174,19 +208,23 @@ class PipelineConfig(_Strict):
                 raise UserError(f"{where}: methods[{i}]: {m.key!r} is listed twice; give each a distinct label")
             labels.add(m.key)
             needed = METHODS.get(m.name).teacher_model_needed()
-            if self.aid.mode == "projection" and needed:
+            if self.aid.objective == "projection" and needed:
                 raise UserError(f"{where}: method {m.name!r} {needed}, which a projection "
-                                "teacher (per-sample targets) does not have; use aid.mode: finetune for it")
-        if self.reference_kind == "distilled":
-            _validate(KDParams, self.reference_params, f"{where}: reference_params")
-        elif self.reference_params or self.reference_epochs:
-            raise UserError(f"{where}: reference_params / reference_epochs apply to reference: distilled only")
+                                "teacher (per-sample targets) does not have; use a fine-tuning aid.objective for it")
+        a = self.aid
+        if a.reference_kind == "distilled":
+            _validate(KDParams, a.reference_params, f"{where}: aid.reference_params")
+        elif a.reference_params:
+            raise UserError(f"{where}: aid.reference_params applies to aid.reference: distilled only")
+        if a.reference_kind == "checkpoint" and (a.reference_model or a.reference_epochs):
+            raise UserError(f"{where}: aid.reference_model / aid.reference_epochs choose how S_p is trained; a "
+                            "checkpoint given as aid.reference is used as it is")
         if self.online:
             _validate(AIDOnlineParams, self.online_method_params(), f"{where}: online_params")
         elif self.online_params:
             raise UserError(f"{where}: online_params is set but online is false")
-        if self.aid.mode == "projection" and self.base.data.augment:
-            raise UserError(f"{where}: aid.mode: projection needs fixed training views: set base.data.augment: "
+        if self.aid.objective == "projection" and self.base.data.augment:
+            raise UserError(f"{where}: aid.objective: projection needs fixed training views: set base.data.augment: "
                             "false (for the baseline students too, so that they compare)")
 
 
@@ -214,5 +252,5 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     return pipeline_config_from_dict(d, str(path))
 
 
-__all__ = ["MethodSpec", "OutputSpec", "PipelineBase", "PipelineConfig", "StudentSpec",
+__all__ = ["REFERENCE_KEYS", "MethodSpec", "OutputSpec", "PipelineAID", "PipelineBase", "PipelineConfig", "StudentSpec",
            "TeacherSpec", "load_pipeline_config", "pipeline_config_from_dict"]

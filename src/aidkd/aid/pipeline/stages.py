@@ -1,8 +1,9 @@
 """The pipeline's stages, each a stage of :mod:`aidkd.stages` returning a typed result.
 
-teacher (given or trained), vanilla students, the reference S_ref, the adaptation T0 -> T, and the distillations
-from T0 and from T. :func:`adapt` is the adapt stage on its own (any teacher and reference checkpoint, any data
-config): the benchmarks run the adaptation through it.
+teacher (given or trained), vanilla students, the pretrained student S_p (the reference), the adaptation T0 -> T,
+the distillations from T0 and from T, and with ``takd_assistant`` TAKD's assistant and its students. :func:`adapt`
+is the adapt stage on its own (any teacher and reference checkpoint, any data config): the benchmarks run the
+adaptation through it.
 """
 from __future__ import annotations
 
@@ -38,25 +39,28 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
           seed: int, distill_epochs: int, device: str = "cpu", deterministic: bool = False,
           eval_split: Literal["test", "val"] = "test", on_warning=None,
           t0_cache_run: dict | None = None) -> AdaptResult | None:
-    """Adapt the teacher in ``teacher`` (T0) towards the student in ``reference`` (S_ref) with ``params``.
+    """Adapt the teacher in ``teacher`` (T0) towards the pretrained student in ``reference`` (S_p) with ``params``.
 
     Fine-tuning writes an aidkd checkpoint (``teacher.pt``, a model teacher) and measures before/after on
-    ``eval_split``; projection writes a :class:`~aidkd.aid.project.TargetTeacher` (``teacher.kind: targets``),
-    measured on the projected training samples, and T0's accuracy on ``eval_split``. The report is returned and
+    ``eval_split`` and on the training images (without augmentation); projection writes a
+    :class:`~aidkd.aid.project.TargetTeacher` (``teacher.kind: targets``), measured on the projected training
+    samples, and T0's accuracy on ``eval_split``. The report is returned and
     also written to ``report.json`` for the reader (None from a ``reuse_only`` store that has not got it).
     ``teacher_arch`` / ``reference_arch`` are used for files that
     are not aidkd checkpoints (published state dicts). ``t0_cache_run``: the RunConfig dict of a distillation from
     T0 with ``teacher.cache`` on: the adaptation then reads T0's logits from that same view cache (built here if
     it is not yet) instead of running T0 at every step."""
-    ref_arch = None if checkpoint_config(reference) is not None else reference_arch
+    ref_config = checkpoint_config(reference)
+    ref_arch = None if ref_config is not None else reference_arch
+    ref_name = ((ref_config or {}).get("model") or {}).get("name") or reference_arch
     config = {
         "teacher": {"name": teacher_arch, "kwargs": teacher_kwargs},
         "reference": {"name": ref_arch, "kwargs": reference_kwargs},
         "aid": params.model_dump(mode="json"), "data": data.model_dump(mode="json"),
-        "adapt_epochs": params.num_epochs(distill_epochs) if params.mode != "projection" else None,
+        "adapt_epochs": params.num_epochs(distill_epochs) if params.finetunes else None,
         "seed": seed, "device": device, "deterministic": deterministic, "eval_split": eval_split,
     }
-    if t0_cache_run is not None and params.mode != "projection":  # T0's logits stored in fp16 (or top-k)
+    if t0_cache_run is not None and params.finetunes and params.needs_t0:  # T0's logits stored in fp16 (or top-k)
         config["t0_cache"] = t0_cache_run["teacher"]["cache"]
 
     def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
@@ -81,25 +85,24 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
         t0 = load_model(teacher, spec, teacher_arch, teacher_kwargs)
         ref = load_model(reference, spec, ref_arch, None if ref_arch is None else reference_kwargs)
         extra = {"distill_epochs": distill_epochs, "seed": seed, "teacher_checkpoint": str(teacher),
-                 "reference_checkpoint": str(reference)}
-        if params.mode != "projection":  # finetune: class-balanced batches; mcmi: the ordinary training batches
-            if params.mode == "finetune":
+                 "reference_checkpoint": str(reference), "reference_model": ref_name}
+        if params.finetunes:  # the ordinary training batches, or class-balanced ones
+            bal = d
+            if params.balanced:
                 P = params.P or min(spec.num_classes, max(1, dcfg.batch_size // params.K))
                 bal = build_data(dcfg.model_copy(update={"balanced": [P, params.K]}), device=dev, seed=seed)
-                loader, extra["balanced"] = bal.train, [P, params.K]
-            else:
-                loader = d.train
+                extra["balanced"] = [P, params.K]
+            loader = bal.train
             t0_outputs = None
             if "t0_cache" in config:  # the view cache a distillation from T0 reads, over the same images
                 from ...engine.frozen_teacher import serve_teacher
                 from ...engine.trainer import amp_dtype
 
                 run_cfg = config_from_dict(t0_cache_run, "the distillation from T0")
-                data_for_cache = bal if params.mode == "finetune" else d
-                t0_outputs = serve_teacher(run_cfg, t0.to(dev).eval(), data_for_cache, dev, amp_dtype(run_cfg, dev),
+                t0_outputs = serve_teacher(run_cfg, t0.to(dev).eval(), bal, dev, amp_dtype(run_cfg, dev),
                                            log=store.log)
             adapted, report = adapt_teacher(t0, ref, loader, held_out, params, dev, distill_epochs=distill_epochs,
-                                            t0_outputs=t0_outputs)
+                                            t0_outputs=t0_outputs, train_eval_loader=d.train.as_eval())
             rd = report.to_dict()
             rd.update(extra, eval_split=eval_split)
             run_cfg = {"data": dcfg.model_dump(mode="json"), "model": {"name": teacher_arch, "kwargs": teacher_kwargs},
@@ -135,6 +138,10 @@ def _teacher_section(cfg: PipelineConfig, checkpoint: Path, kind: str = "model",
 
 def _student(cfg: PipelineConfig) -> dict:
     return {"name": cfg.student.name, "kwargs": dict(cfg.student.kwargs)}
+
+
+def _reference_model(cfg: PipelineConfig) -> dict:
+    return {"name": cfg.reference_model, "kwargs": cfg.reference_model_kwargs}
 
 
 def _method(name: str, params: dict) -> dict:
@@ -174,20 +181,27 @@ def vanilla_stage(cfg: PipelineConfig, store: StageStore, seed: int, on_epoch_en
 
 
 def reference_stage(cfg: PipelineConfig, store: StageStore, t0: StageResult, on_epoch_end=None) -> StageResult:
-    kind = cfg.reference_kind
-    if kind == "checkpoint":
-        return store.given("reference", cfg.reference)
-    if kind == "vanilla":
-        v = store.results.get(f"vanilla-s{cfg.seeds[0]}") or vanilla_stage(cfg, store, cfg.seeds[0], on_epoch_end)
-        return store.alias("reference", v)
-    d = cfg.run_dict(_student(cfg), _method("kd", cfg.reference_params), cfg.seeds[0],
+    """The pretrained student S_p: a given checkpoint; the vanilla student of the first seed (the student's
+    architecture, its run reused) or a vanilla proxy; or a student (or proxy) distilled from T0 with KD."""
+    a = cfg.aid
+    if a.reference_kind == "checkpoint":
+        return store.given("reference", a.reference)
+    proxy = a.reference_model is not None
+    if a.reference_kind == "vanilla":
+        if not proxy and a.reference_epochs is None:
+            v = store.results.get(f"vanilla-s{cfg.seeds[0]}") or vanilla_stage(cfg, store, cfg.seeds[0], on_epoch_end)
+            return store.alias("reference", v)
+        d = cfg.run_dict(_reference_model(cfg), {"name": "vanilla"}, cfg.seeds[0], epochs=a.reference_epochs)
+        return _train(store, "reference", d, on_epoch_end)
+    d = cfg.run_dict(_reference_model(cfg), _method("kd", a.reference_params), cfg.seeds[0],
                      teacher=_teacher_section(cfg, t0.checkpoint, cache=_uses_cache(cfg, "kd")),
-                     epochs=cfg.reference_epochs)
+                     epochs=a.reference_epochs)
     return _train(store, "reference", d, on_epoch_end)
 
 
 def adapt_stage(cfg: PipelineConfig, store: StageStore, t0: StageResult, ref: StageResult) -> AdaptResult:
-    """Adapt T0 towards S_ref with ``cfg.aid``, on the pipeline's data (before/after on the test split)."""
+    """Adapt T0 towards S_p with ``cfg.aid``, on the pipeline's data (before/after on the test split and on the
+    training images)."""
     def warn(report) -> None:
         store.log(f"[bold red]WARNING: the adapted teacher lost {report.acc_drop:.2f} accuracy points "
                   f"({report.teacher_acc_before:.2f} -> {report.teacher_acc_after:.2f}), more than the tolerance "
@@ -196,9 +210,9 @@ def adapt_stage(cfg: PipelineConfig, store: StageStore, t0: StageResult, ref: St
     kd_from_t0 = cfg.run_dict(_student(cfg), _method("kd", {}), cfg.seeds[0],
                               teacher=_teacher_section(cfg, t0.checkpoint, cache=_uses_cache(cfg, "kd")))
     return adapt(store, "adapt", teacher=t0.checkpoint, reference=ref.checkpoint, teacher_arch=cfg.teacher.name,
-                 teacher_kwargs=dict(cfg.teacher.kwargs), reference_arch=cfg.student.name,
-                 reference_kwargs=dict(cfg.student.kwargs), data=cfg.base.data, params=cfg.aid, seed=cfg.seeds[0],
-                 distill_epochs=cfg.base.train.epochs, device=cfg.base.train.device,
+                 teacher_kwargs=dict(cfg.teacher.kwargs), reference_arch=cfg.reference_model,
+                 reference_kwargs=cfg.reference_model_kwargs, data=cfg.base.data, params=cfg.aid.adaptation(),
+                 seed=cfg.seeds[0], distill_epochs=cfg.base.train.epochs, device=cfg.base.train.device,
                  deterministic=cfg.base.train.deterministic, on_warning=warn,
                  t0_cache_run=kd_from_t0 if kd_from_t0["teacher"]["cache"] != "off" else None)
 
@@ -217,11 +231,34 @@ def distill_stage(cfg: PipelineConfig, store: StageStore, m: MethodSpec, seed: i
     return _train(store, name, d, on_epoch_end)
 
 
+def takd_assistant_stage(cfg: PipelineConfig, store: StageStore, t0: StageResult,
+                         on_epoch_end=None) -> StageResult:
+    """TAKD's assistant (``cfg.takd_assistant``), distilled from T0 with the pipeline's first KD settings, seed of
+    the first seed: the first link of the chain T0 -> assistant -> student."""
+    d = cfg.run_dict({"name": cfg.takd_assistant}, _method("kd", _kd_params(cfg)), cfg.seeds[0],
+                     teacher=_teacher_section(cfg, t0.checkpoint, cache=_uses_cache(cfg, "kd")))
+    return _train(store, "takd-assistant", d, on_epoch_end)
+
+
+def takd_student_stage(cfg: PipelineConfig, store: StageStore, seed: int, assistant: StageResult,
+                       on_epoch_end=None) -> StageResult:
+    """TAKD's student: KD (the pipeline's first KD settings) from the assistant."""
+    section = {"name": cfg.takd_assistant, "checkpoint": str(assistant.checkpoint), "kwargs": {},
+               "cache": _uses_cache(cfg, "kd")}
+    d = cfg.run_dict(_student(cfg), _method("kd", _kd_params(cfg)), seed, teacher=section)
+    return _train(store, f"takd-s{seed}", d, on_epoch_end)
+
+
+def _kd_params(cfg: PipelineConfig) -> dict:
+    """The parameters of the first ``kd`` in ``cfg.methods`` (the defaults when there is none)."""
+    return next((dict(m.params) for m in cfg.methods if m.name == "kd"), {})
+
+
 def online_stage(cfg: PipelineConfig, store: StageStore, seed: int, t0: StageResult, on_epoch_end=None) -> StageResult:
     d = cfg.run_dict(_student(cfg), _method("aid_online", cfg.online_method_params()), seed,
                      teacher=_teacher_section(cfg, t0.checkpoint))
     return _train(store, f"aid_online-s{seed}", d, on_epoch_end)
 
 
-__all__ = ["AdaptResult", "adapt", "adapt_stage", "distill_stage", "online_stage", "reference_stage", "teacher_stage",
-           "vanilla_stage"]
+__all__ = ["AdaptResult", "adapt", "adapt_stage", "distill_stage", "online_stage", "reference_stage",
+           "takd_assistant_stage", "takd_student_stage", "teacher_stage", "vanilla_stage"]
