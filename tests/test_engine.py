@@ -164,11 +164,12 @@ def test_console_script_exit_code(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------- DDP (gloo)
 def test_ddp_two_processes_match_one(run_cfg, tmp_path):
-    """torchrun with 2 CPU processes (gloo) gives the same weights as 1 process with the same global batch."""
+    """torchrun with 2 CPU processes (gloo) gives the same weights as 1 process with the same global batch (in fp32:
+    under bf16 autocast the two reduction orders round differently)."""
     import yaml
 
-    d = run_cfg(model={"name": "mlp"}, data={"train_subset": 1024, "batch_size": 64}, train={"epochs": 2},
-                optim={"lr": 0.1})
+    d = run_cfg(model={"name": "mlp"}, data={"train_subset": 1024, "batch_size": 64},
+                train={"epochs": 2, "amp": "off"}, optim={"lr": 0.1})
     cfg_file = tmp_path / "ddp.yaml"
     cfg_file.write_text(yaml.safe_dump(d))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

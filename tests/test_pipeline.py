@@ -279,6 +279,9 @@ def test_published_aid_by_default_with_the_vanilla_student_and_the_cost_rows(tmp
     assert report["objective"] == "kd" and set(report["history"][0]) >= {"ce", "kd"}
     assert "ic" not in report["history"][0]
     assert report["train"]["split"] == "train" and report["eval_split"] == "test"
+    from aidkd.engine.precision import resolve_precision
+
+    assert report["precision"] == resolve_precision("auto", torch.device("cpu")).name  # the fine-tuning follows amp
     for key in ("teacher_acc", "kd", "cs", "ic", "teacher_info", "agreement"):
         assert math.isfinite(report[f"{key}_after"]) and math.isfinite(report["train"][f"{key}_after"])
     c = r["adaptation_cost"]

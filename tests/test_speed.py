@@ -332,7 +332,8 @@ def test_folded_teacher_gives_the_same_logits(name):
 
 
 # ------------------------------------------------------------------------------------------- the benchmark
-def test_throughput_benchmark_measures_every_variant_and_writes_its_report(tmp_path):
+def test_throughput_benchmark_measures_every_variant_and_writes_its_report(tmp_path, monkeypatch):
+    import aidkd.engine.precision as precision
     from aidkd.bench.throughput import (
         full_run_estimate,
         run_lean_choices,
@@ -340,10 +341,23 @@ def test_throughput_benchmark_measures_every_variant_and_writes_its_report(tmp_p
     )
 
     report = tmp_path / "throughput.md"
+    # a CPU with native bf16: the default precision's columns beside fp32's (on any CPU: bf16 runs, emulated)
+    monkeypatch.setattr(precision, "cpu_bf16_features", lambda: ["AVX512-BF16"])
     (r,) = run_throughput(rounds=3, steps=1, pairs=(("cnn_tiny", "cnn_tiny"),), num_train=128, cache_images=64,
                           report=report, log=lambda *a: None)
     med = {k: v[0] for k, v in r["img_per_s"].items()}
-    assert set(med) == {"a", "b", "c", "d"} and min(med.values()) > 0
+    assert set(med) == {"a", "b", "c", "d", "a16", "b16", "d16"} and min(med.values()) > 0
+    assert r["auto"] == "bf16" and r["a16/a"][0] == pytest.approx(med["a16"] / med["a"])
+    assert r["build_bf16_images"] == 64 * 162 and r["build_bf16_img_per_s"] > 0
+    text = report.read_text()
+    assert "At the default precision, bf16 autocast" in text and "| bf16 |" in text and "native bf16" in text
+    # without it: fp32 only, and the report says why
+    monkeypatch.setattr(precision, "cpu_bf16_features", lambda: [])
+    (r,) = run_throughput(rounds=3, steps=1, pairs=(("cnn_tiny", "cnn_tiny"),), num_train=128, cache_images=64,
+                          report=report, log=lambda *a: None)
+    med = {k: v[0] for k, v in r["img_per_s"].items()}
+    assert set(med) == {"a", "b", "c", "d"} and min(med.values()) > 0 and r["auto"] == "fp32"
+    assert "without native bf16: fp32" in report.read_text()
     assert r["a/c"][0] == pytest.approx(med["a"] / med["c"]) and r["a/c"][1] <= r["a/c"][2]
     assert r["build_images"] == 64 * 162 and r["build_img_per_s"] > 0
     assert set(r["options"]) >= {"teacher no_grad", "teacher folded", "student channels_last"}

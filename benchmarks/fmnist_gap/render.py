@@ -320,6 +320,18 @@ def comparison_table(recs: list[dict]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------ report
+def precision_clause(recs: dict) -> str:
+    """Which precision trained the teachers and the students, from their summaries (``train.amp=auto`` is bf16
+    where the hardware does bf16 natively: aidkd.engine.precision); "not recorded" for runs whose summaries
+    predate the record."""
+    def used(kind: str) -> str:
+        names = sorted({r["summary"].get("precision", "not recorded") for r in recs.values()
+                        if r.get("kind") == kind and "summary" in r})
+        return " and ".join(names) or "-"
+
+    return f" (teachers trained in {used('teacher')}, students in {used('student')})"
+
+
 def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     from .plan import plan
 
@@ -351,7 +363,8 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
              + (f"; the students' reported weights are an exponential moving average (decay {p['ema_decay']}) of "
                 "their training weights, whose own accuracy is reported beside it" if p.get("ema_decay") else "")
              + f", SGD momentum 0.9, lr 0.05 cosine, batch {p.get('batch_size', 128)}, on "
-             + ("the CPU" if device(profile) == "cpu" else "a GPU where there is one (bf16 autocast)")
+             + ("the CPU" if device(profile) == "cpu" else "a GPU where there is one")
+             + precision_clause(recs)
              + f"; teachers {p['teacher_epochs']} "
              f"epochs, students {p['student_epochs']} epochs; seeds {seeds}. Student `{p['student']}`; teachers "
              f"{', '.join('`' + t + '`' for t in teachers)}. Accuracies are test top-1 (%), mean +- std over seeds: "

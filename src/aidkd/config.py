@@ -187,7 +187,7 @@ class TrainConfig(_Section):
     log_every: int = Field(20, ge=1)  # steps between host reads of the loss (progress bar, non-finite check)
     dist_timeout_s: float = Field(300.0, gt=0)  # collective timeout under torchrun: a stalled or lost peer ends the job
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, off on CPU
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA and on CPUs with native bf16 (engine/precision.py)
     channels_last: bool = True  # student and teacher in channels_last (measured faster: docs/results/lean_teacher.md)
     compile: bool = False
     #: evaluate and save an exponential moving average of the student's weights (and batch-norm statistics),

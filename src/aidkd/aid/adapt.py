@@ -24,6 +24,7 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
+from ..engine.precision import autocast
 from ..errors import UserError
 from ..progress import progress_enabled, track_images
 from .objective import AIDParams, TeacherAdapter, class_centroids
@@ -120,6 +121,7 @@ def adapt_teacher(
     distill_epochs: int | None = None,
     t0_outputs: nn.Module | None = None,
     train_eval_loader: Iterable | None = None,
+    dtype: torch.dtype | None = None,
 ) -> tuple[nn.Module, AIDReport]:
     """Adapt ``teacher`` (T0, left unchanged) towards ``reference`` (the pretrained student S_p, left unchanged);
     return (adapted teacher, report).
@@ -139,7 +141,8 @@ def adapt_teacher(
     The models are moved to ``device``. E_a is ``params.epochs`` or ``params.epochs_fraction`` of
     ``distill_epochs``. ``t0_outputs``: T0's stored outputs on the training views (a
     :class:`~aidkd.engine.view_cache.ViewCachedTeacher` over ``train_loader``'s split), read for the objective's T0
-    logits instead of running T0 at every step.
+    logits instead of running T0 at every step. ``dtype``: the autocast dtype of the fine-tuning's forward passes
+    (the run's precision, :mod:`aidkd.engine.precision`; None: fp32); the report's measuring passes run in fp32.
     """
     if params is None:
         params = AIDParams()
@@ -158,7 +161,7 @@ def adapt_teacher(
     if params.objective == "projection":
         return _adapt_projection(teacher, reference, train_loader, params, device)
     return _adapt_finetune(teacher, reference, train_loader, eval_loader, params, device, distill_epochs, t0_outputs,
-                           train_eval_loader)
+                           train_eval_loader, dtype)
 
 
 def _measure(teacher, reference, loader, params, device) -> SplitDecomposition | None:
@@ -186,7 +189,7 @@ def _report(params: AIDParams, before: SplitDecomposition | None, after: SplitDe
 
 
 def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDParams, device, distill_epochs,
-                    t0_outputs=None, train_eval_loader=None):
+                    t0_outputs=None, train_eval_loader=None, dtype=None):
     if getattr(teacher, "indexed", False):
         raise UserError("fine-tuning needs a real teacher model, not a per-sample target teacher")
     t_start = time.perf_counter()
@@ -203,7 +206,8 @@ def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDPa
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(0)
             centroids = class_centroids(teacher, train_loader, params.tau, device)
-        adapter = TeacherAdapter(adapted, params, epochs * steps_per_epoch, t0=teacher, class_centroids=centroids)
+        adapter = TeacherAdapter(adapted, params, epochs * steps_per_epoch, t0=teacher, class_centroids=centroids,
+                                 dtype=dtype)
         use_reference = adapter.objective.needs_reference and reference is not None
         t_fit = time.perf_counter()
         for epoch in range(epochs):
@@ -213,7 +217,7 @@ def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDPa
             nb = 0
             for batch in track_images(train_loader, f"AID adaptation, epoch {epoch + 1}/{epochs}", progress_enabled()):
                 images, labels, index = unpack_batch(batch, device)
-                with torch.no_grad():
+                with torch.no_grad(), autocast(device, dtype):
                     z_ref = reference(images) if use_reference else None
                     z_t0 = None
                     if t0_outputs is not None and adapter.objective.needs_t0:

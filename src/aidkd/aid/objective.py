@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from ..engine.precision import autocast
 from ..errors import UserError
 from ..losses.decomposition import kd_decomposition
 from ..losses.kd import kd_loss
@@ -246,14 +247,17 @@ class TeacherAdapter:
     length), and one step of the objective per :meth:`step`.
 
     ``t0`` is the frozen original teacher (eval mode, no gradients), needed when :attr:`AIDObjective.needs_t0`.
+    ``dtype``: the autocast dtype of the teacher's forward passes (None: as the caller's context has it, fp32
+    outside any autocast); the objective computes in float32 or better whatever it is.
     The teacher's parameters are made trainable here. Under ``torch.distributed`` the gradients are averaged over
     processes before the update, so every process's copy of the teacher stays identical (the teacher is never
     wrapped in DDP). The optimiser's state and the step counter are in :meth:`state_dict`.
     """
 
     def __init__(self, teacher: nn.Module, params: AIDParams, total_steps: int, t0: nn.Module | None = None,
-                 class_centroids: Tensor | None = None):
+                 class_centroids: Tensor | None = None, dtype: torch.dtype | None = None):
         self.teacher = teacher
+        self.dtype = dtype
         self.params = params
         self.objective = AIDObjective(params, class_centroids)
         if self.objective.needs_t0 and t0 is None:
@@ -284,10 +288,11 @@ class TeacherAdapter:
         with torch.enable_grad():
             self.teacher.train(not self.params.freeze_bn)
             try:
-                z_teacher = self.teacher(images)
-                if t0 is not None:
-                    with torch.no_grad():
-                        z_t0 = t0(images)
+                with autocast(images.device, self.dtype):
+                    z_teacher = self.teacher(images)
+                    if t0 is not None:
+                        with torch.no_grad():
+                            z_t0 = t0(images)
                 loss = self.objective(z_teacher, z_t0, z_ref, labels)
                 lr = self.lr()
                 for g in self.optimizer.param_groups:

@@ -3,9 +3,9 @@
 For each teacher -> student pair (batch 64, 32x32 inputs, 100 classes) it measures, in interleaved rounds
 (a, b, c, d, a, b, c, d, ...), the median and range over rounds of:
 
-* (a) aidkd's default path: the in-memory loader with device-side crop + flip, the lean (batch-norm-folded)
-  frozen teacher, KD, one SGD step, as the engine's training loop runs it by default (channels_last; bf16
-  autocast on CUDA);
+* (a) aidkd's engine path in fp32: the in-memory loader with device-side crop + flip, the lean
+  (batch-norm-folded) frozen teacher, KD, one SGD step, as the engine's training loop runs it (channels_last,
+  ``train.amp=off``);
 * (b) the same with the view-exact teacher cache (``teacher.cache=views``): the teacher's logits gathered
   for the sampled view. The cache is built for a small subset (``--cache-images``) because replay speed does
   not depend on how many views are stored; its build rate (teacher images per second) is reported
@@ -13,9 +13,11 @@ For each teacher -> student pair (batch 64, 32x32 inputs, 100 classes) it measur
 * (c) the loop of the common KD codebases: torchvision's ``CIFAR100`` dataset on files in the real format
   (written by the benchmark into a temporary folder), PIL transforms (RandomCrop(32, 4), RandomHorizontalFlip,
   ToTensor, Normalize), a ``DataLoader`` with 2 workers, the teacher under ``no_grad`` in fp32;
-* (d) the student-only step (CE, no teacher, channels_last): the limit a perfect cache approaches.
+* (d) the student-only step (CE, no teacher, channels_last, fp32): the limit a perfect cache approaches;
+* (a16), (b16), (d16): (a), (b) and (d) at the default precision, ``train.amp=auto``, where it is bf16 (CUDA, or
+  a CPU with native bf16: :mod:`aidkd.engine.precision`); elsewhere they are left out and the report says why.
 
-It prints a/c, b/c and b/d and the peak memory, and writes a Markdown report with the command. The data
+It prints a/c, b/c and b/d (and a16/c, b16/c, a16/a, b16/b, b16/d16), the CPU's capability and the peak memory, and writes a Markdown report with the command. The data
 are random images (speed does not depend on their content); the models are randomly initialised.
 """
 from __future__ import annotations
@@ -75,12 +77,14 @@ class Variant:
 
 
 def _engine_variant(name: str, root: Path, teacher_name: str, student_name: str, device: torch.device,
-                    cache: str, train_subset: int | None, report: dict) -> Variant:
-    """(a) / (b): the engine's data path, its frozen-teacher serving and one training step of KD."""
+                    cache: str, train_subset: int | None, report: dict, amp: str = "off") -> Variant:
+    """(a) / (b): the engine's data path, its frozen-teacher serving and one training step of KD, at ``train.amp``
+    ``amp`` (``off``: fp32; ``auto``: the engine's default precision on ``device``)."""
     from ..config import config_from_dict
     from ..data import build_data
     from ..engine.frozen_teacher import serve_teacher
-    from ..engine.trainer import amp_dtype, autocast
+    from ..engine.precision import autocast
+    from ..engine.trainer import amp_dtype
     from ..methods import MethodContext, build_method
     from ..models import create_model
 
@@ -88,7 +92,7 @@ def _engine_variant(name: str, root: Path, teacher_name: str, student_name: str,
         "data": {"name": "cifar100", "root": str(root), "batch_size": BATCH, "download": False,
                  "train_subset": train_subset},
         "model": {"name": student_name}, "teacher": {"name": teacher_name, "cache": cache},
-        "method": {"name": "kd"}, "train": {"device": device.type},
+        "method": {"name": "kd"}, "train": {"device": device.type, "amp": amp},
     })
     data = build_data(cfg.data, device=device, seed=0)
     torch.manual_seed(0)
@@ -99,9 +103,10 @@ def _engine_variant(name: str, root: Path, teacher_name: str, student_name: str,
     if cache != "off":
         took = time.perf_counter() - t0
         n_views = data.spec.num_train * served.store.spec.stored_views
-        report["build_img_per_s"] = n_views / took
-        report["build_s"] = took
-        report["build_images"] = n_views
+        key = "build" if dtype is None else "build_bf16"
+        report[f"{key}_img_per_s"] = n_views / took
+        report[f"{key}_s"] = took
+        report[f"{key}_images"] = n_views
     student = create_model(student_name, num_classes=NUM_CLASSES, in_chans=3, input_hw=32)
     ctx = MethodContext(num_classes=NUM_CLASSES, input_size=(3, 32, 32), num_train=data.spec.num_train,
                         mean=tuple(data.spec.mean), std=tuple(data.spec.std))
@@ -180,15 +185,15 @@ def _baseline_variant(root: Path, teacher_name: str, student_name: str, device: 
     return Variant("c", step)
 
 
-def _student_variant(root: Path, student_name: str, device: torch.device) -> Variant:
-    """(d): the student's CE step on the engine's data path, no teacher."""
+def _student_variant(root: Path, student_name: str, device: torch.device, dtype: torch.dtype | None = None,
+                     name: str = "d") -> Variant:
+    """(d): the student's CE step on the engine's data path, no teacher, in fp32 (or autocast to ``dtype``)."""
     from ..config import DataConfig
     from ..data import build_data
-    from ..engine.trainer import autocast
+    from ..engine.precision import autocast
     from ..models import create_model
 
     data = build_data(DataConfig(name="cifar100", root=str(root), batch_size=BATCH, download=False), device=device)
-    dtype = torch.bfloat16 if device.type == "cuda" else None
     torch.manual_seed(0)
     student = create_model(student_name, num_classes=NUM_CLASSES, in_chans=3, input_hw=32).to(device).train()
     student.to(memory_format=torch.channels_last)  # the engine's default format
@@ -203,7 +208,7 @@ def _student_variant(root: Path, student_name: str, device: torch.device) -> Var
         loss.backward()
         opt.step()
 
-    return Variant("d", step)
+    return Variant(name, step)
 
 
 def teacher_option_variants(teacher_name: str, student_name: str, device: torch.device) -> list[Variant]:
@@ -299,16 +304,26 @@ def _private_cache(folder: Path):
 
 def run_pair(teacher: str, student: str, device: torch.device, rounds: int, steps: int, num_train: int,
              cache_images: int, tmp: Path, log=print) -> dict:
+    from ..engine.precision import cpu_capability, resolve_precision
+
     root = write_cifar100(tmp / "data", num_train)
-    rep: dict = {"pair": f"{teacher} -> {student}", "device": str(device)}
+    auto = resolve_precision("auto", device)
+    rep: dict = {"pair": f"{teacher} -> {student}", "device": str(device), "auto": auto.name,
+                 "auto_reason": auto.reason, "cpu": cpu_capability()}
     with _private_cache(tmp / "cache"):
-        log(f"{rep['pair']} on {device}: building the variants (the view cache for {cache_images} images)")
+        log(f"{rep['pair']} on {device}: building the variants (the view cache for {cache_images} images); "
+            f"{auto.reason}: {auto.name}")
         variants = [
             _engine_variant("a", root, teacher, student, device, "off", None, rep),
             _engine_variant("b", root, teacher, student, device, "views", cache_images, rep),
             _baseline_variant(root, teacher, student, device),
             _student_variant(root, student, device),
         ]
+        if auto.dtype is not None:  # the default precision where it is bf16: the same two paths at train.amp=auto
+            variants += [_engine_variant("a16", root, teacher, student, device, "off", None, rep, amp="auto"),
+                         _engine_variant("b16", root, teacher, student, device, "views", cache_images, rep,
+                                         amp="auto"),
+                         _student_variant(root, student, device, auto.dtype, "d16")]
         interleave(variants, rounds, steps, device, log)
         options = teacher_option_variants(teacher, student, device)
         interleave(options, rounds, max(steps // 2, 1), device, log)
@@ -316,6 +331,10 @@ def run_pair(teacher: str, student: str, device: torch.device, rounds: int, step
     r = {v.name: v.rates for v in variants}
     rep["img_per_s"] = {k: summary(v) for k, v in r.items()}
     rep["a/c"], rep["b/c"], rep["b/d"] = ratio(r["a"], r["c"]), ratio(r["b"], r["c"]), ratio(r["b"], r["d"])
+    if "a16" in r:
+        rep["a16/c"], rep["b16/c"] = ratio(r["a16"], r["c"]), ratio(r["b16"], r["c"])
+        rep["a16/a"], rep["b16/b"] = ratio(r["a16"], r["a"]), ratio(r["b16"], r["b"])
+        rep["b16/d16"] = ratio(r["b16"], r["d16"])
     rep["peak_mb"] = {v.name: v.peak_mb for v in variants} if device.type == "cuda" else None
     rep["cpu_peak_rss_mb"] = _peak_rss_mb()
     return rep
@@ -395,21 +414,36 @@ def render(reports: list[dict], command: str, rounds: int, steps: int, note: str
              f"randomly initialised models; {rounds} interleaved rounds (a, b, c, d, a, ...) of {steps} timed steps "
              f"each; median (range over rounds) in images per second; torch {torch.__version__}, "
              f"{torch.get_num_threads()} intra-op threads. {note}", "",
-             "(a) aidkd's default path (in-memory loader, device-side crop + flip, batch-norm-folded teacher, channels_last); "
-             "(b) aidkd with the view-exact teacher cache (`teacher.cache=views`); (c) the common KD codebases' "
-             "loop (torchvision dataset, PIL transforms, DataLoader with 2 workers, teacher under no_grad, fp32); "
-             "(d) the student-only step.", "",
+             "(a) aidkd's engine path in fp32 (`train.amp=off`: in-memory loader, device-side crop + flip, "
+             "batch-norm-folded teacher, channels_last); (b) the same with the view-exact teacher cache "
+             "(`teacher.cache=views`); (c) the common KD codebases' loop (torchvision dataset, PIL transforms, "
+             "DataLoader with 2 workers, teacher under no_grad, fp32); (d) the student-only step, fp32. Where "
+             "`train.amp=auto` is bf16 on the device (CUDA, or a CPU with native bf16), (a16), (b16) and (d16) are "
+             "(a), (b) and (d) at that default.", "",
+             *[f"- {r['pair']} on {r['device']}: CPU {r['cpu']}; {r['auto_reason']}: {r['auto']}" for r in reports],
+             "",
              "| pair | device | (a) | (b) | (c) | (d) | a/c | b/c | b/d |", "|---|---|---|---|---|---|---|---|---|"]
     for r in reports:
         i = r["img_per_s"]
         lines.append(f"| {r['pair']} | {r['device']} | {_cell(i['a'])} | {_cell(i['b'])} | {_cell(i['c'])} | "
                      f"{_cell(i['d'])} | {_cell(r['a/c'], 2)} | {_cell(r['b/c'], 2)} | {_cell(r['b/d'], 2)} |")
+    bf16 = [r for r in reports if "a16" in r["img_per_s"]]
+    if bf16:
+        lines += ["", "At the default precision, bf16 autocast (`train.amp=auto`):", "",
+                  "| pair | device | (a16) | (b16) | (d16) | a16/c | b16/c | a16/a | b16/b | b16/d16 |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in bf16:
+            i = r["img_per_s"]
+            lines.append(f"| {r['pair']} | {r['device']} | {_cell(i['a16'])} | {_cell(i['b16'])} | {_cell(i['d16'])} | "
+                         + " | ".join(_cell(r[k], 2) for k in ("a16/c", "b16/c", "a16/a", "b16/b", "b16/d16")) + " |")
     lines += ["", "Building the view cache (the teacher over every view; 162 views per image for CIFAR's padding 4 + flip):", "",
-              "| pair | device | teacher images/s while building | a whole CIFAR-100 build (50000 x 162 views) at that rate |",
-              "|---|---|---|---|"]
+              "| pair | device | precision | teacher images/s while building | a whole CIFAR-100 build (50000 x 162 views) at that rate |",
+              "|---|---|---|---|---|"]
     for r in reports:
-        full = 50000 * 162 / r["build_img_per_s"]
-        lines.append(f"| {r['pair']} | {r['device']} | {r['build_img_per_s']:.0f} | {full / 3600:.1f} h |")
+        for key, prec in (("build", "fp32"), ("build_bf16", "bf16")):
+            if f"{key}_img_per_s" in r:
+                rate = r[f"{key}_img_per_s"]
+                lines.append(f"| {r['pair']} | {r['device']} | {prec} | {rate:.0f} | {50000 * 162 / rate / 3600:.1f} h |")
     lines += ["", "The lean teacher's choices, each measured on its own (in-memory batch; teacher forward or "
               "student step only; images per second):", "",
               "| pair | device | " + " | ".join(reports[0]["options"]) + " |",
@@ -450,6 +484,9 @@ def run_throughput(rounds: int = 3, steps: int = 10, devices: tuple[str, ...] = 
         log(f"{r['pair']} on {r['device']}: a {r['img_per_s']['a'][0]:.1f}  b {r['img_per_s']['b'][0]:.1f}  "
             f"c {r['img_per_s']['c'][0]:.1f}  d {r['img_per_s']['d'][0]:.1f} img/s;  a/c {r['a/c'][0]:.2f}  "
             f"b/c {r['b/c'][0]:.2f}  b/d {r['b/d'][0]:.2f};  cache build {r['build_img_per_s']:.0f} img/s")
+        if "a16/c" in r:
+            log(f"  bf16 (train.amp=auto): a16/c {r['a16/c'][0]:.2f}  b16/c {r['b16/c'][0]:.2f}  a16/a "
+                f"{r['a16/a'][0]:.2f}  b16/b {r['b16/b'][0]:.2f};  cache build {r['build_bf16_img_per_s']:.0f} img/s")
     if report is not None:
         from ..engine.checkpoint import atomic_write_text
 

@@ -27,7 +27,6 @@ changed ``optim`` / ``sched`` / ``train.on_nonfinite`` settings, recorded in ``c
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -53,6 +52,7 @@ from .distributed import (DistInfo, all_reduce_sum, barrier, cleanup_distributed
                           init_distributed, on_main)
 from .frozen_teacher import serve_teacher
 from .logging import EpochProgress, MetricsLogger, console, truncate_metrics
+from .precision import autocast, resolve_precision
 from .rundir import check_creatable, check_name, clean_stale_tmp, foreign_entries, has_resumable_run, remove_run_folder
 from .schedule import lr_factor
 
@@ -67,15 +67,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
-    if cfg.train.amp == "off" or (cfg.train.amp == "auto" and device.type != "cuda"):
-        return None
-    return torch.bfloat16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    """The run's autocast dtype (None: fp32): ``train.amp`` resolved by :func:`~aidkd.engine.precision.resolve_precision`."""
+    return resolve_precision(cfg.train.amp, device).dtype
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -471,7 +464,8 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
     select = selection_split(cfg, data.val is not None)
-    dtype = amp_dtype(cfg, device)
+    precision = resolve_precision(cfg.train.amp, device)
+    dtype = precision.dtype
     check_first_batch(cfg, method.student, teacher, data.test, spec.num_classes, device, dtype)
 
     params = [p for p in method.parameters() if p.requires_grad]
@@ -637,7 +631,8 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
         **({} if ema is None else {"last_test_raw_acc": last_eval.get("test.raw_top1")}),
         "last_val_acc": last_eval.get("val.top1"), "best_test_epoch_acc": history_best_test,
         "wall_time_s": time.time() - t_start if resume is None else None,
-        "world_size": dist_info.world_size, "device": str(device), "versions": versions(),
+        "world_size": dist_info.world_size, "device": str(device), "precision": precision.name,
+        "precision_reason": precision.reason, "versions": versions(),
         "fingerprint": cfg.fingerprint(),
     }
     if dist_info.is_main:

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from ..data.augment import TensorAugment, apply_views, to_float_normalized, uint8_affine
 from ..errors import UserError
 from ..progress import progress_enabled, track_images
+from .precision import autocast
 from .teacher_cache import IndexedTeacher
 
 FORMAT = "aidkd-view-cache-v1"
@@ -113,8 +114,6 @@ def build_view_logits(teacher: nn.Module, images: Tensor, mean, std, table: Tens
     """Run ``teacher`` on view ``table[i, j]`` of every image ``i`` for every slot ``j``; return the stored
     tensors: ``logits`` ``(N, S, C)`` in ``spec.precision``, or ``topk_values`` / ``topk_classes`` ``(N, S, k)`` and
     ``rest_mean`` ``(N, S)``. A progress bar (:mod:`aidkd.progress`) shows the build where bars are on."""
-    from .trainer import autocast
-
     n, s = table.shape
     dtype = None if spec.dtype == "float32" else getattr(torch, spec.dtype)
     affine = uint8_affine(mean, std, device)

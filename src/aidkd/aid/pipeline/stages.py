@@ -38,7 +38,7 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
           teacher_kwargs: dict, reference_arch: str, reference_kwargs: dict, data: DataConfig, params: AIDParams,
           seed: int, distill_epochs: int, device: str = "cpu", deterministic: bool = False,
           eval_split: Literal["test", "val"] = "test", on_warning=None,
-          t0_cache_run: dict | None = None) -> AdaptResult | None:
+          t0_cache_run: dict | None = None, amp: str = "auto") -> AdaptResult | None:
     """Adapt the teacher in ``teacher`` (T0) towards the pretrained student in ``reference`` (S_p) with ``params``.
 
     Fine-tuning writes an aidkd checkpoint (``teacher.pt``, a model teacher) and measures before/after on
@@ -49,7 +49,8 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
     ``teacher_arch`` / ``reference_arch`` are used for files that
     are not aidkd checkpoints (published state dicts). ``t0_cache_run``: the RunConfig dict of a distillation from
     T0 with ``teacher.cache`` on: the adaptation then reads T0's logits from that same view cache (built here if
-    it is not yet) instead of running T0 at every step."""
+    it is not yet) instead of running T0 at every step. ``amp``: ``train.amp`` of the fine-tuning's forward passes
+    (:mod:`aidkd.engine.precision`); the report records the precision used."""
     ref_config = checkpoint_config(reference)
     ref_arch = None if ref_config is not None else reference_arch
     ref_name = ((ref_config or {}).get("model") or {}).get("name") or reference_arch
@@ -58,7 +59,7 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
         "reference": {"name": ref_arch, "kwargs": reference_kwargs},
         "aid": params.model_dump(mode="json"), "data": data.model_dump(mode="json"),
         "adapt_epochs": params.num_epochs(distill_epochs) if params.finetunes else None,
-        "seed": seed, "device": device, "deterministic": deterministic, "eval_split": eval_split,
+        "seed": seed, "device": device, "deterministic": deterministic, "eval_split": eval_split, "amp": amp,
     }
     if t0_cache_run is not None and params.finetunes and params.needs_t0:  # T0's logits stored in fp16 (or top-k)
         config["t0_cache"] = t0_cache_run["teacher"]["cache"]
@@ -66,14 +67,15 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
     def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
         from ...data import build_data
         from ...engine.checkpoint import atomic_write_json
+        from ...engine.precision import resolve_precision
         from ...engine.trainer import evaluate, resolve_device, seed_everything
         from ...errors import UserError
         from ...stages import json_safe
-        from ...engine.checkpoint import model_checkpoint, save_checkpoint
         from ...stages.artifacts import load_model
         from ..adapt import adapt_teacher
 
         dev = resolve_device(device)
+        precision = resolve_precision(amp, dev)
         seed_everything(seed, deterministic)
         dcfg = data.model_copy(update={"balanced": None})
         d = build_data(dcfg, device=dev, seed=seed)
@@ -85,7 +87,8 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
         t0 = load_model(teacher, spec, teacher_arch, teacher_kwargs)
         ref = load_model(reference, spec, ref_arch, None if ref_arch is None else reference_kwargs)
         extra = {"distill_epochs": distill_epochs, "seed": seed, "teacher_checkpoint": str(teacher),
-                 "reference_checkpoint": str(reference), "reference_model": ref_name}
+                 "reference_checkpoint": str(reference), "reference_model": ref_name,
+                 "precision": precision.name, "precision_reason": precision.reason}
         if params.finetunes:  # the ordinary training batches, or class-balanced ones
             bal = d
             if params.balanced:
@@ -102,16 +105,14 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
                 t0_outputs = serve_teacher(run_cfg, t0.to(dev).eval(), bal, dev, amp_dtype(run_cfg, dev),
                                            log=store.log)
             adapted, report = adapt_teacher(t0, ref, loader, held_out, params, dev, distill_epochs=distill_epochs,
-                                            t0_outputs=t0_outputs, train_eval_loader=d.train.as_eval())
+                                            t0_outputs=t0_outputs, train_eval_loader=d.train.as_eval(),
+                                            dtype=precision.dtype)
             rd = report.to_dict()
             rd.update(extra, eval_split=eval_split)
-            run_cfg = {"data": dcfg.model_dump(mode="json"), "model": {"name": teacher_arch, "kwargs": teacher_kwargs},
-                       "method": {"name": "vanilla"}, "train": {"seed": seed, "device": device},
-                       "meta": {"aid_adapted": True, "aid": params.model_dump(mode="json"),
-                                "adapted_from": str(teacher), "reference": str(reference)}}
-            ck = model_checkpoint(adapted, teacher_arch, spec, teacher_kwargs,
-                                  config_from_dict(run_cfg, "adapted teacher").model_dump(mode="json"), report.epochs)
-            save_checkpoint({**ck, "metrics": {f"{eval_split}.top1": report.teacher_acc_after}}, folder / "teacher.pt")
+            meta = {"aid_adapted": True, "aid": params.model_dump(mode="json"), "adapted_from": str(teacher),
+                    "reference": str(reference)}
+            _save_adapted_teacher(folder / "teacher.pt", adapted, teacher_arch, teacher_kwargs, spec, dcfg, seed,
+                                  device, meta, report.epochs, {f"{eval_split}.top1": report.teacher_acc_after})
             kind = "model"
         else:
             t0_acc = evaluate(t0.to(dev), held_out, dev)["top1"]
@@ -127,6 +128,18 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
 
     res = store.run(name, "adapt", config, {"teacher": teacher, "reference": reference}, run)
     return None if res is None else AdaptResult(res, res.result["report"])
+
+
+def _save_adapted_teacher(path: Path, model, arch: str, kwargs: dict, spec, data: DataConfig, seed: int, device: str,
+                          meta: dict, epochs: int, metrics: dict) -> None:
+    """The adapted teacher as an engine checkpoint, usable as ``teacher.checkpoint`` by every command."""
+    from ...engine.checkpoint import model_checkpoint, save_checkpoint
+
+    run_cfg = {"data": data.model_dump(mode="json"), "model": {"name": arch, "kwargs": kwargs},
+               "method": {"name": "vanilla"}, "train": {"seed": seed, "device": device}, "meta": meta}
+    ck = model_checkpoint(model, arch, spec, kwargs, config_from_dict(run_cfg, "adapted teacher").model_dump(mode="json"),
+                          epochs)
+    save_checkpoint({**ck, "metrics": metrics}, path)
 
 
 # ------------------------------------------------------------------------------------------------ the plan's stages
@@ -214,7 +227,8 @@ def adapt_stage(cfg: PipelineConfig, store: StageStore, t0: StageResult, ref: St
                  reference_kwargs=cfg.reference_model_kwargs, data=cfg.base.data, params=cfg.aid.adaptation(),
                  seed=cfg.seeds[0], distill_epochs=cfg.base.train.epochs, device=cfg.base.train.device,
                  deterministic=cfg.base.train.deterministic, on_warning=warn,
-                 t0_cache_run=kd_from_t0 if kd_from_t0["teacher"]["cache"] != "off" else None)
+                 t0_cache_run=kd_from_t0 if kd_from_t0["teacher"]["cache"] != "off" else None,
+                 amp=cfg.base.train.amp)
 
 
 def distill_stage(cfg: PipelineConfig, store: StageStore, m: MethodSpec, seed: int, teacher: StageResult | AdaptResult,
