@@ -18,6 +18,7 @@ from aidkd.losses.fitnet import ConvRegressor, fitnet_loss, regressor_kind
 from aidkd.losses.kd import kd_loss
 from aidkd.losses.lskd import standardize_logits
 from aidkd.losses.mlkd import batch_correlation_loss, class_correlation_loss, multi_level_terms
+from aidkd.losses.mse import logit_mse_loss
 from aidkd.losses.reviewkd import ReviewConnector, hcl_loss, reviewkd_warmup
 
 
@@ -65,6 +66,23 @@ def test_kd_matches_loop(logits, t):
     ps, pt = softmax_np(zs.numpy(), t), softmax_np(zt.numpy(), t)
     ref = t * t * np.mean([kl_np(pt[i], ps[i]) for i in range(len(ps))])
     assert kd_loss(zs, zt, t).item() == pytest.approx(ref, rel=1e-10)
+
+
+def test_logit_mse_matches_the_loop_and_the_official_mseloss(logits):
+    """The batch mean of ||z_s - z_t||^2 (a float64 loop); elementwise_mean is nn.MSELoss(), the official code's;
+    its gradient is 2 (z_s - z_t) / (B C)."""
+    zs, zt, _ = logits
+    ref = float(np.mean([sum((a - b) ** 2 for a, b in zip(rs, rt)) for rs, rt in zip(zs.tolist(), zt.tolist())]))
+    assert logit_mse_loss(zs, zt, "batchmean").item() == pytest.approx(ref, rel=1e-12)
+    assert logit_mse_loss(zs, zt).item() == pytest.approx(torch.nn.MSELoss()(zs, zt).item(), rel=1e-12)
+    assert logit_mse_loss(zs, zt).item() == pytest.approx(ref / zs.shape[1], rel=1e-12)
+    z = zs.clone().requires_grad_(True)
+    logit_mse_loss(z, zt).backward()
+    assert torch.allclose(z.grad, 2 * (zs - zt) / zs.numel(), rtol=1e-12, atol=0)
+    assert logit_mse_loss(zt, zt).item() == 0.0
+    assert logit_mse_loss(zs.half(), zt.half()).dtype == torch.float32  # computed in float32 at least
+    with pytest.raises(ValueError, match="reduction"):
+        logit_mse_loss(zs, zt, "sum")
 
 
 def test_kd_elementwise_mean_is_takds_kldivloss(logits):

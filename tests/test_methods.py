@@ -19,7 +19,7 @@ from aidkd.models import create_model
 
 NUM_CLASSES, HW, N_TRAIN = 4, 16, 128
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-ALL = ["kd", "dkd", "dist", "ctkd", "mlkd", "reviewkd", "fitnet", "at", "crd"]
+ALL = ["kd", "dkd", "dist", "ctkd", "mlkd", "mse", "reviewkd", "fitnet", "at", "crd"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -341,6 +341,8 @@ CASES = [
     ("ctkd", {"base": "dkd", "logit_standardization": True}, 9, 0.05),
     ("mlkd", {}, 30, 0.01),
     ("mlkd", {"variant": "official", "logit_standardization": True}, 30, 0.01),
+    ("mse", {}, 30, 0.05),
+    ("mse", {"ce_weight": 0.5, "mse_weight": 0.5, "reduction": "batchmean"}, 30, 0.01),
     ("reviewkd", {}, 30, 0.05),
     ("fitnet", {}, 30, 0.05),
     ("at", {}, 30, 0.05),

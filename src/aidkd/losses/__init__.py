@@ -26,6 +26,7 @@ from .fitnet import ConvRegressor, fitnet_loss, regressor_kind
 from .kd import as_float, kd_loss, kl_per_sample
 from .lskd import maybe_standardize, standardize_logits
 from .mlkd import batch_correlation_loss, class_correlation_loss, multi_level_terms
+from .mse import logit_mse_loss
 from .reviewkd import ABF, ReviewConnector, hcl_loss, hcl_single, reviewkd_warmup
 
 __all__ = [
@@ -34,6 +35,6 @@ __all__ = [
     "contrast_scores", "ctkd_lambda", "dist_loss", "dist_terms", "dkd_loss", "dkd_terms", "dkd_warmup",
     "fitnet_loss", "global_temperature", "gradient_reversal", "group_logsumexp", "hcl_loss", "hcl_single",
     "inner_class_log_dist", "inter_class_relation", "intra_class_relation", "kd_decomposition", "kd_loss",
-    "kl_per_sample", "maybe_standardize", "multi_level_terms", "nce_loss", "pearson_rows", "regressor_kind",
+    "kl_per_sample", "logit_mse_loss", "maybe_standardize", "multi_level_terms", "nce_loss", "pearson_rows", "regressor_kind",
     "reviewkd_warmup", "standardize_logits",
 ]
