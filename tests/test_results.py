@@ -92,3 +92,26 @@ def test_report_bad_input_is_a_user_error(runs, tmp_path, capsys):
     shutil.copytree(out / "kd-s0", tmp_path / "copy" / "kd-s0")
     assert main(["report", str(out), str(tmp_path / "copy"), "--out", "-"]) == 2
     assert "same seed and config" in capsys.readouterr().err
+
+
+def test_report_reads_only_regular_files(runs, tmp_path, capsys):
+    """A FIFO (or a folder) named summary.json is not a run: it is skipped, never opened (a FIFO would block:
+    the command runs in a process with a deadline)."""
+    import os
+    import subprocess
+    import sys
+
+    out, *_ = runs
+    mixed = tmp_path / "mixed"  # the runs, with a FIFO and a folder of that name among them
+    shutil.copytree(out, mixed)
+    (mixed / "fifo_run").mkdir()
+    os.mkfifo(mixed / "fifo_run" / "summary.json")
+    (mixed / "dir_run" / "summary.json").mkdir(parents=True)
+    r = subprocess.run([sys.executable, "-m", "aidkd.cli", "report", str(mixed / "fifo_run"), "--out", "-"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no finished run" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "aidkd.cli", "report", str(mixed), "--out", "-"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    groups, _ = write_report([mixed], None)
+    assert sum(len(g.runs) for g in groups) == 4

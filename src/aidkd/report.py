@@ -42,7 +42,8 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise UserError(f"{str(p)!r} not found: give run directories or folders that hold them")
-        dirs = [p] if (p / SUMMARY).is_file() else sorted(s.parent for s in p.rglob(SUMMARY))
+        # regular files only: a FIFO or a folder of that name is not a run's summary (reading a FIFO would block)
+        dirs = [p] if (p / SUMMARY).is_file() else sorted(s.parent for s in p.rglob(SUMMARY) if s.is_file())
         if not dirs:
             raise UserError(f"no finished run in {str(p)!r} (a run directory holds {SUMMARY})")
         found += [d.resolve() for d in dirs if d.resolve() not in found]
