@@ -115,3 +115,22 @@ def test_report_reads_only_regular_files(runs, tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     groups, _ = write_report([mixed], None)
     assert sum(len(g.runs) for g in groups) == 4
+
+
+@pytest.mark.parametrize("name,content", [
+    ("summary.json", b"\x89PNG\r\n\x1a\n\x00\x00binary"),
+    ("summary.json", b"[1, 2, 3]"),
+    ("summary.json", b'{"seed": "zero", "arch": "cnn_tiny", "method": "kd"}'),
+    ("summary.json", b'{"seed": 0, "last_test_acc": [90.0]}'),
+    ("config.yaml", b"model: [unclosed\n"),
+    ("config.yaml", b"- a list\n- not a config\n"),
+])
+def test_report_refuses_a_malformed_run_in_one_line(runs, tmp_path, capsys, name, content):
+    """A run whose summary or config is malformed is named in one line (exit 2), whatever else the folder holds."""
+    out, *_ = runs
+    mixed = tmp_path / "mixed"
+    shutil.copytree(out, mixed)
+    (mixed / "kd-s0" / name).write_bytes(content)
+    assert main(["report", str(mixed), "--out", "-"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(mixed / "kd-s0" / name) in err and "Traceback" not in err

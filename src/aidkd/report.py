@@ -50,11 +50,39 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-def _config(run_dir: Path) -> dict:
-    import yaml
+#: the summary fields the table reads, with the types a run writes them in (None is allowed for each)
+SUMMARY_FIELDS = {"seed": int, "arch": str, "method": str, "teacher": str, "selection": str,
+                  "best_test_acc": (int, float), "last_test_acc": (int, float), "best_test_epoch_acc": (int, float),
+                  "wall_time_s": (int, float)}
 
-    p = run_dir / "config.yaml"
-    return (yaml.safe_load(p.read_text()) or {}) if p.is_file() else {}
+
+def read_run(run_dir: Path) -> tuple[dict, dict]:
+    """(summary, config) of a run folder. A summary that is not a JSON object of the fields a run writes, or a
+    config.yaml that is not a YAML mapping, is refused in one line naming the file."""
+    from .config import safe_load_yaml
+
+    path = run_dir / SUMMARY
+    fix = "rerun that run, or leave its folder out"
+    try:
+        s = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is unreadable ({type(e).__name__}); {fix}") from None
+    if not isinstance(s, dict):
+        raise UserError(f"{path} is not a run summary (a JSON {type(s).__name__}, not an object); {fix}")
+    for key, kind in SUMMARY_FIELDS.items():
+        v = s.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, kind)):
+            raise UserError(f"{path}: {key} is {v!r}, which no run writes; {fix}")
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        return s, {}
+    try:
+        config = safe_load_yaml(cfg_path.read_text(encoding="utf-8"), str(cfg_path))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_path} is unreadable ({type(e).__name__}); {fix}") from None
+    if config is not None and not isinstance(config, dict):
+        raise UserError(f"{cfg_path} is not a run config (a YAML mapping); {fix}")
+    return s, config or {}
 
 
 def group_key(config: dict, summary: dict) -> str:
@@ -80,11 +108,8 @@ def _label(run_dir: Path, summary: dict) -> str:
 def group_runs(run_dirs: list[Path]) -> list[RunGroup]:
     groups: dict[str, RunGroup] = {}
     for d in run_dirs:
-        try:
-            s = json.loads((d / SUMMARY).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{d / SUMMARY} is unreadable ({e}); rerun that run") from None
-        key = group_key(_config(d), s)
+        s, config = read_run(d)
+        key = group_key(config, s)
         if key not in groups:
             groups[key] = RunGroup(_label(d, s), key)
         groups[key].runs.append({**s, "run_dir": str(d)})
@@ -161,5 +186,5 @@ def print_report(groups: list[RunGroup]) -> None:
     Console(width=160).print(t)
 
 
-__all__ = ["RunGroup", "find_runs", "group_key", "group_runs", "print_report", "report_markdown", "table_rows",
-           "write_report"]
+__all__ = ["RunGroup", "find_runs", "group_key", "group_runs", "print_report", "read_run", "report_markdown",
+           "table_rows", "write_report"]
