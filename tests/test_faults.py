@@ -455,6 +455,9 @@ def test_a_missing_peer_ends_the_job_within_the_timeout(tmp_path):
     assert r.returncode == 2 and time.time() - t0 < 60, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "rank 0 of 2" in lines[0] and "did not form within 3 s" in lines[0], r.stderr
+    # what it waits for, said before the wait
+    assert f"rank 0 of 2: waiting up to 3 s (train.dist_timeout_s) for the other 1 process at 127.0.0.1:{port}" \
+        in r.stdout.splitlines(), r.stdout
     assert not (tmp_path / "runs").exists()
 
 

@@ -7,7 +7,8 @@ collective as it is. On nccl PyTorch applies it through its watchdog (``TORCH_NC
 default in current releases), which aborts the process when a collective exceeds it.
 
 ``WORLD_SIZE`` > 1 without ``RANK`` or without a rendezvous (``MASTER_ADDR`` / ``MASTER_PORT``, which torchrun
-sets) is refused at once with one line, instead of waiting for peers that will never come.
+sets) is refused at once with one line, instead of waiting for peers that will never come; with a rendezvous,
+each process says at once what it waits for (its rank, the timeout and the address) before it waits.
 """
 from __future__ import annotations
 
@@ -68,6 +69,10 @@ def init_distributed(device_type: str, timeout_s: float = 300.0) -> DistInfo:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local)
+        # said at once: a process started without its peers would otherwise wait silently for the whole timeout
+        print(f"rank {rank} of {world}: waiting up to {timeout_s:g} s (train.dist_timeout_s) for the other "
+              f"{world - 1} process{'es' if world > 2 else ''} at {os.environ.get('MASTER_ADDR')}:"
+              f"{os.environ.get('MASTER_PORT')}", flush=True)
         try:
             dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
         except (RuntimeError, ValueError, OSError) as e:
