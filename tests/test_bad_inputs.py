@@ -163,6 +163,7 @@ def template(tmp_path_factory):
         (t / "tiny" / "tiny-imagenet-200" / "val" / "val_annotations.txt").write_bytes(b"\xff\xfe\x00bad")
         (t / "tiny" / "tiny-imagenet-200" / "wnids.txt").write_bytes(b"\xff\xfe\x00\x00")
         (t / "pipe_bad.yaml").write_text("base:\n  model:\n    name: cnn_tiny\nnot_a_key: 1\n")
+        (t / "pipe_dup.yaml").write_text("teacher:\n  name: cnn_small\n  name: cnn_large\nstudent:\n  name: cnn_tiny\n")
         pipe = "teacher:\n  name: cnn_small\n  checkpoint: {t}\nstudent:\n  name: cnn_tiny\naid:\n  reference: {r}\n"
         (t / "pipe_missing_teacher.yaml").write_text(pipe.format(t="gone.pt", r="distilled"))
         (t / "pipe_garbage_teacher.yaml").write_text(pipe.format(t="garbage.pt", r="distilled"))
@@ -318,6 +319,7 @@ ROWS = [
     ("pipeline_missing_config", ["pipeline", "--config", "nope.yaml"], "nope.yaml", None),
     ("pipeline_alias_bomb", ["pipeline", "--config", "bomb.yaml"], "bomb.yaml", None),
     ("pipeline_unknown_key", ["pipeline", "--config", "pipe_bad.yaml"], "not_a_key", None),
+    ("pipeline_duplicate_key", ["pipeline", "--config", "pipe_dup.yaml"], "'name' appears twice", None),
     # the pipeline's given checkpoints are read before any stage runs
     ("pipeline_missing_teacher", ["pipeline", "--config", "pipe_missing_teacher.yaml"], "gone.pt", None),
     ("pipeline_garbage_teacher", ["pipeline", "--config", "pipe_garbage_teacher.yaml"], "garbage.pt", None),

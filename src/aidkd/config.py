@@ -56,6 +56,10 @@ def safe_load_yaml(text: str, source: str) -> Any:
         if n > MAX_YAML_NODES:
             raise UserError(f"{source} expands to more than {MAX_YAML_NODES} values through YAML aliases (&/*); "
                             "write the values out")
+        twice = _duplicate_key(node, set())
+        if twice is not None:
+            raise UserError(f"{source}: the key {twice.value!r} appears twice in one mapping (line "
+                            f"{twice.start_mark.line + 1}); keep one of them")
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -83,6 +87,30 @@ def _expanded_size(node, memo: dict) -> int:
         n = 1
     memo[key] = min(n, MAX_YAML_NODES + 1)
     return memo[key]
+
+
+def _duplicate_key(node, seen: set) -> Any:
+    """The first scalar key node that repeats a key of the same mapping, at any depth (None when there is none):
+    YAML would keep the last value silently."""
+    if id(node) in seen:
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: set = set()
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                if k.value in keys:
+                    return k
+                keys.add(k.value)
+            found = _duplicate_key(v, seen)
+            if found is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for c in node.value:
+            found = _duplicate_key(c, seen)
+            if found is not None:
+                return found
+    return None
 
 
 def check_finite(d: Any, source: str, path: str = "") -> None:
