@@ -33,9 +33,9 @@ from .split import SplitDecomposition, eval_mode, split_decomposition, split_dec
 
 log = logging.getLogger(__name__)
 
-#: the numbers measured on a split before and after the adaptation, by their report key and SplitDecomposition field
-SPLIT_NUMBERS = {"teacher_acc": "teacher_acc", "kd": "kd", "cs": "cs", "ic": "ic", "teacher_info": "teacher_info",
-                 "agreement": "agreement"}
+#: the numbers measured on a split before and after the adaptation: SplitDecomposition fields, reported as
+#: ``<name>_before`` / ``<name>_after``
+SPLIT_NUMBERS = ("teacher_acc", "kd", "cs", "ic", "teacher_info", "agreement")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -99,10 +99,10 @@ def split_numbers(before: SplitDecomposition | None, after: SplitDecomposition |
     decomposition is missing; the numbers against S_p are NaN without a reference)."""
     nan = float("nan")
     out = {}
-    for key, attr in SPLIT_NUMBERS.items():
+    for key in SPLIT_NUMBERS:
         own = key in ("teacher_acc", "teacher_info")
         for when, d in (("before", before), ("after", after)):
-            out[f"{key}_{when}"] = nan if d is None or not (own or with_reference) else float(getattr(d, attr))
+            out[f"{key}_{when}"] = nan if d is None or not (own or with_reference) else float(getattr(d, key))
     return out
 
 
@@ -270,4 +270,4 @@ def _adapt_projection(teacher, reference, train_loader, params: AIDParams, devic
     return target.to(device), report
 
 
-__all__ = ["AIDParams", "AIDReport", "adapt_teacher", "split_numbers"]
+__all__ = ["SPLIT_NUMBERS", "AIDParams", "AIDReport", "adapt_teacher", "split_numbers"]

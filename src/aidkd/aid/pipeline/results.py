@@ -6,12 +6,12 @@ import math
 import statistics
 
 from ...stages import StageResult
+from ..adapt import SPLIT_NUMBERS
 from .schema import PipelineConfig
 
 
 #: the adaptation report's numbers the results carry, per split
-DECOMPOSITION_KEYS = tuple(f"{k}_{when}" for k in ("teacher_acc", "kd", "cs", "ic", "teacher_info", "agreement")
-                           for when in ("before", "after"))
+DECOMPOSITION_KEYS = tuple(f"{k}_{when}" for k in SPLIT_NUMBERS for when in ("before", "after"))
 
 
 def _stats(xs: list) -> dict:
