@@ -55,11 +55,11 @@ def test_suite_config_trains_two_steps(path):
     if cfg.teacher.name:
         teacher = create_model(cfg.teacher.name, num_classes=ncls, in_chans=3, input_hw=hw)  # random weights
         calibrate_bn(teacher, (3, hw, hw), n=4)
+    b = 4  # SemCKD's attention needs a batch of at least 4 (its embeddings are batch / 4 wide)
     ctx = MethodContext(num_classes=ncls, input_size=(3, hw, hw), num_train=64, epochs=cfg.train.epochs,
-                        steps_per_epoch=10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+                        steps_per_epoch=10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), batch_size=b)
     method = build_method(cfg.method.name, student, teacher, cfg.method.params, ctx)
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=cfg.optim.lr, momentum=0.9)
-    b = 2
     for step in range(2):
         batch = Batch(torch.randn(b, 3, hw, hw), torch.randint(0, ncls, (b,)), torch.arange(b) + step * b)
         logits, losses = method(batch, epoch=30)

@@ -79,6 +79,15 @@ def cmd_takd(args) -> int:
     return 0
 
 
+def cmd_dgkd(args) -> int:
+    from .takd import run_dgkd
+
+    cfg = load_run_config(args)
+    for s in run_dgkd(cfg, [a for a in args.assistants.split(",") if a], overwrite=args.overwrite):
+        _print_summary(s)
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .evaluation import evaluate_checkpoint
 
@@ -154,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p, resume_options=False)
     p.add_argument("--assistants", required=True, help="comma-separated assistant models, largest first")
     p.set_defaults(func=cmd_takd)
+
+    p = sub.add_parser("dgkd", help="DGKD: train assistants, then the student, each from the teacher and every "
+                                    "assistant above it",
+                       description="Each link is a run of method dgkd whose guides are the teacher and the links "
+                                   "trained before it; finished links are skipped, an interrupted one resumes.")
+    _add_run_args(p, resume_options=False)
+    p.add_argument("--assistants", required=True, help="comma-separated assistant models, largest first")
+    p.set_defaults(func=cmd_dgkd)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a split")
     p.add_argument("checkpoint", help="a checkpoint written by aidkd (best.pt / last.pt) or a published state dict")

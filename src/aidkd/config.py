@@ -256,6 +256,8 @@ class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    #: further guides beside the teacher, largest first (DGKD's teacher assistants): each a teacher section
+    assistants: list[TeacherConfig] = Field(default_factory=list)
     method: MethodConfig = Field(default_factory=MethodConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     sched: SchedConfig = Field(default_factory=SchedConfig)
@@ -278,6 +280,8 @@ class RunConfig(_Section):
         so that those runs keep their identity. :meth:`fingerprint` and the stage layer both hash this."""
         d = self.model_dump(mode="json")
         d.pop("output", None)
+        if not d["assistants"]:  # runs from before assistants existed keep their identity
+            d.pop("assistants")
         for k in ("progress", "log_every", "dist_timeout_s", "tensorboard", "wandb"):
             d["train"].pop(k, None)
         for k, default in _LATER_TRAIN_OPTIONS.items():  # hashed only when changed

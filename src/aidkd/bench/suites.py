@@ -64,6 +64,12 @@ MLKD_LS_PUBLISHED = {"res32x4_res8x4": 78.28, "vgg13_vgg8": 75.22, "wrn40_2_wrn4
                      "res56_res20": 72.33, "res110_res32": 74.32, "res32x4_shv2": 78.76, "vgg13_mv2": 70.94,
                      "res50_mv2": 71.19}
 
+# The SimKD repository's CIFAR-100 table (DefangChen/SimKD README; its own harness: batch 64, 240 epochs, the best
+# test epoch): teacher ResNet-32x4 (79.42) -> student; (student, student kwargs, its vanilla, SemCKD, SimKD f=2)
+SIMKD_TABLE = {"res32x4_res8x4": ("resnet8x4", {}, 73.09, 76.23, 78.08),
+               "res32x4_vgg8": ("vgg8", {}, 70.46, 75.27, 75.76),
+               "res32x4_shv2_1_5": ("ShuffleV2", {"net_size": 1.5}, 74.15, 79.13, 79.54)}
+
 IMAGENET_PAIRS = {"res34_res18": ("tv_resnet34", "tv_resnet18", 73.31, 69.76),
                   "res50_mv1": ("tv_resnet50", "MobileNetV1", 76.16, 70.13)}
 IMAGENET_PUBLISHED = {"res34_res18": {"kd": 71.03, "dkd": 71.70, "dist": 72.07, "reviewkd": 71.61},
@@ -73,7 +79,7 @@ IMAGENET_PUBLISHED = {"res34_res18": {"kd": 71.03, "dkd": 71.70, "dist": 72.07, 
 def band(suite: str, pair: str) -> float:
     if suite == "imagenet":
         return 0.3
-    t, s = CIFAR_PAIRS[pair][:2]
+    t, s = CIFAR_PAIRS[pair][:2] if pair in CIFAR_PAIRS else ("resnet32x4", SIMKD_TABLE[pair][0])
     wide = any(k in m for m in (t, s) for k in ("wrn", "MobileNet", "Shuffle"))
     return 1.0 if wide else 0.5
 
@@ -141,6 +147,18 @@ def cifar_entries() -> dict[str, dict]:
                 d["optim"]["lr"] = 0.01 if s in LIGHT else 0.025
             if m == "mlkd_ls":
                 d["train"]["epochs"] = 480
+            out[f"cifar100/{m}/{pair}.yaml"] = d
+    for pair, (s, kwargs, _sa, semckd, simkd) in SIMKD_TABLE.items():
+        methods = {"semckd": ({"name": "semckd", "params": {"ce_weight": 1, "kd_weight": 1, "temperature": 4,
+                                                            "feat_weight": 400, "soft": 1.0}}, semckd),
+                   "simkd": ({"name": "simkd", "params": {"feat_weight": 1, "factor": 2}}, simkd)}
+        for m, (spec, published) in methods.items():
+            d = _cifar_base(pair, s)
+            d["model"]["kwargs"] = dict(kwargs)
+            d["teacher"] = {"name": "resnet32x4", "checkpoint": "runs/cifar100-teacher-resnet32x4/checkpoints/best.pt"}
+            d["method"] = spec
+            d["output"] = {"name": f"cifar100-{pair}-{m}"}
+            d["meta"] = {"published": published, "pair": pair, "role": "student", "source": "SimKD README"}
             out[f"cifar100/{m}/{pair}.yaml"] = d
     return out
 

@@ -8,7 +8,7 @@
 
 Importing this package registers every dataset (one file each; see docs/data.md to add one).
 """
-from . import cifar, digits, fashion_mnist, imagenet, synthetic, tiny_imagenet  # noqa: F401  (registers datasets)
+from . import cifar, digits, fashion_mnist, imagenet, pet, synthetic, tiny_imagenet  # noqa: F401  (registers datasets)
 from .augment import TensorAugment, denormalize, normalize, random_crop, random_flip, to_float_normalized, uint8_affine
 from .base import DATASETS, DataBundle, DataSpec, FolderSource, TensorSource, default_root
 from .build import build_data, load_source, order_seed

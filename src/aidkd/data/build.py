@@ -44,6 +44,13 @@ def _balanced(cfg) -> tuple[int, int] | None:
     return int(cfg.balanced[0]), int(cfg.balanced[1])
 
 
+def train_batch_per_process(cfg, world_size: int = 1) -> int:
+    """The training batch each of ``world_size`` processes draws: P * K of ``cfg.balanced`` or ``cfg.batch_size``,
+    split across the processes."""
+    balanced = _balanced(cfg)
+    return max(1, (balanced[0] * balanced[1] if balanced else cfg.batch_size) // world_size)
+
+
 def build_data(cfg, *, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1, seed: int = 0) -> DataBundle:
     """Build the spec and the train / val / test loaders of ``cfg`` (a ``DataConfig``) for process ``rank`` of
     ``world_size``.

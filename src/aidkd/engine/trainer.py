@@ -125,6 +125,19 @@ def build_teacher(cfg: RunConfig, data) -> nn.Module | None:
     return build_model_from_config(t, spec, "teacher")
 
 
+def build_assistants(cfg: RunConfig, data, device: torch.device, dtype, dist_info: DistInfo) -> list[nn.Module]:
+    """The further guides of ``cfg.assistants`` (DGKD's teacher assistants), each built and served as a teacher."""
+    out = []
+    for i, section in enumerate(cfg.assistants):
+        acfg = cfg.model_copy(update={"teacher": section})
+        model = build_teacher(acfg, data)
+        if model is None:
+            raise UserError(f"assistants[{i}] names no model: set its name and checkpoint")
+        out.append(serve_teacher(acfg, model.to(device).eval(), data, device, dtype, is_main=dist_info.is_main,
+                                 wait=barrier, log=console.print))
+    return out
+
+
 #: record keys that measure time, not training (left out of checkpoints)
 WALL_CLOCK = ("time.", "train.img_per_s")
 
@@ -428,6 +441,7 @@ class NonFiniteMonitor:
 def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_with_changes,
            allow_world_size_change) -> dict:
     from ..data import build_data
+    from ..data.build import train_batch_per_process
 
     t_start = time.time()
     # 1. the run folder's state is decided first, read-only (every process learns rank 0's decision)
@@ -457,12 +471,16 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
         num_classes=spec.num_classes, input_size=tuple(spec.input_size), num_train=spec.num_train,
         epochs=cfg.train.epochs, steps_per_epoch=len(data.train), mean=tuple(spec.mean), std=tuple(spec.std),
         train_labels=getattr(data.train, "labels", None),
+        batch_size=train_batch_per_process(cfg.data, dist_info.world_size),
     )
-    method = build_method(cfg.method.name, student, teacher, cfg.method.params, ctx).to(device)
+    assistants = build_assistants(cfg, data, device, amp_dtype(cfg, device), dist_info)
+    method = build_method(cfg.method.name, student, teacher, cfg.method.params, ctx, assistants).to(device)
     if cfg.train.channels_last:
         method.to(memory_format=torch.channels_last)
-        if teacher is not None:
-            teacher.to(memory_format=torch.channels_last)
+        for guide in [teacher, *assistants]:
+            if guide is not None:
+                guide.to(memory_format=torch.channels_last)
+    arch, arch_kwargs = method.deployed_model(cfg.model.name, cfg.model.kwargs)  # what rebuilds the student
     select = selection_split(cfg, data.val is not None)
     precision = resolve_precision(cfg.train.amp, device)
     dtype = precision.dtype
@@ -599,8 +617,8 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
                     if not folder_ready:
                         _create_run_dir(plan, cfg, start_epoch)
                         folder_ready = True
-                    ck = model_checkpoint(evaluated, cfg.model.name, spec, cfg.model.kwargs,
-                                          cfg.model_dump(mode="json"), epoch + 1, cfg.model.in_chans)
+                    ck = model_checkpoint(evaluated, arch, spec, arch_kwargs, cfg.model_dump(mode="json"), epoch + 1,
+                                          cfg.model.in_chans)
                     logger.log(record)  # before last.pt: a kill in between is repaired by the resume's truncation
                     faults.point("metrics")
                     if improved or (select == "last" and is_last):
@@ -623,7 +641,9 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
         logger.close()
 
     summary = {
-        "run_dir": str(run_dir), "arch": cfg.model.name, "method": cfg.method.name, "teacher": cfg.teacher.name,
+        "run_dir": str(run_dir), "arch": arch, "method": cfg.method.name, "teacher": cfg.teacher.name,
+        "student_params": sum(p.numel() for p in method.student.parameters()),
+        **({"student_parts": method.student.parameter_counts()} if hasattr(method.student, "parameter_counts") else {}),
         "dataset": cfg.data.name, "seed": cfg.train.seed, "epochs": cfg.train.epochs,
         "selection": select, "best_acc": best["acc"], "best_epoch": best["epoch"],
         "best_test_acc": best.get("test.top1"),

@@ -14,6 +14,7 @@ from .decomposition import (
     inner_class_log_dist,
     kd_decomposition,
 )
+from .dgkd import dense_guidance_loss, kept_guides
 from .dist import (
     dist_loss,
     dist_terms,
@@ -28,9 +29,13 @@ from .lskd import maybe_standardize, standardize_logits
 from .mlkd import batch_correlation_loss, class_correlation_loss, multi_level_terms
 from .mse import logit_mse_loss
 from .reviewkd import ABF, ReviewConnector, hcl_loss, hcl_single, reviewkd_warmup
+from .semckd import PairProjector, SemCKDAttention, StageEmbed, gram_rows, semckd_loss
+from .simkd import SimKDProjector, align_spatial, simkd_loss
 
 __all__ = [
-    "ABF", "ContrastMemory", "ConvRegressor", "Decomposition", "Embed", "ReviewConnector", "as_float", "at_loss",
+    "ABF", "ContrastMemory", "ConvRegressor", "Decomposition", "Embed", "PairProjector", "ReviewConnector",
+    "SemCKDAttention", "SimKDProjector", "StageEmbed", "align_spatial", "dense_guidance_loss", "gram_rows",
+    "kept_guides", "semckd_loss", "simkd_loss", "as_float", "at_loss",
     "at_stage_loss", "attention_map", "batch_correlation_loss", "class_correlation_loss", "class_log_means",
     "contrast_scores", "ctkd_lambda", "dist_loss", "dist_terms", "dkd_loss", "dkd_terms", "dkd_warmup",
     "fitnet_loss", "global_temperature", "gradient_reversal", "group_logsumexp", "hcl_loss", "hcl_single",

@@ -1,5 +1,5 @@
 """Distillation methods; importing this package registers them all."""
-from . import at, crd, ctkd, dist, dkd, fitnet, kd, mlkd, mse, reviewkd, vanilla  # noqa: F401
+from . import at, crd, ctkd, dgkd, dist, dkd, fitnet, kd, mlkd, mse, reviewkd, semckd, simkd, vanilla  # noqa: F401
 from .base import METHODS, Batch, Method, MethodContext, MethodParams, build_method, register_method
 
 # aid_online lives with the AID code it steps (aidkd.aid.online); it registers here, as every method does

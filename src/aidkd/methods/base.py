@@ -43,6 +43,7 @@ class MethodContext:
     num_train: int = 0  # training-set size
     epochs: int = 1
     steps_per_epoch: int = 1
+    batch_size: int = 1  # the per-process training batch (SemCKD's attention is built for it)
     mean: tuple[float, ...] = ()  # normalisation of the images the method receives
     std: tuple[float, ...] = ()
     train_labels: Tensor | None = None  # the label of every training sample, by Batch.index (CRD's negatives)
@@ -64,6 +65,8 @@ class Method(nn.Module):
     #: whether it also asks for the teacher's logits on views it makes itself (MLKD's strong augmentation), which a
     #: teacher of fixed per-sample targets cannot serve
     teacher_other_views: bool = False
+    #: whether it learns from further guides beside the teacher (``assistants`` in a run config: DGKD)
+    takes_assistants: bool = False
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: MethodParams, ctx: MethodContext):
         super().__init__()
@@ -79,10 +82,18 @@ class Method(nn.Module):
         self.params = params
         self.ctx = ctx
         object.__setattr__(self, "teacher", teacher)  # deliberately not a submodule
+        object.__setattr__(self, "assistants", [])  # nor are the further guides
         if teacher is not None:
-            teacher.eval()
-            for p in teacher.parameters():
-                p.requires_grad_(False)
+            freeze(teacher)
+
+    def attach_assistants(self, assistants: list[nn.Module]) -> None:
+        """Further frozen guides beside the teacher, largest first (only a method that ``takes_assistants``)."""
+        if assistants and not self.takes_assistants:
+            raise UserError(f"method {self.method_name()!r} learns from one teacher; remove the run's assistants "
+                            "(they are DGKD's: method.name=dgkd)")
+        for a in assistants:
+            freeze(a)
+        self.assistants[:] = list(assistants)
 
     @classmethod
     def method_name(cls) -> str:
@@ -102,8 +113,9 @@ class Method(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
+        for guide in [self.teacher, *self.assistants]:
+            if guide is not None:
+                guide.eval()
         return self
 
     @torch.no_grad()
@@ -111,20 +123,34 @@ class Method(nn.Module):
         return self.teacher.forward_features(images)
 
     @torch.no_grad()
-    def teacher_logits(self, batch: Batch) -> Tensor:
-        """The teacher's logits for a batch. A teacher that serves fixed per-sample targets (AID's projection, a
-        teacher-output cache) sets ``indexed = True`` and is called with the batch's sample indices; one that
-        serves per-view targets (the view cache) also sets ``per_view = True`` and gets the batch's view ids."""
-        if getattr(self.teacher, "indexed", False):
+    def teacher_logits(self, batch: Batch, guide: nn.Module | None = None) -> Tensor:
+        """The teacher's (or another ``guide``'s) logits for a batch. A teacher that serves fixed per-sample targets
+        (AID's projection, a teacher-output cache) sets ``indexed = True`` and is called with the batch's sample
+        indices; one that serves per-view targets (the view cache) also sets ``per_view = True`` and gets the
+        batch's view ids."""
+        teacher = self.teacher if guide is None else guide
+        if getattr(teacher, "indexed", False):
             if batch.index is None:
                 raise UserError("this teacher serves per-sample targets and needs sample indices in every batch")
-            if getattr(self.teacher, "per_view", False):
-                return self.teacher(batch.images, batch.index, batch.view)
-            return self.teacher(batch.images, batch.index)
-        return self.teacher(batch.images)
+            if getattr(teacher, "per_view", False):
+                return teacher(batch.images, batch.index, batch.view)
+            return teacher(batch.images, batch.index)
+        return teacher(batch.images)
 
     def forward(self, batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:  # pragma: no cover
         raise NotImplementedError
+
+    def deployed_model(self, name: str, kwargs: dict) -> tuple[str, dict]:
+        """The architecture and options that rebuild ``self.student`` from a checkpoint, given the run's
+        ``model.name`` and ``model.kwargs``: the same for every method whose student is the configured model."""
+        return name, kwargs
+
+
+def freeze(model: nn.Module) -> None:
+    """Eval mode and no gradients: how a method holds every model it learns from."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
 
 
 def model_label(model) -> str:
@@ -191,10 +217,13 @@ def register_method(name: str):
     return deco
 
 
-def build_method(name: str, student, teacher, params: dict | None, ctx: MethodContext) -> Method:
+def build_method(name: str, student, teacher, params: dict | None, ctx: MethodContext,
+                 assistants: list[nn.Module] = ()) -> Method:
     cls = METHODS.get(name)
     try:
         p = cls.Params(**(params or {}))
     except ValidationError as e:
         raise UserError(f"bad parameters for method {name!r}: {validation_message(e, cls.Params)}") from None
-    return cls(student, teacher, p, ctx)
+    method = cls(student, teacher, p, ctx)
+    method.attach_assistants(list(assistants))
+    return method

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from . import imagenet, mobilenetv2, resnet, resnetv2, shufflenetv1, shufflenetv2, small, vgg, wrn  # noqa: F401
+from . import imagenet, mobilenetv2, resnet, resnetv2, reused_head, shufflenetv1, shufflenetv2, small, vgg, wrn  # noqa: F401
 from .base import Features, KDModel, num_params
 from .checkpoint import LoadReport, extract_state_dict, load_weights, read_checkpoint
 from .hooked import HookedModel, auto_stage_paths

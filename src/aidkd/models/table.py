@@ -74,7 +74,8 @@ def model_table(num_classes: int = 100, in_chans: int = 3, input_hw: int | None 
         raise UserError(f"unknown model family {family!r}; choose one of: cifar, imagenet, all")
     explicit = names is not None
     if not explicit:
-        names = [n for n in MODELS.names() if n not in ALIASES and family in ("all", FAMILY.get(n, "cifar"))]
+        kinds = ("cifar", "imagenet") if family == "all" else (family,)  # composites need their parts: not listed
+        names = [n for n in MODELS.names() if n not in ALIASES and FAMILY.get(n, "cifar") in kinds]
     rows = []
     with torch.random.fork_rng(devices=[]):
         for name in names:

@@ -7,7 +7,9 @@
       -> adapt (T0 -> T: by default fine-tuned with the KD loss towards S_p, the published AID)
       -> per seed and method: the student distilled from T0 (baseline) and from T (AID + method)
          [with ``online: true``, the online variant ``aid_online`` from T0;
-          with ``takd_assistant``, TAKD: the assistant from T0, then per seed the student from the assistant]
+          with ``takd_assistant``, TAKD: the assistant from T0, then per seed the student from the assistant;
+          with ``dgkd_assistants``, DGKD: the assistants, each from T0 and those before it, then per seed the
+          student from all of them]
       -> results.md / results.json
 
 Python API::
@@ -31,8 +33,9 @@ from .render import results_markdown
 from .results import collect_results
 from .schema import (MethodSpec, PipelineBase, PipelineConfig, StudentSpec, TeacherSpec,
                      load_pipeline_config, pipeline_config_from_dict)
-from .stages import (AdaptResult, adapt, adapt_stage, distill_stage, online_stage, reference_stage,
-                     takd_assistant_stage, takd_student_stage, teacher_stage, vanilla_stage)
+from .stages import (AdaptResult, adapt, adapt_stage, dgkd_assistant_stages, dgkd_student_stage, distill_stage,
+                     online_stage, reference_stage, takd_assistant_stage, takd_student_stage, teacher_stage,
+                     vanilla_stage)
 
 
 def _store(cfg: PipelineConfig, overwrite: bool, verbose: bool) -> StageStore:
@@ -60,12 +63,14 @@ def _distill_job(job: tuple) -> object:
 
 
 def _run_job(cfg: PipelineConfig, store: StageStore, m, seed: int, teacher, on_epoch_end=None):
-    """One student of the last wave: ``m`` a method (from T0 or the adapted teacher), ``"online"`` or
-    ``"takd"`` (from the assistant)."""
+    """One student of the last wave: ``m`` a method (from T0 or the adapted teacher), ``"online"``, ``"takd"``
+    (``teacher``: the assistant) or ``"dgkd"`` (``teacher``: T0 and the assistants' stages)."""
     if m == "online":
         return online_stage(cfg, store, seed, teacher, on_epoch_end)
     if m == "takd":
         return takd_student_stage(cfg, store, seed, teacher, on_epoch_end)
+    if m == "dgkd":
+        return dgkd_student_stage(cfg, store, seed, *teacher, on_epoch_end)
     return distill_stage(cfg, store, m, seed, teacher, on_epoch_end)
 
 
@@ -87,6 +92,7 @@ def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=N
     ref = reference_stage(cfg, store, t0, on_epoch_end)
     ad = adapt_stage(cfg, store, t0, ref)
     assistant = takd_assistant_stage(cfg, store, t0, on_epoch_end) if cfg.takd_assistant else None
+    dgkd_links = dgkd_assistant_stages(cfg, store, t0, on_epoch_end) if cfg.dgkd_assistants else None
     jobs = []
     for s in cfg.seeds:
         for m in cfg.methods:
@@ -95,6 +101,8 @@ def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=N
             jobs.append(("online", s, t0))
         if assistant is not None:
             jobs.append(("takd", s, assistant))
+        if dgkd_links is not None:
+            jobs.append(("dgkd", s, (t0, dgkd_links)))
     if executor is None:
         for m, s, teacher in jobs:
             _run_job(cfg, store, m, s, teacher, on_epoch_end)

@@ -37,7 +37,7 @@ def adaptation_table(d: dict, train: dict | None) -> list[str]:
 
 
 def cost_table(c: dict) -> list[str]:
-    """AID's cost against KD and TAKD (the paper's Table 7), with the ratios and their goals."""
+    """AID's cost against KD, TAKD and DGKD (the paper's Table 7), with the ratios and their goals."""
     def t(x) -> str:
         return "-" if x is None else f"{x:.1f}"
 
@@ -55,6 +55,8 @@ def cost_table(c: dict) -> list[str]:
         f"| S_p (pretrained student) | {t(c.get('reference_s'))} | |",
         f"| KD from T0 | {t(c.get('kd_s'))} | |",
         f"| TAKD: assistant + distillation | {t(c.get('takd_s'))} | |",
+        f"| DGKD: assistants + distillation | {t(c.get('dgkd_s'))} | "
+        f"{r(c.get('aid_total_over_dgkd'), 'AID in all over DGKD; paper 0.55')} |",
     ]
 
 
@@ -106,6 +108,10 @@ def results_markdown(r: dict) -> str:
         k = r["takd"]
         lines.append(f"| TAKD (KD through {k['assistant']}) | {_fmt(k['last_stats'])} | {_fmt(k['best_stats'])} "
                      "| - | - | - | - |")
+    if r.get("dgkd"):
+        k = r["dgkd"]
+        lines.append(f"| DGKD (T0 + {', '.join(k['assistants'])}) | {_fmt(k['last_stats'])} | "
+                     f"{_fmt(k['best_stats'])} | - | - | - | - |")
     c = r.get("adaptation_cost") or {}
     if c.get("aid_own_s") is not None:
         lines += ["", "## Cost", "", *cost_table(c)]

@@ -54,8 +54,9 @@ def adaptation_cost(cfg: PipelineConfig, stages: dict[str, StageResult], report:
     * ``aid_total_s``: S_p (the reference stage: the vanilla student's run when S_p is the vanilla student, which
       every comparison trains anyway) + the adaptation + one distillation from the adapted teacher;
     * ``aid_own_s``: the adaptation + one distillation from the adapted teacher;
-    * ``kd_s``: one distillation from T0; ``takd_s``: the assistant + one distillation from it;
-    * ``aid_total_over_takd``, ``aid_own_over_kd``; and ``fraction``, the adaptation alone over one distillation;
+    * ``kd_s``: one distillation from T0; ``takd_s``: the assistant + one distillation from it; ``dgkd_s``: every
+      assistant + one distillation from them all;
+    * ``aid_total_over_takd``, ``aid_total_over_dgkd``, ``aid_own_over_kd``; and ``fraction``, the adaptation alone over one distillation;
     * ``fit_s``: the fine-tuning epochs alone (from the adaptation's ``report``), without the data loading and the
       report's measuring passes that the adapt stage's time includes.
 
@@ -73,9 +74,15 @@ def adaptation_cost(cfg: PipelineConfig, stages: dict[str, StageResult], report:
     if cfg.takd_assistant and "takd-assistant" in stages:
         takd_s = _sum_or_none(stages["takd-assistant"].wall_time_s,
                               _mean_time(stages, [f"takd-s{s}" for s in cfg.seeds]))
+    dgkd_s = None
+    links = [f"dgkd-a{i}" for i in range(1, len(cfg.dgkd_assistants) + 1)]
+    if links and all(k in stages for k in links):
+        dgkd_s = _sum_or_none(*(stages[k].wall_time_s for k in links),
+                              _mean_time(stages, [f"dgkd-s{s}" for s in cfg.seeds]))
     return {"method": m.key, "reference_s": reference_s, "adapt_s": adapt_s, "distill_s": distill_s,
-            "aid_own_s": aid_own_s, "aid_total_s": aid_total_s, "kd_s": kd_s, "takd_s": takd_s,
-            "aid_total_over_takd": _ratio(aid_total_s, takd_s), "aid_own_over_kd": _ratio(aid_own_s, kd_s),
+            "aid_own_s": aid_own_s, "aid_total_s": aid_total_s, "kd_s": kd_s, "takd_s": takd_s, "dgkd_s": dgkd_s,
+            "aid_total_over_takd": _ratio(aid_total_s, takd_s), "aid_total_over_dgkd": _ratio(aid_total_s, dgkd_s),
+            "aid_own_over_kd": _ratio(aid_own_s, kd_s),
             "fraction": _ratio(adapt_s, distill_s), "fit_s": (report or {}).get("fit_time_s")}
 
 
@@ -123,6 +130,8 @@ def collect_results(cfg: PipelineConfig, stages: dict[str, StageResult], report:
         "online": _student_row(stages, [f"aid_online-s{s}" for s in seeds]) if cfg.online else None,
         "takd": ({"assistant": cfg.takd_assistant, **_student_row(stages, [f"takd-s{s}" for s in seeds])}
                  if cfg.takd_assistant else None),
+        "dgkd": ({"assistants": list(cfg.dgkd_assistants), **_student_row(stages, [f"dgkd-s{s}" for s in seeds])}
+                 if cfg.dgkd_assistants else None),
         "adaptation_cost": adaptation_cost(cfg, stages, report),
         "stages": [r.row() for r in stages.values()],
         "pipeline_wall_time_s": wall_time_s,

@@ -39,6 +39,9 @@ class TeacherSpec(_Strict):
     name: str  # architecture
     checkpoint: str | None = None  # trained T0; None: trained by the pipeline
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: the pipeline's teacher training starts from published weights (torchvision/timm models: true = the local
+    #: cache, or a directory); false: from scratch
+    pretrained: bool | str = False
     epochs: int | None = Field(None, ge=1)  # teacher training: epochs (default base.train.epochs)
     lr: float | None = Field(None, gt=0)  # teacher training: learning rate (default base.optim.lr)
     seed: int | None = None  # teacher training seed (default: the first of ``seeds``)
@@ -55,6 +58,7 @@ class TeacherSpec(_Strict):
 class StudentSpec(_Strict):
     name: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    pretrained: bool | str = False  # every student run starts from published weights (as teacher.pretrained)
 
 
 class MethodSpec(_Strict):
@@ -114,6 +118,9 @@ class PipelineConfig(_Strict):
     #: TAKD's assistant architecture: when set, TAKD (T0 -> assistant -> student with KD) runs beside the others
     #: and the cost table compares AID's time with it (the paper's Table 7)
     takd_assistant: str | None = None
+    #: DGKD's assistants, largest first: when set, DGKD (each assistant from T0 and the assistants before it, then
+    #: the student from all of them) runs beside the others and joins the cost table
+    dgkd_assistants: list[str] = Field(default_factory=list)
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_validator(mode="before")
@@ -192,6 +199,7 @@ class PipelineConfig(_Strict):
         models = [("teacher.name", self.teacher.name), ("student.name", self.student.name)]
         models += [(k, n) for k, n in (("aid.reference_model", self.aid.reference_model),
                                        ("takd_assistant", self.takd_assistant)) if n]
+        models += [(f"dgkd_assistants[{i}]", n) for i, n in enumerate(self.dgkd_assistants)]
         for key, name in models:
             if not name.startswith(("tv:", "timm:")) and canonical_name(name) not in MODELS:
                 raise UserError(f"{where}: {key}: unknown model {name!r}; `aidkd models` lists them")

@@ -149,8 +149,14 @@ def _teacher_section(cfg: PipelineConfig, checkpoint: Path, kind: str = "model",
     return {"name": cfg.teacher.name, "checkpoint": str(checkpoint), "kwargs": dict(cfg.teacher.kwargs), "cache": cache}
 
 
+def _model(name: str, kwargs: dict, pretrained: bool | str) -> dict:
+    """A model section; ``pretrained`` only when set, so that the stages of configs without it keep their
+    fingerprints."""
+    return {"name": name, "kwargs": dict(kwargs), **({"pretrained": pretrained} if pretrained else {})}
+
+
 def _student(cfg: PipelineConfig) -> dict:
-    return {"name": cfg.student.name, "kwargs": dict(cfg.student.kwargs)}
+    return _model(cfg.student.name, cfg.student.kwargs, cfg.student.pretrained)
 
 
 def _reference_model(cfg: PipelineConfig) -> dict:
@@ -183,7 +189,7 @@ def teacher_stage(cfg: PipelineConfig, store: StageStore, on_epoch_end=None) -> 
         if cfg.teacher.epochs or cfg.teacher.lr:
             store.log("teacher.checkpoint is given: teacher.epochs / teacher.lr are not used")
         return store.given("teacher", cfg.teacher.checkpoint)
-    d = cfg.run_dict({"name": cfg.teacher.name, "kwargs": dict(cfg.teacher.kwargs)}, {"name": "vanilla"},
+    d = cfg.run_dict(_model(cfg.teacher.name, cfg.teacher.kwargs, cfg.teacher.pretrained), {"name": "vanilla"},
                      cfg.teacher.seed if cfg.teacher.seed is not None else cfg.seeds[0],
                      epochs=cfg.teacher.epochs, lr=cfg.teacher.lr)
     return _train(store, "teacher", d, on_epoch_end)
@@ -263,6 +269,38 @@ def takd_student_stage(cfg: PipelineConfig, store: StageStore, seed: int, assist
     return _train(store, f"takd-s{seed}", d, on_epoch_end)
 
 
+def _dgkd_params(cfg: PipelineConfig) -> dict:
+    """DGKD with the CE / KD weights and temperature of the pipeline's first KD settings (its drop at default)."""
+    kd = _kd_params(cfg)
+    return {k: kd[k] for k in ("ce_weight", "kd_weight", "temperature") if k in kd}
+
+
+def _dgkd_run(cfg: PipelineConfig, model: dict, seed: int, t0: StageResult, links: list[StageResult]) -> dict:
+    guides = [{"name": n, "checkpoint": str(r.checkpoint), "kwargs": {}, "cache": _uses_cache(cfg, "dgkd")}
+              for n, r in zip(cfg.dgkd_assistants, links)]
+    d = cfg.run_dict(model, _method("dgkd", _dgkd_params(cfg)), seed,
+                     teacher=_teacher_section(cfg, t0.checkpoint, cache=_uses_cache(cfg, "dgkd")))
+    d["assistants"] = guides
+    return d
+
+
+def dgkd_assistant_stages(cfg: PipelineConfig, store: StageStore, t0: StageResult,
+                          on_epoch_end=None) -> list[StageResult]:
+    """DGKD's assistants (``cfg.dgkd_assistants``, largest first), each distilled from T0 and every assistant
+    before it, seed of the first seed: stages ``dgkd-a<i>``."""
+    links: list[StageResult] = []
+    for i, name in enumerate(cfg.dgkd_assistants, 1):
+        d = _dgkd_run(cfg, {"name": name}, cfg.seeds[0], t0, links)
+        links.append(_train(store, f"dgkd-a{i}", d, on_epoch_end))
+    return links
+
+
+def dgkd_student_stage(cfg: PipelineConfig, store: StageStore, seed: int, t0: StageResult,
+                       links: list[StageResult], on_epoch_end=None) -> StageResult:
+    """DGKD's student: from T0 and every assistant at once."""
+    return _train(store, f"dgkd-s{seed}", _dgkd_run(cfg, _student(cfg), seed, t0, links), on_epoch_end)
+
+
 def _kd_params(cfg: PipelineConfig) -> dict:
     """The parameters of the first ``kd`` in ``cfg.methods`` (the defaults when there is none)."""
     return next((dict(m.params) for m in cfg.methods if m.name == "kd"), {})
@@ -274,5 +312,6 @@ def online_stage(cfg: PipelineConfig, store: StageStore, seed: int, t0: StageRes
     return _train(store, f"aid_online-s{seed}", d, on_epoch_end)
 
 
-__all__ = ["AdaptResult", "adapt", "adapt_stage", "distill_stage", "online_stage", "reference_stage",
+__all__ = ["AdaptResult", "adapt", "adapt_stage", "dgkd_assistant_stages", "dgkd_student_stage", "distill_stage",
+           "online_stage", "reference_stage",
            "takd_assistant_stage", "takd_student_stage", "teacher_stage", "vanilla_stage"]
