@@ -75,6 +75,14 @@ PROFILES |= {
     "probe-test": {"seeds": [0, 1], "teacher_epochs": 1, "student_epochs": 1, "train_subset": None,
                    "dataset": "digits", "student": "cnn_tiny", "plan": "probe", "ema_decay": 0.9, "augment": True},
 }
+# Evidence v4's pilot (docs/results/fmnist_v4_pilot.md): a data-limited student (2,000 labelled images, batch 32,
+# 80 epochs, validated every 5) distilled from teachers trained on the whole split, up to cnn_xl (2.4M parameters,
+# 376x cnn_mini); the question is whether KD still beats the vanilla student once both have converged
+PROFILES |= {
+    "pilot-v4": {"seeds": list(range(10)), "teachers": ["cnn_medium", "cnn_large", "cnn_xl"], "teacher_epochs": 15,
+                 "teacher_subset": None, "teacher_batch_size": 128, "student": "cnn_mini", "train_subset": 2000,
+                 "batch_size": 32, "student_epochs": 80, "eval_every": 5, "plan": "probe"},
+}
 TEACHERS = ["cnn_small", "cnn_medium", "cnn_large"]  # the teacher ladder of a profile that names none
 
 
@@ -169,7 +177,8 @@ def data_config(profile: str, teacher: bool = False) -> dict:
     augmented)."""
     p = PROFILES[profile]
     subset = p.get("teacher_subset", p["train_subset"]) if teacher else p["train_subset"]
-    return {"name": p.get("dataset", "fashion_mnist"), "batch_size": p.get("batch_size", 128), "eval_batch_size": 1000,
+    batch = p.get("teacher_batch_size", p.get("batch_size", 128)) if teacher else p.get("batch_size", 128)
+    return {"name": p.get("dataset", "fashion_mnist"), "batch_size": batch, "eval_batch_size": 1000,
             "val_split": 0.1, "augment": bool(p.get("augment")) and not teacher, "train_subset": subset, "workers": 0}
 
 
@@ -189,8 +198,8 @@ def run_config(profile: str, model: str, method: str, seed: int, epochs: int, te
     """A RunConfig dict of one training stage (``teacher``: the teacher section, or None; ``params``: the
     method's, default its METHOD_PARAMS; ``data``: default the students' data section)."""
     train = {"epochs": epochs, "seed": seed, "device": device(profile), "progress": False, "tensorboard": False}
-    if data is None and PROFILES[profile].get("ema_decay"):  # the students' runs
-        train["ema_decay"] = PROFILES[profile]["ema_decay"]
+    if data is None:  # the students' runs
+        train |= {k: PROFILES[profile][k] for k in ("ema_decay", "eval_every") if PROFILES[profile].get(k)}
     return {
         "data": data or data_config(profile),
         "model": {"name": model},

@@ -1,7 +1,8 @@
 """Small plain CNNs and an MLP: for tests, the embedded digits demo and CPU benchmarks.
 
-``cnn`` is a stack of 3 stages (conv-BN-ReLU, then a stride-2 conv-BN-ReLU for stages 2-3) with configurable
-widths; ``cnn_tiny``/``cnn_mini``/``cnn_small``/``cnn_medium``/``cnn_large`` fix the widths. ``mlp`` has one hidden layer and
+``cnn`` is a stack of stages (conv-BN-ReLU, then a stride-2 conv-BN-ReLU for every later stage), one per
+configured width (3 by default); ``cnn_tiny``/``cnn_mini``/``cnn_small``/``cnn_medium``/``cnn_large`` fix 3 widths,
+``cnn_deep`` 4 and ``cnn_xl`` 5. ``mlp`` has one hidden layer and
 no batch norm (used where a test needs a model whose output does not depend on the batch composition).
 """
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _fixed(name, widths):
         check_kwargs(name, kw)
         return PlainCNN(num_classes, in_chans, widths, input_hw)
 
-    build.__doc__ = f"Plain 3-stage CNN of widths {widths}."
+    build.__doc__ = f"Plain {len(widths)}-stage CNN of widths {widths}."
     return build
 
 
@@ -86,6 +87,10 @@ cnn_mini = _fixed("cnn_mini", (6, 12, 24))
 cnn_small = _fixed("cnn_small", (8, 16, 32))
 cnn_medium = _fixed("cnn_medium", (16, 32, 64))
 cnn_large = _fixed("cnn_large", (32, 64, 128))
+# deeper stacks whose extra stages run at 4x4 and 2x2: many parameters at the compute of cnn_large (the
+# Fashion-MNIST study's ladder up to several hundred times its students' size)
+cnn_deep = _fixed("cnn_deep", (32, 64, 128, 256))
+cnn_xl = _fixed("cnn_xl", (32, 64, 128, 320, 640))
 
 
 @register_model("mlp")
