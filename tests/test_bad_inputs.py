@@ -162,6 +162,21 @@ def template(tmp_path_factory):
         (t / "tiny" / "tiny-imagenet-200" / "val").mkdir()
         (t / "tiny" / "tiny-imagenet-200" / "val" / "val_annotations.txt").write_bytes(b"\xff\xfe\x00bad")
         (t / "tiny" / "tiny-imagenet-200" / "wnids.txt").write_bytes(b"\xff\xfe\x00\x00")
+        # folders and files a user made, named like aidkd's outputs (aidkd owns only what it marked)
+        (t / "runs/myconf").mkdir()
+        (t / "runs/myconf/config.yaml").write_text("# my notes\n" + yaml.safe_dump(BASE))
+        (t / "runs/pre/checkpoints").mkdir(parents=True)
+        shutil.copy(t / "ck.pt", t / "runs/pre/checkpoints/pretrained.pt")
+        (t / "runs/res").mkdir()
+        (t / "runs/res/results.md").write_text("my results\n")
+        (t / "runs/res/report.json").write_text("{}\n")
+        (t / "resdir").mkdir()
+        (t / "resdir/results.md").write_text("my results\n")
+        (t / "pngs").mkdir()
+        (t / "pngs/components.png").write_bytes(b"my figure")
+        (t / "notes.json").write_text('{"mine": 1}\n')
+        (t / "dir.safetensors").mkdir()
+        (t / "nul.yaml").write_bytes(b"\x00" * 64)
         (t / "pipe_bad.yaml").write_text("base:\n  model:\n    name: cnn_tiny\nnot_a_key: 1\n")
         (t / "pipe_dup.yaml").write_text("teacher:\n  name: cnn_small\n  name: cnn_large\nstudent:\n  name: cnn_tiny\n")
         pipe = "teacher:\n  name: cnn_small\n  checkpoint: {t}\nstudent:\n  name: cnn_tiny\naid:\n  reference: {r}\n"
@@ -337,6 +352,30 @@ ROWS = [
                                           "--inner-classes", "x"], "--inner-classes", None),
     ("analyze_ladder_name_dotdot", ["analyze", "--ladder", "--teacher", "..=ck.pt", "--student", "ck.pt",
                                     "--out", "an"], "'..'", None),
+    # --- aidkd owns only what it marked: a user's folder named like a run or an output is neither written nor deleted
+    ("user_config_in_run_folder", ["train", "--config", "runs/myconf/config.yaml", "output.name=myconf"],
+     "not a folder aidkd created", None),
+    ("user_weights_in_run_folder", [*T, "output.name=pre", "model.checkpoint=runs/pre/checkpoints/pretrained.pt",
+                                    "--overwrite"], "not a folder aidkd created", None),
+    ("user_results_in_run_folder", [*T, "output.name=res", "--overwrite"], "not a folder aidkd created", None),
+    ("demo_out_user_folder", ["demo", "--quick", "--out", "mydata"], "--out", None),
+    ("demo_out_user_results", ["demo", "--quick", "--out", "resdir", "--overwrite"], "results.md", None),
+    ("demo_out_symlink", ["demo", "--quick", "--out", "runs/link"], "not a folder", None),
+    ("pipeline_out_user_folder", ["pipeline", "--config", "pipeline/digits_quick", "output.dir=mydata"],
+     "output.dir", None),
+    ("adapt_out_user_folder", ["adapt", "--config", "pipeline/digits_quick", "output.dir=resdir"], "output.dir", None),
+    ("analyze_out_user_png", ["analyze", "--teacher", "ck.pt", "--student", "ck.pt", "--out", "pngs"],
+     "components.png", None),
+    ("export_user_sidecar", ["export", "ck.pt", "--out", "notes.safetensors", "--overwrite"], "notes.json", None),
+    ("export_out_is_a_folder", ["export", "ck.pt", "--out", "dir.safetensors"], "not a file", None),
+    ("export_out_under_a_file", ["export", "ck.pt", "--out", "afile.txt/x.safetensors"], "afile.txt", None),
+    ("yaml_nul_bytes", ["train", "--config", "nul.yaml"], "nul.yaml", None),
+    ("train_subset_below_classes", [*T, "data.train_subset=3"], "data.train_subset=3", None),
+    ("fmnist_explicit_root_without_files", [*T, *FM, "data.root=empty"], "files not found in 'empty'", None),
+    ("cache_root_is_a_file", [*T, "method.name=kd", "teacher.name=cnn_tiny", "teacher.checkpoint=ck.pt",
+                              "teacher.cache=views", "output.name=c"], "AIDKD_CACHE", {"AIDKD_CACHE": "afile.txt"}),
+    ("report_out_under_a_file", ["report", "runs/done", "--out", "afile.txt/r.md"], "afile.txt", None),
+    ("report_overwrites_a_user_file", ["report", "runs/done", "--out", "base.yaml", "--overwrite"], "base.yaml", None),
     ("unknown_flag", [*T, "--bogus"], "--bogus", None),
     ("unknown_command", ["trian"], "trian", None),
 ]
@@ -391,21 +430,31 @@ def test_check_name_accepts_plain_names_only():
             rundir.check_name(bad)
 
 
-def test_only_a_folder_of_run_files_is_removed(tmp_path):
-    run = tmp_path / "run"
+def test_only_a_marked_folder_of_run_files_is_removed(tmp_path):
+    run = rundir.mark_folder(tmp_path / "run", "run")
     (run / "checkpoints").mkdir(parents=True)
     (run / "tb").mkdir()
     for f in ("config.yaml", "metrics.jsonl", "summary.json", "stage.json", "checkpoints/last.pt",
               "checkpoints/.last.pt.x.tmp", "tb/events.out.tfevents.1"):
         (run / f).write_text("x")
     assert rundir.is_run_folder(run) and rundir.foreign_entries(run) == []
-    user = tmp_path / "user"
+    unmarked = tmp_path / "unmarked"  # the same files without aidkd's mark: a user's folder
+    shutil.copytree(run, unmarked)
+    (unmarked / rundir.MARKER).unlink()
+    assert not rundir.is_run_folder(unmarked)
+    with pytest.raises(Exception, match="not a folder aidkd created"):
+        rundir.remove_run_folder(unmarked)
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / rundir.MARKER).write_text('{"written_by": "someone else"}')
+    with pytest.raises(Exception, match="not a folder aidkd created"):
+        rundir.remove_run_folder(tmp_path / "fake")
+    user = rundir.mark_folder(tmp_path / "user", "run")
     (user / "checkpoints" / "deep").mkdir(parents=True)
     (user / "config.yaml").write_text("x")
     assert rundir.foreign_entries(user) == ["checkpoints/deep"]
     with pytest.raises(Exception, match="checkpoints/deep"):
         rundir.remove_run_folder(user)
-    assert (user / "config.yaml").exists()
+    assert (user / "config.yaml").exists() and (unmarked / "config.yaml").exists()
     (tmp_path / "link").symlink_to(run)
     assert not rundir.is_run_folder(tmp_path / "link")
     with pytest.raises(Exception, match="not a folder"):
@@ -436,11 +485,51 @@ def test_a_run_that_fails_in_its_first_epoch_leaves_nothing_and_the_fix_runs(tmp
 
 def test_analysis_output_folder_rule(tmp_path):
     out = tmp_path / "an"
-    assert rundir.check_output_folder(out, "--out", rundir.ANALYSIS_FILES, (".png",)) == out and not out.exists()
-    out.mkdir()
+    assert rundir.claim_folder(out, "--out", rundir.ANALYSIS_FILES, (".png",)) == out and not out.exists()
+    rundir.own_folder(out, "--out", "analysis", rundir.ANALYSIS_FILES, (".png",))
     (out / "analysis.json").write_text("{}")
     (out / "components.png").write_bytes(b"png")
-    rundir.check_output_folder(out, "--out", rundir.ANALYSIS_FILES, (".png",))  # a rerun may overwrite its own
+    rundir.claim_folder(out, "--out", rundir.ANALYSIS_FILES, (".png",))  # a rerun may overwrite its own
     (out / "thesis.tex").write_text("mine")
     with pytest.raises(Exception, match="thesis.tex"):
-        rundir.check_output_folder(out, "--out", rundir.ANALYSIS_FILES, (".png",))
+        rundir.claim_folder(out, "--out", rundir.ANALYSIS_FILES, (".png",))
+    mine = tmp_path / "mine"  # the same names, but not marked: the user's
+    mine.mkdir()
+    (mine / "components.png").write_bytes(b"png")
+    with pytest.raises(Exception, match="not a folder aidkd created"):
+        rundir.claim_folder(mine, "--out", rundir.ANALYSIS_FILES, (".png",))
+
+
+def test_overrides_may_follow_the_flags(template, tmp_path, monkeypatch):
+    sb = tmp_path / "sb"
+    shutil.copytree(template, sb, symlinks=True)
+    monkeypatch.chdir(sb)
+    assert main(["train", "--config", "base.yaml", "--overwrite", "output.name=after", "train.epochs=1"]) == 0
+    assert (sb / "runs/after/summary.json").is_file()
+
+
+def test_files_aidkd_writes_follow_the_umask(tmp_path):
+    from aidkd.engine.checkpoint import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_overwrite_replaces_what_aidkd_wrote(template, tmp_path, monkeypatch, capsys):
+    """The other side of the rule: what aidkd marked is replaced with --overwrite (a run, an export)."""
+    sb = tmp_path / "sb"
+    shutil.copytree(template, sb, symlinks=True)
+    monkeypatch.chdir(sb)
+    assert main(["export", "ck.pt", "--out", "w.safetensors"]) == 0
+    assert main(["export", "ck.pt", "--out", "w.safetensors"]) == 2  # refused without --overwrite
+    assert main(["export", "ck.pt", "--out", "w.safetensors", "--overwrite"]) == 0
+    assert json.loads((sb / "w.json").read_text())["written_by"] == "aidkd"
+    assert main([*T, "output.name=done", "--overwrite"]) == 0
+    assert (sb / "runs/done" / rundir.MARKER).is_file()

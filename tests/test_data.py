@@ -45,8 +45,9 @@ FMNIST_DIR = fmnist_mod.SYSTEM_DIR
 
 
 @pytest.mark.skipif(fmnist_mod.find_files(FMNIST_DIR) is None, reason="Fashion-MNIST idx files not installed")
-def test_fashion_mnist_reads_the_installed_idx_files(tmp_path):
-    data = build_data(cfg(name="fashion_mnist", root=str(tmp_path), batch_size=500, eval_batch_size=1000))
+def test_fashion_mnist_reads_the_installed_idx_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIDKD_DATA", str(tmp_path))  # nothing there: the system copy is found (no data.root given)
+    data = build_data(cfg(name="fashion_mnist", batch_size=500, eval_batch_size=1000))
     s = data.spec
     assert (s.num_train, s.num_test, s.num_classes, s.input_size) == (60000, 10000, 10, (1, 28, 28))
     assert s.classes[0] == "T-shirt/top" and s.classes[9] == "Ankle boot"
@@ -63,6 +64,12 @@ def test_fashion_mnist_reads_the_installed_idx_files(tmp_path):
     b = next(iter(tr))
     assert b.images.shape == (500, 1, 28, 28) and b.labels.dtype == torch.long and b.index.max() < 60000
     assert len(tr) == 120 and len(te) == 10
+
+
+def test_an_explicit_fashion_mnist_root_is_not_replaced_by_the_system_copy(tmp_path):
+    with pytest.raises(UserError, match="files not found in") as e:
+        build_data(cfg(name="fashion_mnist", root=str(tmp_path), download=False))
+    assert "/usr/share" not in str(e.value)
 
 
 def test_fashion_mnist_gz_and_raw_idx_in_torchvision_layout(tmp_path, monkeypatch):

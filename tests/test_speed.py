@@ -279,6 +279,11 @@ def test_training_with_the_view_cache_is_training_with_the_teacher(run_cfg, teac
     d["train"]["seed"] = 1
     train(config_from_dict(d))
     assert list(cache_root().glob("*/views.pt")) == files and files[0].stat().st_mtime_ns == mtime
+    # a damaged cache file (fewer views than its header says) is named in one line, never an IndexError mid-run
+    stored["tensors"]["logits"] = stored["tensors"]["logits"][:, :4].clone()
+    torch.save(stored, files[0])
+    with pytest.raises(UserError, match=r"views.pt' is damaged .*9 views per sample\); delete its cache folder"):
+        train(config_from_dict({**d, "output": {**d["output"], "name": "damaged"}}))
 
 
 
@@ -294,6 +299,19 @@ def test_cache_refusals_are_one_line(run_cfg, teacher_ckpt):
         train(config_from_dict(run_cfg(method={"name": "kd"}, data={"augment": False},
                                        teacher={**base["teacher"], "cache": "sampled"})))
     assert config_from_dict(run_cfg(teacher={"cache": True})).teacher.cache == "views"  # older configs
+    assert list(cache_root().iterdir()) == []  # a refused budget made no lock file and no folder
+
+
+def test_a_killed_cache_build_leaves_no_temp_file_for_good(run_cfg, teacher_ckpt):
+    cfg = run_cfg(method={"name": "kd"}, data={"augment": True},
+                  teacher={"name": "cnn_small", "checkpoint": teacher_ckpt, "cache": "views"})
+    train(config_from_dict(cfg))
+    folder = next(cache_root().glob("*/views.pt")).parent
+    (folder / "stage.json").unlink()  # as if the build had been killed before its record ...
+    stale = folder / ".views.pt.abc123.tmp"  # ... while writing views.pt
+    stale.write_bytes(b"x" * 1000)
+    train(config_from_dict({**cfg, "output": {**cfg["output"], "name": "again"}}))
+    assert not stale.exists() and (folder / "stage.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------ the lean teacher
@@ -343,23 +361,23 @@ def test_throughput_benchmark_measures_every_variant_and_writes_its_report(tmp_p
     report = tmp_path / "throughput.md"
     # a CPU with native bf16: the default precision's columns beside fp32's (on any CPU: bf16 runs, emulated)
     monkeypatch.setattr(precision, "cpu_bf16_features", lambda: ["AVX512-BF16"])
-    (r,) = run_throughput(rounds=3, steps=1, pairs=(("cnn_tiny", "cnn_tiny"),), num_train=128, cache_images=64,
+    (r,) = run_throughput(rounds=3, steps=1, pairs=(("cnn_tiny", "cnn_tiny"),), num_train=128, cache_images=100,
                           report=report, log=lambda *a: None)
     med = {k: v[0] for k, v in r["img_per_s"].items()}
     assert set(med) == {"a", "b", "c", "d", "a16", "b16", "d16"} and min(med.values()) > 0
     assert r["auto"] == "bf16" and r["a16/a"][0] == pytest.approx(med["a16"] / med["a"])
-    assert r["build_bf16_images"] == 64 * 162 and r["build_bf16_img_per_s"] > 0
+    assert r["build_bf16_images"] == 100 * 162 and r["build_bf16_img_per_s"] > 0
     text = report.read_text()
     assert "At the default precision, bf16 autocast" in text and "| bf16 |" in text and "native bf16" in text
     # without it: fp32 only, and the report says why
     monkeypatch.setattr(precision, "cpu_bf16_features", lambda: [])
-    (r,) = run_throughput(rounds=3, steps=1, pairs=(("cnn_tiny", "cnn_tiny"),), num_train=128, cache_images=64,
+    (r,) = run_throughput(rounds=3, steps=1, pairs=(("cnn_tiny", "cnn_tiny"),), num_train=128, cache_images=100,
                           report=report, log=lambda *a: None)
     med = {k: v[0] for k, v in r["img_per_s"].items()}
     assert set(med) == {"a", "b", "c", "d"} and min(med.values()) > 0 and r["auto"] == "fp32"
     assert "without native bf16: fp32" in report.read_text()
     assert r["a/c"][0] == pytest.approx(med["a"] / med["c"]) and r["a/c"][1] <= r["a/c"][2]
-    assert r["build_images"] == 64 * 162 and r["build_img_per_s"] > 0
+    assert r["build_images"] == 100 * 162 and r["build_img_per_s"] > 0
     assert set(r["options"]) >= {"teacher no_grad", "teacher folded", "student channels_last"}
     text = report.read_text()
     assert "Command: `aidkd bench throughput" in text and "| cnn_tiny -> cnn_tiny | cpu |" in text
@@ -427,6 +445,7 @@ class _SlowCountingTeacher(torch.nn.Module):
 def _build_in_process(log: Path, root: Path, out) -> None:
     from aidkd.engine.view_cache import view_cache_stage
 
+    torch.set_num_threads(1)  # as DataLoader workers do: a forked child must not reuse the parent's thread pool
     t = _SlowCountingTeacher(log)
     st = view_cache_stage(t, t.inner, _loader(), CacheSpec("views", 1, False), 4, torch.device("cpu"), root=root,
                           log=lambda *a: None)

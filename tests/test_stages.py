@@ -139,3 +139,42 @@ def test_named_folder_of_another_config_is_refused_and_kept(run_cfg, tmp_path):
     redone = train_stage(StageStore(tmp_path / "runs", overwrite=True, verbose=False), "mine",
                          config_from_dict(run_cfg(train={"epochs": 1}, optim={"lr": 0.1})), folder=folder)
     assert redone.status == "ran" and json.loads((folder / RECORD).read_text())["fingerprint"] == redone.fingerprint
+
+
+def test_a_damaged_finished_stage_is_rebuilt_not_reused(run_cfg, tmp_path):
+    """A stage whose checkpoint is gone is trained again (not reported finished); one whose summary.json is
+    damaged and whose record is lost resumes from its last checkpoint, which rewrites the summary."""
+    store = StageStore(tmp_path / "st", verbose=False)
+    cfg = config_from_dict(run_cfg())
+    first = train_stage(store, "a", cfg)
+    (first.dir / "checkpoints" / "best.pt").unlink()
+    again = train_stage(StageStore(tmp_path / "st", verbose=False), "a", cfg)
+    assert again.status == "ran" and (again.dir / "checkpoints" / "best.pt").is_file()
+    (again.dir / RECORD).unlink()
+    (again.dir / "summary.json").write_bytes(b"\x00\xff{")
+    third = train_stage(StageStore(tmp_path / "st", verbose=False), "a", cfg)
+    assert third.status == "resumed" and json.loads((third.dir / "summary.json").read_text())["epochs"] == 2
+
+
+def test_a_stage_record_that_is_not_an_object_is_no_record(tmp_path):
+    calls: list = []
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"abc")
+    store = StageStore(tmp_path / "st", verbose=False)
+    res = copy_stage(store, "c", src, calls)
+    (res.dir / RECORD).write_text("[1, 2, 3]")
+    again = copy_stage(StageStore(tmp_path / "st", verbose=False), "c", src, calls)
+    assert again.status == "ran" and calls == ["c", "c"]
+
+
+def test_the_same_run_in_two_folders_writes_the_same_checkpoint(run_cfg, tmp_path):
+    import hashlib
+
+    from aidkd.engine import train
+
+    digests = []
+    for where in ("one", "two"):
+        s = train(config_from_dict(run_cfg(output={"dir": str(tmp_path / where), "name": "r"},
+                                           train={"progress": where == "one"})))
+        digests.append(hashlib.sha256(Path(s["run_dir"], "checkpoints", "best.pt").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]

@@ -47,7 +47,10 @@ def safe_load_yaml(text: str, source: str) -> Any:
     ``source`` with the line and column."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
         raise UserError(f"{source} is larger than {MAX_YAML_BYTES} bytes; a config is a small YAML file")
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as e:  # the reader refuses control characters (a file of NUL bytes) at once
+        raise UserError(f"{source} is not a YAML text file: {str(e).splitlines()[0]}") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -250,6 +253,8 @@ class OutputConfig(_Section):
 #: train options added after runs were recorded, with the default that reproduces those runs: left out of
 #: :meth:`RunConfig.identity` while at that default
 _LATER_TRAIN_OPTIONS = {"on_nonfinite": "stop", "max_skipped_steps": 10, "ema_decay": None}
+#: train options that change how a run is shown or waited on, never what it computes
+_DISPLAY_TRAIN_OPTIONS = ("progress", "log_every", "dist_timeout_s", "tensorboard", "wandb")
 
 
 class RunConfig(_Section):
@@ -274,16 +279,22 @@ class RunConfig(_Section):
             parts.insert(1, self.teacher.name)
         return "-".join(parts) + f"-s{self.train.seed}"
 
+    def recorded(self) -> dict:
+        """The config as a checkpoint records it: everything but where the run was written and how it was shown,
+        so that the same computation in two folders writes the same bytes."""
+        d = self.model_dump(mode="json")
+        d.pop("output", None)
+        for k in _DISPLAY_TRAIN_OPTIONS:
+            d["train"].pop(k, None)
+        return d
+
     def identity(self) -> dict:
         """The config as it identifies a computation: everything that changes results (not the output location
         or the display), with options added after runs were made left out while they hold their neutral default,
         so that those runs keep their identity. :meth:`fingerprint` and the stage layer both hash this."""
-        d = self.model_dump(mode="json")
-        d.pop("output", None)
+        d = self.recorded()
         if not d["assistants"]:  # runs from before assistants existed keep their identity
             d.pop("assistants")
-        for k in ("progress", "log_every", "dist_timeout_s", "tensorboard", "wandb"):
-            d["train"].pop(k, None)
         for k, default in _LATER_TRAIN_OPTIONS.items():  # hashed only when changed
             if d["train"].get(k) == default:
                 d["train"].pop(k)

@@ -45,11 +45,13 @@ def run_demo(out: str = "runs/demo", quick: bool = False, seeds: list[int] | Non
     """Run (or reuse) the demo's pipeline into ``out``, print its tables and write ``demo.png``.
 
     Returns the pipeline's dict (``results``, ``stages``, ``table``, ``out_dir``) with ``plot`` (the PNG)."""
-    from .aid.pipeline import run_pipeline
+    from .aid.pipeline import PIPELINE_FILES, run_pipeline
     from .engine.logging import console
+    from .engine.rundir import claim_folder
     from .progress import StageProgress, progress_enabled, set_quiet, stage_epochs
 
     cfg = demo_config(quick, out, seeds, overrides)
+    claim_folder(cfg.output.dir, "--out", PIPELINE_FILES, subdirs=True)  # before a word is printed
     if quiet:
         set_quiet()
     bar = progress_enabled(quiet)

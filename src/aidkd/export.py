@@ -83,6 +83,23 @@ def _data_info(config: dict, num_classes: int | None) -> dict:
     return {"dataset": src.name, "classes": classes, "mean": list(src.mean), "std": list(src.std)}
 
 
+def _written_by_aidkd(path: Path) -> bool:
+    """Whether an existing file is an export of aidkd's: weights with its header, or a sidecar with its mark."""
+    if is_safetensors(path):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                return META_KEY in (f.metadata() or {})
+        except (SafetensorError, OSError, ValueError):
+            return False
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("written_by") == "aidkd"
+
+
 def export_safetensors(source: str | Path, out: str | Path | None = None, overwrite: bool = False) -> tuple[Path, Path]:
     """Write the student of a run directory (its ``checkpoints/best.pt``) or a checkpoint file as safetensors
     plus JSON (see the module docstring); returns (weights path, JSON path). Existing files are refused unless
@@ -90,6 +107,7 @@ def export_safetensors(source: str | Path, out: str | Path | None = None, overwr
     from safetensors.torch import save
 
     from .engine.checkpoint import FORMAT, atomic_write_bytes, atomic_write_text
+    from .engine.rundir import check_creatable
     from .models.checkpoint import extract_state_dict, read_checkpoint
 
     src = Path(source)
@@ -103,15 +121,22 @@ def export_safetensors(source: str | Path, out: str | Path | None = None, overwr
     sd, _ = extract_state_dict(obj, f"checkpoint {str(ckpt)!r}")
     config = json.loads(obj["config"]) if isinstance(obj.get("config"), str) else {}
     meta = {k: obj[k] for k in _FIELDS if k in obj}
-    meta.update(_data_info(config, obj.get("num_classes")), source=str(ckpt.resolve()), config=config)
+    meta.update(_data_info(config, obj.get("num_classes")), source=str(ckpt.resolve()), config=config,
+                written_by="aidkd")
 
     weights = Path(out) if out else (src / f"{src.name}{SUFFIX}" if src.is_dir() else ckpt.with_suffix(SUFFIX))
     if not is_safetensors(weights):
         raise UserError(f"--out {weights}: the file name must end in {SUFFIX}")
     sidecar = weights.with_suffix(".json")
+    check_creatable(weights.parent, "--out")
     for p in (weights, sidecar):
+        if p.is_symlink() or (p.exists() and not p.is_file()):
+            raise UserError(f"--out: {p} exists and is not a file; choose another --out")
         if p.exists() and not overwrite:
             raise UserError(f"{p} exists; pass --overwrite to replace it")
+        if p.exists() and not _written_by_aidkd(p):
+            raise UserError(f"--overwrite refused: {p} was not written by aidkd export (it carries no aidkd mark); "
+                            "move it away or choose another --out")
     # contiguous copies: safetensors refuses tensors that share memory (tied weights)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}
     text = json.dumps(meta, indent=1, default=str)

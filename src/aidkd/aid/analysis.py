@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..engine.rundir import ANALYSIS_FILES, own_folder
 from ..errors import UserError
 from ..models.base import num_params
 from .split import SplitDecomposition, eval_mode, model_logits, split_decomposition, unpack_batch
@@ -112,7 +113,7 @@ def analyze(
     out["student_params"] = num_params(student)
     if out_dir is not None:
         d = Path(out_dir)
-        d.mkdir(parents=True, exist_ok=True)
+        own_folder(d, "--out", "analysis", ANALYSIS_FILES, (".png",))
         plots = [str(plot_components(res, d / "components.png", class_names=class_names))]
         if inner_classes:
             probs = collect_class_probs(teacher, student, loader, inner_classes, temperature, device)
@@ -152,7 +153,7 @@ def analyze_ladder(
     rows.sort(key=lambda r: r["teacher_params"])
     if out_dir is not None:
         d = Path(out_dir)
-        d.mkdir(parents=True, exist_ok=True)
+        own_folder(d, "--out", "analysis", ANALYSIS_FILES, (".png",))
         plot_ladder(rows, d / "ladder.png")
     return rows
 

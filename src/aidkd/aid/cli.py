@@ -32,10 +32,10 @@ def _split_labelled(value: str) -> tuple[str | None, str]:
 
 
 def cmd_analyze(args) -> int:
-    from ..engine.rundir import ANALYSIS_FILES, check_output_folder
+    from ..engine.rundir import ANALYSIS_FILES, claim_folder
     from .report import analyze_checkpoints, analyze_ladder_checkpoints
 
-    check_output_folder(args.out, "--out", ANALYSIS_FILES, (".png",))
+    claim_folder(args.out, "--out", ANALYSIS_FILES, (".png",))  # refused before any work; marked when written
 
     teachers = [_split_labelled(v) for v in (args.teacher or [])]
     if not teachers:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..engine.checkpoint import atomic_write_json, checkpoint_config
+from ..engine.rundir import ANALYSIS_FILES, own_folder
 from ..errors import UserError
 from ..evaluation import build_split
 from ..stages import json_safe
@@ -118,7 +119,7 @@ def analyze_ladder_checkpoints(
     plots = []
     d = Path(out_dir) if out_dir is not None else None
     if d is not None:
-        d.mkdir(parents=True, exist_ok=True)
+        own_folder(d, "--out", "analysis", ANALYSIS_FILES, (".png",))
     if student is not None:
         s = load_model(student, spec, student_name)
         rows = analyze_ladder(models, s, loader, tau, spec.num_classes, dev)

@@ -463,7 +463,7 @@ def render(reports: list[dict], command: str, rounds: int, steps: int, note: str
 
 
 def run_throughput(rounds: int = 3, steps: int = 10, devices: tuple[str, ...] = ("cpu",), pairs=PAIRS,
-                   num_train: int = 1024, cache_images: int = 64, report: str | Path | None = None,
+                   num_train: int = 1024, cache_images: int = 128, report: str | Path | None = None,
                    note: str = "", log=print) -> list[dict]:
     """Measure every pair on every device; write the Markdown report to ``report`` when given."""
     from ..errors import UserError
@@ -472,8 +472,9 @@ def run_throughput(rounds: int = 3, steps: int = 10, devices: tuple[str, ...] = 
         raise UserError(f"--rounds {rounds}: at least 3 rounds are needed for a median and a spread")
     if "cuda" in devices and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available; use --device cpu")
-    if cache_images < BATCH:
-        raise UserError(f"--cache-images {cache_images}: needs at least one batch ({BATCH}) of images")
+    if cache_images < max(BATCH, NUM_CLASSES):
+        raise UserError(f"--cache-images {cache_images}: needs at least one batch ({BATCH}) of images and one image "
+                        f"per class ({NUM_CLASSES})")
     out = []
     with tempfile.TemporaryDirectory(prefix="aidkd-throughput-") as tmp:
         for dev in devices:

@@ -79,6 +79,11 @@ def build_data(cfg, *, device: torch.device | str = "cpu", rank: int = 0, world_
     labels = src.train_labels if isinstance(src, TensorSource) else torch.tensor([s[1] for s in src.train_samples])
     keep, held = stratified_split(labels, cfg.val_split)
     if cfg.train_subset is not None:
+        classes = int(labels.max()) + 1 if len(labels) else 0
+        if cfg.train_subset < classes:
+            raise UserError(f"data.train_subset={cfg.train_subset} is smaller than the {classes} classes of "
+                            f"{cfg.name!r}: a class-stratified subset needs at least one image per class; use at "
+                            f"least {classes}")
         keep = keep[stratified_subset(labels[torch.from_numpy(keep)], cfg.train_subset)]
     oseed = order_seed(seed)
     common = dict(device=device, seed=oseed, rank=rank, world_size=world_size)

@@ -2,7 +2,7 @@
 
 Files: the four raw idx files, gzipped or not, in the first of these folders that has them: ``data.root``,
 ``root/fashion_mnist``, ``root/fashion-mnist``, ``root/FashionMNIST/raw`` (torchvision's layout, where
-``data.download`` puts them), ``/usr/share/datasets/fashion-mnist``::
+``data.download`` puts them), and, when ``data.root`` is not given, ``/usr/share/datasets/fashion-mnist``::
 
     train-images-idx3-ubyte[.gz]  train-labels-idx1-ubyte[.gz]  t10k-images-idx3-ubyte[.gz]  t10k-labels-idx1-ubyte[.gz]
 
@@ -75,12 +75,15 @@ def _find(folder: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def candidate_dirs(root: Path) -> list[Path]:
-    return [root, root / "fashion_mnist", root / "fashion-mnist", root / "FashionMNIST" / "raw", SYSTEM_DIR]
+def candidate_dirs(root: Path, explicit: bool = False) -> list[Path]:
+    """Where the files are looked for; a ``data.root`` the user gave (``explicit``) is not replaced by the system
+    copy behind their back."""
+    own = [root, root / "fashion_mnist", root / "fashion-mnist", root / "FashionMNIST" / "raw"]
+    return own if explicit else [*own, SYSTEM_DIR]
 
 
-def find_files(root: Path) -> Optional[dict[str, Path]]:
-    for d in candidate_dirs(root):
+def find_files(root: Path, explicit: bool = False) -> Optional[dict[str, Path]]:
+    for d in candidate_dirs(root, explicit):
         found = {k: _find(d, v) for k, v in FILES.items()}
         if all(found.values()):
             return found  # type: ignore[return-value]
@@ -97,7 +100,8 @@ def download(root: Path) -> None:
 
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(cfg, root: Path) -> TensorSource:
-    files = find_files(root)
+    explicit = cfg.root is not None
+    files = find_files(root, explicit)
     expected = " ".join(v + "[.gz]" for v in FILES.values())
     if files is None and cfg.download:
         try:
@@ -106,11 +110,11 @@ def fashion_mnist(cfg, root: Path) -> TensorSource:
             raise missing("fashion_mnist", root, expected,
                           f"the download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                           "put the files there or set data.root") from None
-        files = find_files(root)
+        files = find_files(root, explicit)
     if files is None:
         raise missing("fashion_mnist", root, expected,
-                      f"also looked in {', '.join(str(d) for d in candidate_dirs(root)[1:])}; set data.root "
-                      "or data.download=true")
+                      f"also looked in {', '.join(str(d) for d in candidate_dirs(root, explicit)[1:])}; set data.root "
+                      "to the folder that holds them" + ("" if explicit else " or data.download=true"))
     arr = {k: read_idx(p) for k, p in files.items()}
     for split in ("train", "test"):
         _check_split(arr, files, split)

@@ -32,6 +32,13 @@ FORMAT = "aidkd-checkpoint-v1"
 _SAFE_NUMPY = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype", "numpy.dtypes.")
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file under the process's umask (temp files are 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` on a temp file in the target's folder, fsync it, then rename it over ``path``: readers see
     the old file or the new one, never a partial one; on failure the temp file is removed."""
@@ -43,6 +50,7 @@ def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -3,24 +3,30 @@
 Every command that writes results (``train``/``distill``, ``takd``, ``pipeline`` stages, ``adapt``, benchmarks)
 writes into ``<output.dir>/<output.name>``. This module is the single rule for those folders:
 
+* :data:`MARKER` -- the file aidkd writes first into every output folder it creates (or finds empty): the mark
+  that the folder is aidkd's, naming its kind and the entries aidkd writes there. A folder is never judged aidkd's
+  by the names of the files in it: one without the mark is the user's, and aidkd neither deletes it nor writes
+  into it (:func:`claim_folder`); a run folder from a version of aidkd before the mark may be resumed, not deleted.
 * :func:`check_name` -- a run name is one plain path component (no ``/``, ``\\``, ``.``, ``..``, absolute
   path, NUL or leading ``~``); anything else is a :class:`~aidkd.errors.UserError` before any file is touched.
-* :func:`foreign_entries` / :func:`is_run_folder` -- a folder is a run folder when it holds nothing but run
-  files: :data:`RUN_FILES` at its top level, and the folders :data:`RUN_SUBDIRS` holding only files
-  (checkpoints, TensorBoard events, stage outputs). Symbolic links never count as run files.
-* :func:`remove_run_folder` -- ``--overwrite`` deletes a folder only when it is a run folder; otherwise it
-  refuses with one line naming the first foreign entry. Nothing else in aidkd calls ``shutil.rmtree`` on a
-  user-named path.
+* :func:`foreign_entries` / :func:`is_run_folder` -- what in a folder is not a run file: :data:`RUN_FILES` at its
+  top level, and the folders :data:`RUN_SUBDIRS` holding only files (checkpoints, TensorBoard events, stage
+  outputs). Symbolic links never count as run files.
+* :func:`remove_run_folder` -- ``--overwrite`` deletes a folder only when it carries the mark and holds nothing
+  but run files; otherwise it refuses with one line naming the reason. Nothing else in aidkd calls
+  ``shutil.rmtree`` on a user-named path.
 * :func:`has_resumable_run` -- a folder without ``checkpoints/last.pt`` holds no run to resume (a run that failed
   before its first epoch leaves at most a config): callers treat it as empty and may reuse it.
 * :func:`clean_stale_tmp` -- remove the ``checkpoints/.*.tmp`` files a killed checkpoint write leaves behind.
-* :func:`check_output_folder` -- the same rule for a command's output folder that is not a run (``aidkd
-  analyze --out``: only ``analysis.json``, ``ladder.json`` and plots may be there).
+* :func:`claim_folder` / :func:`mark_folder` -- the same rule for a command's output folder that is not a run
+  (``aidkd analyze --out``, the pipeline's ``output.dir``, ``aidkd demo --out``): new, empty or marked by aidkd,
+  and holding nothing but that command's outputs.
 * :func:`check_creatable` -- refuse, before anything is written, an output path under a regular file or in a
   folder that cannot be written.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -34,6 +40,9 @@ RUN_FILES = frozenset({
 })
 #: folders a run writes; they may hold files only (no further folders, no links)
 RUN_SUBDIRS = frozenset({"checkpoints", "tb"})
+#: the mark aidkd writes first into an output folder it creates: ``{"written_by": "aidkd", "kind": ..., "entries":
+#: [...]}``
+MARKER = ".aidkd-folder.json"
 
 
 def check_name(name: str, key: str = "output.name") -> str:
@@ -61,6 +70,63 @@ def check_name(name: str, key: str = "output.name") -> str:
 ANALYSIS_FILES = frozenset({"analysis.json", "ladder.json"})
 
 
+def folder_mark(folder: str | Path) -> dict | None:
+    """The mark of a folder aidkd created (its :data:`MARKER`), or None: no mark, a link, or not aidkd's JSON."""
+    p = Path(folder) / MARKER
+    if p.is_symlink() or not p.is_file():
+        return None
+    try:
+        mark = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return mark if isinstance(mark, dict) and mark.get("written_by") == "aidkd" else None
+
+
+def mark_folder(folder: str | Path, kind: str, entries: frozenset[str] | tuple[str, ...] = ()) -> Path:
+    """Create ``folder`` (and its parents) and write the mark into it, before anything else; return it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {str(folder)!r} ({e.strerror}); choose another folder") from None
+    if folder_mark(folder) is None:
+        tmp = folder / f".{MARKER}.tmp"
+        tmp.write_text(json.dumps({"written_by": "aidkd", "kind": kind, "entries": sorted(entries)}))
+        os.replace(tmp, folder / MARKER)
+    return folder
+
+
+def claim_folder(folder: str | Path, key: str, files: frozenset[str] = frozenset(), suffixes: tuple[str, ...] = (),
+                 subdirs: bool = False) -> Path:
+    """Refuse (one line naming ``key``) an output folder aidkd may not write into: a file or a link, one that cannot
+    be created, a non-empty folder without aidkd's mark, or a marked one holding anything but the command's own
+    outputs (``files``, names ending in ``suffixes``, and with ``subdirs`` any folder: a pipeline's stages).
+    Nothing is written; return the folder as a Path."""
+    folder = Path(folder).expanduser()
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"{key}: {str(folder)!r} exists and is not a folder; choose another {key}")
+    check_creatable(folder, key)
+    if not folder.exists() or not any(folder.iterdir()):
+        return folder
+    if folder_mark(folder) is None:
+        first = sorted(p.name for p in folder.iterdir())[0]
+        raise UserError(f"{key}: {str(folder)!r} holds {first!r} and is not a folder aidkd created (it has no "
+                        f"{MARKER}); aidkd does not write into it: choose another {key}")
+    for p in sorted(folder.iterdir()):
+        own = p.name == MARKER or _is_tmp(p.name) or (
+            p.is_file() and (p.name in files or (suffixes and p.name.endswith(suffixes))))
+        if p.is_symlink() or not (own or (subdirs and p.is_dir())):
+            raise UserError(f"{key}: {str(folder)!r} holds {p.name!r}, which this command did not write; aidkd "
+                            f"does not write into such a folder: choose another {key}")
+    return folder
+
+
+def own_folder(folder: str | Path, key: str, kind: str, files: frozenset[str] = frozenset(),
+              suffixes: tuple[str, ...] = (), subdirs: bool = False) -> Path:
+    """:func:`claim_folder`, then :func:`mark_folder`: the one call before a command writes its first output."""
+    return mark_folder(claim_folder(folder, key, files, suffixes, subdirs), kind, files)
+
+
 def foreign_entries(folder: str | Path, files: frozenset[str] = RUN_FILES, suffixes: tuple[str, ...] = ()) -> list[str]:
     """The entries of ``folder`` (relative paths, sorted) that are not run files; [] for a missing folder.
 
@@ -76,7 +142,8 @@ def foreign_entries(folder: str | Path, files: frozenset[str] = RUN_FILES, suffi
         if p.is_symlink():
             out.append(p.name)
         elif p.is_file():
-            if p.name not in files and not p.name.endswith(suffixes or ("\0",)) and not _is_tmp(p.name):
+            own = p.name in files or p.name == MARKER or _is_tmp(p.name) or p.name.endswith(suffixes or ("\0",))
+            if not own:
                 out.append(p.name)
         elif p.is_dir() and p.name in RUN_SUBDIRS:
             out += [f"{p.name}/{q.name}" for q in sorted(p.iterdir()) if q.is_symlink() or not q.is_file()]
@@ -85,32 +152,23 @@ def foreign_entries(folder: str | Path, files: frozenset[str] = RUN_FILES, suffi
     return out
 
 
-def check_output_folder(folder: str | Path, key: str, files: frozenset[str] = RUN_FILES,
-                        suffixes: tuple[str, ...] = ()) -> Path:
-    """Refuse (one line naming ``key``) an output folder that cannot be created or that holds anything but the
-    command's own outputs, which it is about to overwrite; return it as a Path. Nothing is written."""
-    folder = Path(folder).expanduser()
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise UserError(f"{key}: {str(folder)!r} exists and is not a folder; choose another {key}")
-    check_creatable(folder, key)
-    foreign = foreign_entries(folder, files, suffixes)
-    if foreign:
-        raise UserError(f"{key}: {str(folder)!r} holds {foreign[0]!r}, which this command did not write; aidkd "
-                        f"does not write into such a folder: choose another {key}")
-    return folder
-
-
 def is_run_folder(folder: str | Path) -> bool:
-    """True when ``folder`` exists and holds nothing but run files (an empty folder is one)."""
+    """True when ``folder`` is empty, or carries aidkd's mark and holds nothing but run files."""
     folder = Path(folder)
-    return folder.is_dir() and not folder.is_symlink() and not foreign_entries(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    return not any(folder.iterdir()) or (folder_mark(folder) is not None and not foreign_entries(folder))
 
 
 def remove_run_folder(folder: str | Path, key: str = "output.name") -> None:
-    """Delete ``folder`` for ``--overwrite``; refuse (UserError, nothing deleted) unless it is a run folder."""
+    """Delete ``folder`` for ``--overwrite``; refuse (UserError, nothing deleted) unless aidkd marked it as a run
+    folder and it holds nothing but run files."""
     folder = Path(folder)
     if not folder.exists() and not folder.is_symlink():
         return
+    if folder.is_dir() and not folder.is_symlink() and folder_mark(folder) is None:
+        raise UserError(f"--overwrite refused: {str(folder)!r} is not a folder aidkd created (it has no {MARKER}: "
+                        f"a user's folder, or a run of an older aidkd); delete it yourself or choose another {key}")
     foreign = foreign_entries(folder)
     if foreign:
         what = "is not a folder" if foreign == ["."] else f"holds {foreign[0]!r}, which is not a run file"
@@ -161,5 +219,6 @@ def _is_tmp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
-__all__ = ["ANALYSIS_FILES", "RUN_FILES", "RUN_SUBDIRS", "check_output_folder", "check_name", "foreign_entries", "is_run_folder", "remove_run_folder",
-           "has_resumable_run", "clean_stale_tmp", "nearest_dir", "check_creatable"]
+__all__ = ["ANALYSIS_FILES", "MARKER", "RUN_FILES", "RUN_SUBDIRS", "check_creatable", "check_name", "claim_folder",
+           "clean_stale_tmp", "folder_mark", "foreign_entries", "has_resumable_run", "is_run_folder", "mark_folder",
+           "nearest_dir", "own_folder", "remove_run_folder"]

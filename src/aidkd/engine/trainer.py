@@ -53,7 +53,8 @@ from .distributed import (DistInfo, all_reduce_sum, barrier, cleanup_distributed
 from .frozen_teacher import serve_teacher
 from .logging import EpochProgress, MetricsLogger, console, truncate_metrics
 from .precision import autocast, resolve_precision
-from .rundir import check_creatable, check_name, clean_stale_tmp, foreign_entries, has_resumable_run, remove_run_folder
+from .rundir import (MARKER, RUN_FILES, RUN_SUBDIRS, check_creatable, check_name, clean_stale_tmp, folder_mark,
+                     foreign_entries, has_resumable_run, mark_folder, remove_run_folder)
 from .schedule import lr_factor
 
 
@@ -205,9 +206,15 @@ def plan_run_dir(cfg: RunConfig, overwrite: bool, resume_with_changes: bool = Fa
                         "neither writes into nor deletes such a folder: choose another output.name")
     if not any(run_dir.iterdir()):
         return RunDirPlan(run_dir, "fresh")
+    finished = read_summary(run_dir) is not None  # a damaged summary.json: the run is resumed to write it again
+    if folder_mark(run_dir) is None and not (has_resumable_run(run_dir) and not overwrite and not finished):
+        # not marked by aidkd: a user's folder, or a run of an older aidkd, which may only be resumed
+        first = sorted(p.name for p in run_dir.iterdir())[0]
+        raise UserError(f"run directory {str(run_dir)!r} holds {first!r} but is not a folder aidkd created (it has no "
+                        f"{MARKER}); aidkd neither writes into nor deletes it: choose another output.name")
     if overwrite:
         return RunDirPlan(run_dir, "replace")
-    if (run_dir / "summary.json").exists():
+    if finished:
         raise UserError(f"run directory {str(run_dir)!r} already holds a finished run; pass --overwrite to replace "
                         "it or set output.name to keep both")
     if not has_resumable_run(run_dir):  # the run stopped before its first epoch ended: nothing to keep
@@ -232,11 +239,8 @@ def _create_run_dir(plan: RunDirPlan, cfg: RunConfig, start_epoch: int) -> None:
     process ends, so that nothing is written by a run that fails earlier."""
     if plan.action == "replace":
         remove_run_folder(plan.run_dir)
-    try:
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"output.dir: cannot create {str(plan.run_dir)!r} ({e.strerror}); choose another "
-                        "output.dir") from None
+    if plan.action in ("fresh", "replace"):  # the mark first: the folder is aidkd's from its first file on
+        mark_folder(plan.run_dir, "run", RUN_FILES | RUN_SUBDIRS)
     atomic_write_text(plan.run_dir / "config.yaml", dump_config(cfg))
     if plan.changes:
         with open(plan.run_dir / "config_history.jsonl", "a") as f:
@@ -617,7 +621,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
                     if not folder_ready:
                         _create_run_dir(plan, cfg, start_epoch)
                         folder_ready = True
-                    ck = model_checkpoint(evaluated, arch, spec, arch_kwargs, cfg.model_dump(mode="json"), epoch + 1,
+                    ck = model_checkpoint(evaluated, arch, spec, arch_kwargs, cfg.recorded(), epoch + 1,
                                           cfg.model.in_chans)
                     logger.log(record)  # before last.pt: a kill in between is repaired by the resume's truncation
                     faults.point("metrics")
@@ -660,8 +664,8 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
             _create_run_dir(plan, cfg, start_epoch)
         if resume is not None:  # wall time of a resumed run: sum of the recorded epoch times
             summary["wall_time_s"] = _recorded_time(run_dir)
+        plot_training_curves(run_dir)  # before the summary: a run is finished only with its plot
         atomic_write_json(run_dir / "summary.json", summary)
-        plot_training_curves(run_dir)
     barrier()
     return summary
 
@@ -758,5 +762,12 @@ def _epoch_line(r: dict, epochs: int) -> str:
 
 
 def read_summary(run_dir: str | Path) -> dict | None:
+    """The run's ``summary.json`` (written last: the run finished), or None: missing, damaged or not a summary."""
     p = Path(run_dir) / "summary.json"
-    return json.loads(p.read_text()) if p.exists() else None
+    if p.is_symlink() or not p.is_file():
+        return None
+    try:
+        s = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return s if isinstance(s, dict) else None

@@ -45,6 +45,7 @@ from ..data.augment import TensorAugment, apply_views, to_float_normalized, uint
 from ..errors import UserError
 from ..progress import progress_enabled, track_images
 from .precision import autocast
+from .rundir import check_creatable, clean_stale_tmp
 from .teacher_cache import IndexedTeacher
 
 FORMAT = "aidkd-view-cache-v1"
@@ -264,6 +265,10 @@ def view_cache_stage(teacher: nn.Module, weights: nn.Module, loader, spec: Cache
     from .checkpoint import save_checkpoint
 
     root = Path(root).expanduser() if root is not None else cache_root()
+    if root.exists() and not root.is_dir():
+        raise UserError(f"the teacher view cache folder {str(root)!r} (AIDKD_CACHE) is not a folder; point AIDKD_CACHE "
+                        "at a folder")
+    check_creatable(root, "AIDKD_CACHE")
     images, labels = loader.images, loader.labels
     fp = fingerprint(weights, images, labels, loader.mean, loader.std, spec)
     config = {"content": fp, "spec": asdict(spec), "num_classes": num_classes}
@@ -272,6 +277,7 @@ def view_cache_stage(teacher: nn.Module, weights: nn.Module, loader, spec: Cache
         return StageStore(root, verbose=False, reuse_only=True).run(name, "teacher-views", config, {}, None)
 
     def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
+        clean_stale_tmp(folder)  # the temp file of a build that was killed (as large as the cache), under the lock
         table = stored_view_table(images.shape[0], spec)
         t0 = time.perf_counter()
         # on a CPU small batches are faster (resnet32x4, 2 threads, channels_last: 72 images/s at 64, 52 at 128, 43
@@ -294,15 +300,15 @@ def view_cache_stage(teacher: nn.Module, weights: nn.Module, loader, spec: Cache
     if reuse_only:
         return found
     if found is None and is_main:
+        need = storage_bytes(images.shape[0], spec.stored_views, num_classes, spec.topk, spec.precision)
+        if need > budget_gb * 1e9:  # refused before a line is printed or a file is made
+            raise UserError(f"the teacher view cache needs {human_bytes(need)}, over teacher.cache_budget_gb="
+                            f"{budget_gb:g}; raise the budget, store fewer classes (teacher.cache_topk=10) or "
+                            "fewer views (teacher.cache=sampled)")
         with _locked(root, fp):
             found = find()  # built by another process while this one waited for the lock
             if found is None:
-                need = storage_bytes(images.shape[0], spec.stored_views, num_classes, spec.topk, spec.precision)
                 log(f"teacher view cache {fp}: {describe_cost(images.shape[0], spec, num_classes)}")
-                if need > budget_gb * 1e9:
-                    raise UserError(f"the teacher view cache needs {human_bytes(need)}, over teacher.cache_budget_gb="
-                                    f"{budget_gb:g}; raise the budget, store fewer classes (teacher.cache_topk=10) or "
-                                    "fewer views (teacher.cache=sampled)")
                 found = StageStore(root, verbose=False).run(name, "teacher-views", config, {}, run)
     wait()
     found = found or find()  # another process built it
@@ -319,6 +325,24 @@ def load_views(path: str | Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{str(path)!r} is not an aidkd teacher-views file (written by a teacher-views stage); check "
                         "teacher.checkpoint and teacher.kind, or delete a damaged cache folder to rebuild it")
+    damaged = f"{str(path)!r} is damaged ({{}}); delete its cache folder to rebuild it"
+    try:
+        spec = CacheSpec(**state["spec"])
+        tensors, classes = state["tensors"], int(state["num_classes"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(damaged.format(f"its header: {type(e).__name__}")) from None
+    if not isinstance(tensors, dict) or not tensors or not all(isinstance(v, Tensor) and v.dim() >= 2
+                                                                 for v in tensors.values()):
+        raise UserError(damaged.format("no stored outputs"))
+    for name, v in tensors.items():
+        if v.shape[:2] != next(iter(tensors.values())).shape[:2] or v.shape[1] != spec.stored_views:
+            raise UserError(damaged.format(f"{name} holds {tuple(v.shape[:2])} samples x views, its header "
+                                           f"{spec.stored_views} views per sample"))
+        if name == "logits" and (v.dim() != 3 or v.shape[2] != classes):
+            raise UserError(damaged.format(f"logits of shape {tuple(v.shape)} for {classes} classes"))
+    table = state.get("table")
+    if spec.mode == "sampled" and (not isinstance(table, Tensor) or table.shape != (v.shape[0], spec.stored_views)):
+        raise UserError(damaged.format("its view table does not match its outputs"))
     return state
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.checkpoint import atomic_write_json
+from ..engine.rundir import folder_mark, mark_folder
 from ..errors import UserError
 
 RECORD = "stage.json"
@@ -78,9 +79,18 @@ def read_record(folder: Path) -> dict | None:
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
+        rec = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return rec if isinstance(rec, dict) else None  # anything else is no record of a finished stage
+
+
+def _outputs_present(folder: Path, rec: dict) -> bool:
+    """Whether the files a finished stage's record names (its ``checkpoint``) are still there: a stage whose
+    output was deleted is not finished."""
+    result = rec.get("result")
+    ck = result.get("checkpoint") if isinstance(result, dict) else None
+    return not isinstance(ck, str) or (folder / ck).is_file()
 
 
 @dataclass
@@ -155,12 +165,13 @@ class StageStore:
     def find(self, kind: str, fp: str, folder: Path) -> tuple[Path, dict, str] | None:
         """A finished folder of this fingerprint: ``folder`` itself (skipped) or another one (reused)."""
         rec = read_record(folder)
-        if rec and rec.get("fingerprint") == fp:
+        if rec and rec.get("fingerprint") == fp and _outputs_present(folder, rec):
             return folder, rec, "skipped"
         if folder.parent == self.root:
             for other in sorted(self.root.glob(f"*-{fp[:FP_LEN]}")):
                 orec = read_record(other)
-                if other != folder and orec and orec.get("kind") == kind and orec.get("fingerprint") == fp:
+                if (other != folder and orec and orec.get("kind") == kind and orec.get("fingerprint") == fp
+                        and _outputs_present(other, orec)):
                     return other, orec, "reused"
         return None
 
@@ -177,8 +188,11 @@ class StageStore:
                                               rec.get("wall_time_s")))
         if self.reuse_only:
             return None
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.overwrite:  # redone in place: unfinished until the new record is written
+        if folder.parent == self.root and folder.name.endswith(fp[:FP_LEN]):
+            mark_folder(folder, "stage")  # the store's own folder; a given one is the engine's to check and mark
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+        if self.overwrite and folder_mark(folder) is not None:  # redone in place: unfinished until the new record
             (folder / RECORD).unlink(missing_ok=True)
         t0 = time.time()
         result, status = fn(folder, self.overwrite)

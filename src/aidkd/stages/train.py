@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import RunConfig
+from ..engine.rundir import folder_mark
+from ..errors import UserError
 from .core import StageResult, StageStore
 
 #: the summary fields a train stage records (the engine's summary.json keeps everything)
@@ -56,6 +58,12 @@ def train_stage(store: StageStore, name: str, cfg: RunConfig, *, folder: str | P
             update={"dir": str(where.parent), "name": where.name})})
         summary = None if overwrite else finished_summary(where, run_cfg)  # finished, but the record was lost
         status = "skipped"
+        if summary is not None and not (where / "checkpoints" / "best.pt").is_file():  # finished, but damaged
+            if folder_mark(where) is None:
+                raise UserError(f"stage {name}: {str(where)!r} holds a finished run whose checkpoints/best.pt is gone; "
+                                "delete that folder to train the stage again")
+            store.log(f"[bold]stage {name}[/]: its checkpoint is gone; training it again -> {where}")
+            summary, overwrite = None, True
         if summary is None:
             status = "resumed" if not overwrite and (where / "checkpoints" / "last.pt").is_file() else "ran"
             store.log(f"[bold]stage {name}[/]: {'resuming' if status == 'resumed' else 'running'} -> {where}")

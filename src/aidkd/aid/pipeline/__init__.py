@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 
 from ...engine.checkpoint import atomic_write_json, atomic_write_text
+from ...engine.rundir import claim_folder, mark_folder
 from ...stages import StageStore, json_safe
 from .render import results_markdown
 from .results import collect_results
@@ -38,10 +39,16 @@ from .stages import (AdaptResult, adapt, adapt_stage, dgkd_assistant_stages, dgk
                      vanilla_stage)
 
 
+#: what a pipeline (and the demo, which is one) writes at the top of its ``output.dir``, beside its stage folders
+PIPELINE_FILES = frozenset({"results.md", "results.json", "pipeline.json", "demo.png"})
+
+
 def _store(cfg: PipelineConfig, overwrite: bool, verbose: bool) -> StageStore:
-    store = StageStore(cfg.output.dir, overwrite=overwrite, verbose=verbose)
-    store.root.mkdir(parents=True, exist_ok=True)
-    return store
+    """The pipeline's stage store in ``output.dir``: a new or empty folder, or one a pipeline wrote (aidkd's mark,
+    nothing but its outputs and stage folders); marked before anything is written."""
+    root = claim_folder(cfg.output.dir, "output.dir", PIPELINE_FILES, subdirs=True)
+    mark_folder(root, "pipeline", PIPELINE_FILES)
+    return StageStore(root, overwrite=overwrite, verbose=verbose)
 
 
 def run_adapt(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=None, verbose: bool = True) -> dict:
@@ -121,6 +128,6 @@ def run_pipeline(cfg: PipelineConfig, *, overwrite: bool = False, on_epoch_end=N
             "table": str(out / "results.md"), "out_dir": str(out)}
 
 
-__all__ = ["AdaptResult", "MethodSpec", "PipelineBase", "PipelineConfig", "StudentSpec",
+__all__ = ["PIPELINE_FILES", "AdaptResult", "MethodSpec", "PipelineBase", "PipelineConfig", "StudentSpec",
            "TeacherSpec", "adapt", "collect_results", "load_pipeline_config", "pipeline_config_from_dict",
            "results_markdown", "run_adapt", "run_pipeline"]
