@@ -76,8 +76,8 @@ PROFILES |= {
                    "dataset": "digits", "student": "cnn_tiny", "plan": "probe", "ema_decay": 0.9, "augment": True},
 }
 # Evidence v4's pilot (docs/results/fmnist_v4_pilot.md): a data-limited student (2,000 labelled images, batch 32,
-# 80 epochs, validated every 5) distilled from teachers trained on the whole split, up to cnn_xl (2.4M parameters,
-# 376x cnn_mini); the question is whether KD still beats the vanilla student once both have converged
+# 80 epochs, validated every 5) distilled from teachers trained on the whole split, up to cnn_xl (2.3M parameters on
+# Fashion-MNIST, 586x cnn_mini); the question is whether KD still beats the vanilla student once both have converged
 PROFILES |= {
     "pilot-v4": {"seeds": list(range(10)), "teachers": ["cnn_medium", "cnn_large", "cnn_xl"], "teacher_epochs": 15,
                  "teacher_subset": None, "teacher_batch_size": 128, "student": "cnn_mini", "train_subset": 2000,

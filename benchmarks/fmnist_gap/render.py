@@ -332,6 +332,22 @@ def precision_clause(recs: dict) -> str:
     return f" (teachers trained in {used('teacher')}, students in {used('student')})"
 
 
+def convergence_lines(recs: dict, p: dict) -> list[str]:
+    """How many student runs selected their last evaluated epoch: a student still improving at the end of its
+    schedule is read mid-curve."""
+    runs = [r["summary"] for j, r in recs.items() if not j.startswith("teacher_") and "summary" in r
+            and r["summary"].get("best_epoch") is not None]
+    if not runs:
+        return []
+    last = sum(s["best_epoch"] == s["epochs"] for s in runs)
+    every = p.get("eval_every", 1)
+    return ["## Convergence", "",
+            f"The epoch selected on the validation split is the last one in {last} of {len(runs)} student runs "
+            f"(evaluated every {every} epoch{'s' if every > 1 else ''} of {p['student_epochs']}; the cosine schedule "
+            "ends at learning rate 0, so a converged student plateaus and its selected epoch falls anywhere on the "
+            "plateau).", ""]
+
+
 def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     from .plan import plan
 
@@ -356,7 +372,10 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
              f"Setting: {_DATASETS.get(p.get('dataset', 'fashion_mnist'))}, 10% of train held out for validation "
              "(fixed split), "
              + (f"a class-stratified training subset of {p['train_subset']:,} images" if p["train_subset"] else
-                "the whole training split") + ", "
+                "the whole training split")
+             + (" for the students (the teachers: the whole training split)"
+                if "teacher_subset" in p and p["teacher_subset"] != p["train_subset"] and not p["teacher_subset"]
+                else "") + ", "
              + ("students augmented with the dataset's crop + flip, each distilled from its teacher "
                 + ("run on the view it sees" if live_teachers(profile) else "'s stored outputs on the view it sees")
                 if p.get("augment") else "no augmentation (teacher outputs stored)")
@@ -390,6 +409,7 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
             lines.append(f"| {t} | {r['params']:,} | {s['best_acc']:.2f} | {s['last_test_acc']:.2f} | "
                          f"{s['best_test_acc']:.2f} | {s['wall_time_s']:.0f} |")
     lines.append("")
+    lines += convergence_lines(recs, p)
 
     rows = [("vanilla", "-", "s{s}_vanilla")]
     rows += [("KD", t, f"s{{s}}_kd_{t}") for t in teachers]
