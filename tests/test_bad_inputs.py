@@ -376,6 +376,8 @@ ROWS = [
                               "teacher.cache=views", "output.name=c"], "AIDKD_CACHE", {"AIDKD_CACHE": "afile.txt"}),
     ("report_out_under_a_file", ["report", "runs/done", "--out", "afile.txt/r.md"], "afile.txt", None),
     ("report_overwrites_a_user_file", ["report", "runs/done", "--out", "base.yaml", "--overwrite"], "base.yaml", None),
+    ("bench_report_over_a_user_file", ["bench", "throughput", "--report", "base.yaml"], "base.yaml", None),
+    ("bench_report_is_a_folder", ["bench", "throughput", "--report", "mydata"], "is a folder", None),
     ("unknown_flag", [*T, "--bogus"], "--bogus", None),
     ("unknown_command", ["trian"], "trian", None),
 ]

@@ -38,7 +38,11 @@ def run(profile: str, report: str | Path, out: str | Path | None = None, executo
     from .plan import check_profile, collect, run_study
     from .render import write_report
 
+    from aidkd.engine.rundir import check_report_file
+
     check_profile(profile)
+    for p in (Path(report), Path(report).with_suffix(".json")):  # refused before the study runs, not after it
+        check_report_file(p)
     root = Path(out or f"~/aidkd-runs/fmnist-gap-{profile}").expanduser()
     if report_only:
         R = collect(profile, root)

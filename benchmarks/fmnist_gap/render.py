@@ -6,10 +6,11 @@
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
+
+from aidkd.engine.rundir import check_report_file, own_folder, write_report_json, write_report_text
 
 from .plan import (
     BETA_SWEEP,
@@ -356,7 +357,9 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     largest = teachers[-1]
     n_jobs = sum(len(w) for w in plan(profile))
     fig_dir = report_path.parent / report_path.stem
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    for p in (report_path, report_path.with_suffix(".json")):
+        check_report_file(p)
+    own_folder(fig_dir, "--report", "report figures", suffixes=(".png",))
 
     def acc(job: str, key: str = "last_test_acc"):
         r = recs.get(job)
@@ -487,11 +490,10 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     notes = report_path.with_suffix(".notes.md")
     if notes.exists():  # hand-written discussion kept beside the generated report
         lines.append(notes.read_text())
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text("\n".join(lines))
-    report_path.with_suffix(".json").write_text(json.dumps(
-        {"profile": profile, "results": recs, "decomposition": decomp, "verdicts": verdicts,
-         "noise_goal": noise_goal(verdicts, teachers), "holm": corrected(verdicts)}, indent=1, default=str))
+    write_report_text(report_path, "\n".join(lines))
+    write_report_json(report_path.with_suffix(".json"), {
+        "profile": profile, "results": recs, "decomposition": decomp, "verdicts": verdicts,
+        "noise_goal": noise_goal(verdicts, teachers), "holm": corrected(verdicts)})
     return report_path
 
 
@@ -522,6 +524,8 @@ def _plots(fig_dir: Path, seeds, accs, decomp, tparams, teachers: list[str]) -> 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, fmt in (("KD", "s{{s}}_kd_{t}"), ("AID+KD", "s{{s}}_aid-ft+kd_{t}")):
         ms = [mean_std(accs(fmt.format(t=t))) for t in ts]
+        if all(math.isnan(m) for m, _ in ms):  # an arm the profile does not run has no line
+            continue
         ax.errorbar([tparams[t] for t in ts], [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", capsize=3,
                     label=label)
     ax.axhline(mean_std(accs("s{s}_vanilla"))[0], color="gray", ls="--", label="vanilla student")

@@ -153,21 +153,8 @@ def report_markdown(groups: list[RunGroup]) -> str:
     lines = [f"# Runs compared ({n} run{'s' if n != 1 else ''})", "", legend, "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(groups)]
-    lines += ["", "Runs:", ""] + [f"- {r['run_dir']}" for g in groups for r in g.runs] + ["", REPORT_MARK, ""]
+    lines += ["", "Runs:", ""] + [f"- {r['run_dir']}" for g in groups for r in g.runs] + [""]
     return "\n".join(lines)
-
-
-#: the last line of every report file, the mark that lets ``--overwrite`` replace it (and nothing else)
-REPORT_MARK = "<!-- written by aidkd report -->"
-
-
-def _is_report(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - 256))
-            return REPORT_MARK.encode() in f.read()
-    except OSError:
-        return False
 
 
 def write_report(paths: list[str | Path], out: str | Path | None, overwrite: bool = False) -> tuple[list[RunGroup], Path | None]:
@@ -176,20 +163,14 @@ def write_report(paths: list[str | Path], out: str | Path | None, overwrite: boo
     groups = group_runs(find_runs(paths))
     written = None
     if out is not None:
-        from .engine.checkpoint import atomic_write_text
-
-        from .engine.rundir import check_creatable
+        from .engine.rundir import write_report_text
 
         written = Path(out)
         if written.is_dir():
             raise UserError(f"{written} is a folder; --out takes a Markdown file name")
-        check_creatable(written.parent, "--out")
         if written.exists() and not overwrite:
             raise UserError(f"{written} exists; pass --overwrite to replace it or --out for another file")
-        if written.exists() and (written.is_symlink() or not written.is_file() or not _is_report(written)):
-            raise UserError(f"--overwrite refused: {written} was not written by aidkd report (it lacks its last "
-                            "line's mark); move it away or choose another --out")
-        atomic_write_text(written, report_markdown(groups))
+        write_report_text(written, report_markdown(groups), "--out")
     return groups, written
 
 

@@ -273,7 +273,10 @@ def run_suite(suite: str, seeds: int = 1, out: str | None = None, name_filter: s
     from ..stages import StageStore, train_stage
     from ..stages.train import summary_of
 
+    from ..engine.rundir import check_report_file
+
     out_dir = out or "runs"
+    check_report_file(report or str(Path(out_dir) / f"{suite}_suite.md"))  # before the suite runs, not after it
     store = StageStore(out_dir)
     paths = [p for p in suite_configs(suite) if not name_filter or name_filter in str(p)]
     paths.sort(key=lambda p: (p.parent.name != "teachers", str(p)))
@@ -345,8 +348,9 @@ def _write_suite_report(suite: str, rows, aid_rows, report: str) -> int:
             for m in res["methods"]:
                 b, a, g = m["baseline"]["best_stats"], m["aid"]["best_stats"], m["gain_best"]
                 lines.append(f"| {pair} | {m['name']} | {pubs.get(m['name']) or '-'} | {_mean_std(b)} | {_mean_std(a)} | {_mean_std(g)} |")
-    Path(report).parent.mkdir(parents=True, exist_ok=True)
-    Path(report).write_text("\n".join(lines) + "\n")
+    from ..engine.rundir import write_report_text
+
+    write_report_text(report, "\n".join(lines) + "\n")
     print(f"report written to {report}")
     return 0
 

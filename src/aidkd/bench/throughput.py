@@ -39,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.rundir import check_report_file, write_report_text
+
 PAIRS = (("resnet32x4", "resnet8x4"), ("resnet56", "resnet20"))
 BATCH = 64
 NUM_CLASSES = 100
@@ -470,6 +472,8 @@ def run_throughput(rounds: int = 3, steps: int = 10, devices: tuple[str, ...] = 
 
     if rounds < 3:
         raise UserError(f"--rounds {rounds}: at least 3 rounds are needed for a median and a spread")
+    if report is not None:
+        check_report_file(report)  # before minutes of measuring, not after them
     if "cuda" in devices and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available; use --device cpu")
     if cache_images < max(BATCH, NUM_CLASSES):
@@ -489,9 +493,8 @@ def run_throughput(rounds: int = 3, steps: int = 10, devices: tuple[str, ...] = 
             log(f"  bf16 (train.amp=auto): a16/c {r['a16/c'][0]:.2f}  b16/c {r['b16/c'][0]:.2f}  a16/a "
                 f"{r['a16/a'][0]:.2f}  b16/b {r['b16/b'][0]:.2f};  cache build {r['build_bf16_img_per_s']:.0f} img/s")
     if report is not None:
-        from ..engine.checkpoint import atomic_write_text
 
-        atomic_write_text(report, render(out, _command(), rounds, steps, note))
+        write_report_text(report, render(out, _command(), rounds, steps, note))
         log(f"report written to {report}")
     return out
 
@@ -503,11 +506,12 @@ def run_full_run(device: str = "cuda", measured_epochs: int = 2, num_train: int 
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available; use --device cpu")
+    if report is not None:
+        check_report_file(report)
     rows = full_run_estimate(device=device, measured_epochs=measured_epochs, num_train=num_train, log=log)
     if report is not None:
-        from ..engine.checkpoint import atomic_write_text
 
-        atomic_write_text(report, render_full_run(rows, _command(), note))
+        write_report_text(report, render_full_run(rows, _command(), note))
         log(f"report written to {report}")
     return rows
 
@@ -521,6 +525,8 @@ def run_lean_choices(rounds: int = 15, steps: int = 1, device: str = "cpu", pair
 
     if rounds < 3:
         raise UserError(f"--rounds {rounds}: at least 3 rounds are needed for a median and a spread")
+    if report is not None:
+        check_report_file(report)
     dev = torch.device(device)
     out: dict = {}
     for t, s in pairs:
@@ -532,7 +538,6 @@ def run_lean_choices(rounds: int = 15, steps: int = 1, device: str = "cpu", pair
         for k, (rate, rel) in out[f"{t} -> {s}"].items():
             log(f"{t} -> {s}  {k:32s} {rate[0]:7.1f} img/s  x{rel[0]:.2f} ({rel[1]:.2f}-{rel[2]:.2f})")
     if report is not None:
-        from ..engine.checkpoint import atomic_write_text
 
         names = list(next(iter(out.values())))
         lines = ["# The lean teacher's choices, one by one", "", f"Command: `{_command()}`", "",
@@ -544,7 +549,7 @@ def run_lean_choices(rounds: int = 15, steps: int = 1, device: str = "cpu", pair
         for pair, row in out.items():
             lines.append(f"| {pair} | " + " | ".join(f"{rate[0]:.1f} (x{rel[0]:.2f}, {rel[1]:.2f}-{rel[2]:.2f})"
                                                       for rate, rel in row.values()) + " |")
-        atomic_write_text(report, "\n".join(lines) + "\n")
+        write_report_text(report, "\n".join(lines) + "\n")
         log(f"report written to {report}")
     return out
 

@@ -21,6 +21,9 @@ writes into ``<output.dir>/<output.name>``. This module is the single rule for t
 * :func:`claim_folder` / :func:`mark_folder` -- the same rule for a command's output folder that is not a run
   (``aidkd analyze --out``, the pipeline's ``output.dir``, ``aidkd demo --out``): new, empty or marked by aidkd,
   and holding nothing but that command's outputs.
+* :func:`write_report_text` / :func:`write_report_json` -- a report file (Markdown, or its JSON) is aidkd's only
+  if it carries the mark aidkd writes into it (the Markdown's last line, the JSON's ``written_by``): a rerun
+  replaces its own report, never a user's file of that name.
 * :func:`check_creatable` -- refuse, before anything is written, an output path under a regular file or in a
   folder that cannot be written.
 """
@@ -121,6 +124,71 @@ def claim_folder(folder: str | Path, key: str, files: frozenset[str] = frozenset
     return folder
 
 
+#: the last line of every Markdown report aidkd writes: the mark that lets a rerun replace it (and nothing else)
+REPORT_MARK = "<!-- written by aidkd -->"
+
+
+def _check_report_path(path: Path, key: str) -> None:
+    if path.is_dir():
+        raise UserError(f"{key}: {path} is a folder; {key} takes a file name")
+    check_creatable(path.parent, key)
+
+
+def _refuse_foreign(path: Path, key: str) -> None:
+    raise UserError(f"{key}: {path} exists and was not written by aidkd (it carries no aidkd mark); move it away or "
+                    f"choose another {key}")
+
+
+def report_marked(path: str | Path) -> bool:
+    """Whether an existing report file carries aidkd's mark: a JSON object with ``written_by: aidkd``, any other
+    file :data:`REPORT_MARK` at its end."""
+    p = Path(path)
+    if p.suffix == ".json":
+        return _json_marked(p)
+    try:
+        with open(p, "rb") as f:
+            f.seek(max(0, p.stat().st_size - 256))
+            return REPORT_MARK.encode() in f.read()
+    except OSError:
+        return False
+
+
+def check_report_file(path: str | Path, key: str = "--report") -> Path:
+    """Refuse, before any work, a report path aidkd may not write: a folder, a path under a file, a link, or an
+    existing file without aidkd's mark (:func:`report_marked`)."""
+    p = Path(path)
+    _check_report_path(p, key)
+    if p.is_symlink() or (p.exists() and not report_marked(p)):
+        _refuse_foreign(p, key)
+    return p
+
+
+def write_report_text(path: str | Path, text: str, key: str = "--report") -> Path:
+    """Write a Markdown report atomically, ending in :data:`REPORT_MARK`, after :func:`check_report_file`."""
+    from .checkpoint import atomic_write_text
+
+    p = check_report_file(path, key)
+    atomic_write_text(p, text.rstrip("\n") + "\n\n" + REPORT_MARK + "\n")
+    return p
+
+
+def write_report_json(path: str | Path, obj: dict, key: str = "--report") -> Path:
+    """Write a report's JSON atomically with ``written_by: aidkd``; refuse as :func:`write_report_text` does."""
+    from .checkpoint import atomic_write_text
+
+    p = check_report_file(path, key)
+    atomic_write_text(p, json.dumps({**obj, "written_by": "aidkd"}, indent=1, default=str) + "\n")
+    return p
+
+
+def _json_marked(path: Path) -> bool:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(obj, dict) and obj.get("written_by") == "aidkd"
+
+
 def own_folder(folder: str | Path, key: str, kind: str, files: frozenset[str] = frozenset(),
               suffixes: tuple[str, ...] = (), subdirs: bool = False) -> Path:
     """:func:`claim_folder`, then :func:`mark_folder`: the one call before a command writes its first output."""
@@ -219,6 +287,6 @@ def _is_tmp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
-__all__ = ["ANALYSIS_FILES", "MARKER", "RUN_FILES", "RUN_SUBDIRS", "check_creatable", "check_name", "claim_folder",
+__all__ = ["ANALYSIS_FILES", "MARKER", "REPORT_MARK", "RUN_FILES", "RUN_SUBDIRS", "check_creatable", "check_name", "claim_folder",
            "clean_stale_tmp", "folder_mark", "foreign_entries", "has_resumable_run", "is_run_folder", "mark_folder",
-           "nearest_dir", "own_folder", "remove_run_folder"]
+           "check_report_file", "nearest_dir", "own_folder", "remove_run_folder", "report_marked", "write_report_json", "write_report_text"]
