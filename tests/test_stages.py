@@ -178,3 +178,18 @@ def test_the_same_run_in_two_folders_writes_the_same_checkpoint(run_cfg, tmp_pat
                                            train={"progress": where == "one"})))
         digests.append(hashlib.sha256(Path(s["run_dir"], "checkpoints", "best.pt").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_a_run_killed_between_its_last_checkpoint_and_its_summary_resumes_to_the_same_summary(run_cfg):
+    """No epoch is left to run: the resumed run still reports its last evaluation, and writes its plot."""
+    from aidkd.engine import train
+
+    cfg = config_from_dict(run_cfg())
+    first = train(cfg)
+    run_dir = Path(first["run_dir"])
+    (run_dir / "summary.json").unlink()
+    (run_dir / "curves.png").unlink()
+    again = train(cfg)
+    keys = ("best_acc", "best_epoch", "best_test_acc", "last_test_acc", "last_test_top5", "best_test_epoch_acc")
+    assert {k: again[k] for k in keys} == {k: first[k] for k in keys} and again["last_test_acc"] is not None
+    assert (run_dir / "curves.png").is_file()

@@ -90,6 +90,21 @@ def truncate_metrics(path: Path, keep_epochs: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
 
+def last_evaluated_record(path: Path) -> dict:
+    """The metrics record of the last evaluated epoch in ``metrics.jsonl`` ({} when there is none): what a run
+    resumed after its last epoch reports as its last evaluation."""
+    out: dict = {}
+    if path.is_file():
+        for ln in path.read_text().splitlines():
+            try:
+                rec = json.loads(ln)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and "test.top1" in rec:
+                out = rec
+    return out
+
+
 class EpochProgress:
     """A progress bar over one epoch's steps, showing img/s; silent when disabled or not on rank 0."""
 

@@ -51,7 +51,7 @@ from .checkpoint import (FORMAT, _atomic_write, atomic_write_json, atomic_write_
 from .distributed import (DistInfo, all_reduce_sum, barrier, cleanup_distributed, distributed_errors,
                           init_distributed, on_main)
 from .frozen_teacher import serve_teacher
-from .logging import EpochProgress, MetricsLogger, console, truncate_metrics
+from .logging import EpochProgress, MetricsLogger, console, last_evaluated_record, truncate_metrics
 from .precision import autocast, resolve_precision
 from .rundir import (MARKER, RUN_FILES, RUN_SUBDIRS, check_creatable, check_name, clean_stale_tmp, folder_mark,
                      foreign_entries, has_resumable_run, mark_folder, remove_run_folder)
@@ -505,6 +505,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
 
     ema = None if cfg.train.ema_decay is None else StudentEMA(method.student, cfg.train.ema_decay)
     start_epoch, best, history_best_test = 0, {"acc": -1.0, "epoch": -1}, -1.0
+    last_eval: dict = {}
     if resume is not None:
         method.load_state_dict(resume["method_state"])
         if ema is not None:
@@ -517,6 +518,7 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
         if dist_info.is_main:
             clean_stale_tmp(run_dir)
             truncate_metrics(run_dir / "metrics.jsonl", start_epoch)
+            last_eval = last_evaluated_record(run_dir / "metrics.jsonl")  # kept if no epoch is left to run
             console.print(f"resuming {run_dir} from epoch {start_epoch}"
                           + (f" with changes: {', '.join(plan.changes)}" if plan.changes else ""))
     folder_ready = resume is not None and not plan.changes
@@ -534,7 +536,6 @@ def _train(cfg, device, dist_info: DistInfo, overwrite, on_epoch_end, resume_wit
     faults = FaultHook.from_env(dist_info.rank)
     skip = cfg.train.on_nonfinite == "skip"
     log_every = cfg.train.log_every
-    last_eval: dict = {}
     try:
         with EpochProgress(cfg.train.progress and dist_info.is_main, cfg.train.epochs) as bar:
             for epoch in range(start_epoch, cfg.train.epochs):
