@@ -93,11 +93,9 @@ def _written_by_aidkd(path: Path) -> bool:
                 return META_KEY in (f.metadata() or {})
         except (SafetensorError, OSError, ValueError):
             return False
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(meta, dict) and meta.get("written_by") == "aidkd"
+    from .engine.rundir import report_marked
+
+    return report_marked(path)  # the sidecar: a JSON object with written_by aidkd
 
 
 def export_safetensors(source: str | Path, out: str | Path | None = None, overwrite: bool = False) -> tuple[Path, Path]:

@@ -12,6 +12,7 @@ engine unless ``overwrite``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import RunConfig, TeacherConfig
@@ -30,26 +31,37 @@ def _check_ladder(cfg: RunConfig, assistants: list[str], what: str) -> None:
                         "with --assistants")
 
 
+def _train_ladder(cfg: RunConfig, models: list[str], overwrite: bool,
+                  guide: Callable[[RunConfig, list[TeacherConfig]], None]) -> list[dict]:
+    """Train ``models`` in order, each link a stage in ``<output.dir>/<output.name>-link<i>-<model>``; ``guide``
+    sets a link's guides from the links trained before it. Return every link's summary."""
+    store = StageStore(cfg.output.dir, overwrite=overwrite, verbose=False)
+    base = cfg.run_name()
+    trained: list[TeacherConfig] = []
+    summaries = []
+    for i, model in enumerate(models):
+        link = cfg.model_copy(deep=True)
+        link.model.name = model
+        guide(link, trained)
+        link.output.name = f"{base}-link{i + 1}-{model}"
+        res = train_stage(store, link.output.name, link, folder=Path(link.output.dir) / link.output.name)
+        summaries.append(summary_of(res))
+        trained.append(TeacherConfig(name=model, checkpoint=str(res.checkpoint)))
+    return summaries
+
+
 def run_takd(cfg: RunConfig, assistants: list[str], overwrite: bool = False) -> list[dict]:
     """Run the chain ``cfg.teacher -> assistants... -> cfg.model``; return every link's summary."""
     _check_ladder(cfg, assistants, "TAKD")
     if cfg.method.name == "vanilla":
         raise UserError("TAKD links are distillation runs: set method.name (kd for the published chain)")
-    store = StageStore(cfg.output.dir, overwrite=overwrite, verbose=False)
-    base = cfg.run_name()
-    teacher_name, teacher_ckpt = cfg.teacher.name, cfg.teacher.checkpoint
-    summaries = []
-    for i, model in enumerate([*assistants, cfg.model.name]):
-        link = cfg.model_copy(deep=True)
-        link.model.name = model
-        link.teacher.name, link.teacher.checkpoint = teacher_name, teacher_ckpt
-        if i > 0:
+
+    def from_previous(link: RunConfig, trained: list[TeacherConfig]) -> None:
+        if trained:  # the link above: its architecture and best checkpoint
+            link.teacher.name, link.teacher.checkpoint = trained[-1].name, trained[-1].checkpoint
             link.teacher.pretrained = False
-        link.output.name = f"{base}-link{i + 1}-{model}"
-        res = train_stage(store, link.output.name, link, folder=Path(link.output.dir) / link.output.name)
-        summaries.append(summary_of(res))
-        teacher_name, teacher_ckpt = model, str(res.checkpoint)
-    return summaries
+
+    return _train_ladder(cfg, [*assistants, cfg.model.name], overwrite, from_previous)
 
 
 def run_dgkd(cfg: RunConfig, assistants: list[str], overwrite: bool = False) -> list[dict]:
@@ -58,16 +70,8 @@ def run_dgkd(cfg: RunConfig, assistants: list[str], overwrite: bool = False) -> 
     _check_ladder(cfg, assistants, "DGKD")
     if cfg.method.name != "dgkd":
         raise UserError(f"DGKD trains every link with method dgkd, not {cfg.method.name!r}: set method.name=dgkd")
-    store = StageStore(cfg.output.dir, overwrite=overwrite, verbose=False)
-    base = cfg.run_name()
-    trained: list[TeacherConfig] = []
-    summaries = []
-    for i, model in enumerate([*assistants, cfg.model.name]):
-        link = cfg.model_copy(deep=True)
-        link.model.name = model
+
+    def from_all_above(link: RunConfig, trained: list[TeacherConfig]) -> None:
         link.assistants = [g.model_copy() for g in trained]
-        link.output.name = f"{base}-link{i + 1}-{model}"
-        res = train_stage(store, link.output.name, link, folder=Path(link.output.dir) / link.output.name)
-        summaries.append(summary_of(res))
-        trained.append(TeacherConfig(name=model, checkpoint=str(res.checkpoint)))
-    return summaries
+
+    return _train_ladder(cfg, [*assistants, cfg.model.name], overwrite, from_all_above)

@@ -70,6 +70,18 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_json_object(path: str | Path) -> dict | None:
+    """The JSON object in a regular file, or None: missing, a link, unreadable, not JSON, or not an object."""
+    p = Path(path)
+    if p.is_symlink() or not p.is_file():
+        return None
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def save_checkpoint(obj: dict, path: str | Path) -> None:
     """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
     _atomic_write(path, lambda f: torch.save(obj, f))

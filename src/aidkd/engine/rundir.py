@@ -35,6 +35,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import UserError
+from .checkpoint import atomic_write_text, read_json_object
 
 #: files a run (or a pipeline stage) writes at the top of its folder
 RUN_FILES = frozenset({
@@ -73,16 +74,14 @@ def check_name(name: str, key: str = "output.name") -> str:
 ANALYSIS_FILES = frozenset({"analysis.json", "ladder.json"})
 
 
+def _written_by_aidkd(obj: dict | None) -> bool:
+    return obj is not None and obj.get("written_by") == "aidkd"
+
+
 def folder_mark(folder: str | Path) -> dict | None:
     """The mark of a folder aidkd created (its :data:`MARKER`), or None: no mark, a link, or not aidkd's JSON."""
-    p = Path(folder) / MARKER
-    if p.is_symlink() or not p.is_file():
-        return None
-    try:
-        mark = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return mark if isinstance(mark, dict) and mark.get("written_by") == "aidkd" else None
+    mark = read_json_object(Path(folder) / MARKER)
+    return mark if _written_by_aidkd(mark) else None
 
 
 def mark_folder(folder: str | Path, kind: str, entries: frozenset[str] | tuple[str, ...] = ()) -> Path:
@@ -115,12 +114,11 @@ def claim_folder(folder: str | Path, key: str, files: frozenset[str] = frozenset
         first = sorted(p.name for p in folder.iterdir())[0]
         raise UserError(f"{key}: {str(folder)!r} holds {first!r} and is not a folder aidkd created (it has no "
                         f"{MARKER}); aidkd does not write into it: choose another {key}")
-    for p in sorted(folder.iterdir()):
-        own = p.name == MARKER or _is_tmp(p.name) or (
-            p.is_file() and (p.name in files or (suffixes and p.name.endswith(suffixes))))
-        if p.is_symlink() or not (own or (subdirs and p.is_dir())):
-            raise UserError(f"{key}: {str(folder)!r} holds {p.name!r}, which this command did not write; aidkd "
-                            f"does not write into such a folder: choose another {key}")
+    foreign = [e for e in foreign_entries(folder, files, suffixes, file_dirs=frozenset())
+               if not (subdirs and (folder / e).is_dir() and not (folder / e).is_symlink())]
+    if foreign:
+        raise UserError(f"{key}: {str(folder)!r} holds {foreign[0]!r}, which this command did not write; aidkd "
+                        f"does not write into such a folder: choose another {key}")
     return folder
 
 
@@ -128,23 +126,12 @@ def claim_folder(folder: str | Path, key: str, files: frozenset[str] = frozenset
 REPORT_MARK = "<!-- written by aidkd -->"
 
 
-def _check_report_path(path: Path, key: str) -> None:
-    if path.is_dir():
-        raise UserError(f"{key}: {path} is a folder; {key} takes a file name")
-    check_creatable(path.parent, key)
-
-
-def _refuse_foreign(path: Path, key: str) -> None:
-    raise UserError(f"{key}: {path} exists and was not written by aidkd (it carries no aidkd mark); move it away or "
-                    f"choose another {key}")
-
-
 def report_marked(path: str | Path) -> bool:
     """Whether an existing report file carries aidkd's mark: a JSON object with ``written_by: aidkd``, any other
     file :data:`REPORT_MARK` at its end."""
     p = Path(path)
     if p.suffix == ".json":
-        return _json_marked(p)
+        return _written_by_aidkd(read_json_object(p))
     try:
         with open(p, "rb") as f:
             f.seek(max(0, p.stat().st_size - 256))
@@ -157,16 +144,17 @@ def check_report_file(path: str | Path, key: str = "--report") -> Path:
     """Refuse, before any work, a report path aidkd may not write: a folder, a path under a file, a link, or an
     existing file without aidkd's mark (:func:`report_marked`)."""
     p = Path(path)
-    _check_report_path(p, key)
+    if p.is_dir():
+        raise UserError(f"{key}: {p} is a folder; {key} takes a file name")
+    check_creatable(p.parent, key)
     if p.is_symlink() or (p.exists() and not report_marked(p)):
-        _refuse_foreign(p, key)
+        raise UserError(f"{key}: {p} exists and was not written by aidkd (it carries no aidkd mark); move it away "
+                        f"or choose another {key}")
     return p
 
 
 def write_report_text(path: str | Path, text: str, key: str = "--report") -> Path:
     """Write a Markdown report atomically, ending in :data:`REPORT_MARK`, after :func:`check_report_file`."""
-    from .checkpoint import atomic_write_text
-
     p = check_report_file(path, key)
     atomic_write_text(p, text.rstrip("\n") + "\n\n" + REPORT_MARK + "\n")
     return p
@@ -174,19 +162,9 @@ def write_report_text(path: str | Path, text: str, key: str = "--report") -> Pat
 
 def write_report_json(path: str | Path, obj: dict, key: str = "--report") -> Path:
     """Write a report's JSON atomically with ``written_by: aidkd``; refuse as :func:`write_report_text` does."""
-    from .checkpoint import atomic_write_text
-
     p = check_report_file(path, key)
     atomic_write_text(p, json.dumps({**obj, "written_by": "aidkd"}, indent=1, default=str) + "\n")
     return p
-
-
-def _json_marked(path: Path) -> bool:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(obj, dict) and obj.get("written_by") == "aidkd"
 
 
 def own_folder(folder: str | Path, key: str, kind: str, files: frozenset[str] = frozenset(),
@@ -195,11 +173,13 @@ def own_folder(folder: str | Path, key: str, kind: str, files: frozenset[str] = 
     return mark_folder(claim_folder(folder, key, files, suffixes, subdirs), kind, files)
 
 
-def foreign_entries(folder: str | Path, files: frozenset[str] = RUN_FILES, suffixes: tuple[str, ...] = ()) -> list[str]:
+def foreign_entries(folder: str | Path, files: frozenset[str] = RUN_FILES, suffixes: tuple[str, ...] = (),
+                    file_dirs: frozenset[str] = RUN_SUBDIRS) -> list[str]:
     """The entries of ``folder`` (relative paths, sorted) that are not run files; [] for a missing folder.
 
     ``files`` / ``suffixes``: the top-level file names (and name endings) that count as the command's own outputs
-    (default: a run's; :data:`ANALYSIS_FILES` with ``(".png",)`` for ``aidkd analyze``)."""
+    (default: a run's; :data:`ANALYSIS_FILES` with ``(".png",)`` for ``aidkd analyze``); ``file_dirs``: the
+    folders that may hold files only (a run's ``checkpoints/`` and ``tb/``)."""
     folder = Path(folder)
     if not folder.exists():
         return []
@@ -213,7 +193,7 @@ def foreign_entries(folder: str | Path, files: frozenset[str] = RUN_FILES, suffi
             own = p.name in files or p.name == MARKER or _is_tmp(p.name) or p.name.endswith(suffixes or ("\0",))
             if not own:
                 out.append(p.name)
-        elif p.is_dir() and p.name in RUN_SUBDIRS:
+        elif p.is_dir() and p.name in file_dirs:
             out += [f"{p.name}/{q.name}" for q in sorted(p.iterdir()) if q.is_symlink() or not q.is_file()]
         else:
             out.append(p.name)

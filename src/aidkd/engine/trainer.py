@@ -46,7 +46,7 @@ from ..config import RunConfig, config_from_dict, dump_config, read_yaml
 from ..errors import UserError
 from ..methods import MethodContext, build_method
 from ..plots import plot_training_curves
-from .checkpoint import (FORMAT, _atomic_write, atomic_write_json, atomic_write_text, load_checkpoint, model_checkpoint,
+from .checkpoint import (FORMAT, _atomic_write, read_json_object, atomic_write_json, atomic_write_text, load_checkpoint, model_checkpoint,
                          rng_state, set_rng_state)
 from .distributed import (DistInfo, all_reduce_sum, barrier, cleanup_distributed, distributed_errors,
                           init_distributed, on_main)
@@ -764,11 +764,4 @@ def _epoch_line(r: dict, epochs: int) -> str:
 
 def read_summary(run_dir: str | Path) -> dict | None:
     """The run's ``summary.json`` (written last: the run finished), or None: missing, damaged or not a summary."""
-    p = Path(run_dir) / "summary.json"
-    if p.is_symlink() or not p.is_file():
-        return None
-    try:
-        s = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return s if isinstance(s, dict) else None
+    return read_json_object(Path(run_dir) / "summary.json")

@@ -265,10 +265,7 @@ def view_cache_stage(teacher: nn.Module, weights: nn.Module, loader, spec: Cache
     from .checkpoint import save_checkpoint
 
     root = Path(root).expanduser() if root is not None else cache_root()
-    if root.exists() and not root.is_dir():
-        raise UserError(f"the teacher view cache folder {str(root)!r} (AIDKD_CACHE) is not a folder; point AIDKD_CACHE "
-                        "at a folder")
-    check_creatable(root, "AIDKD_CACHE")
+    check_creatable(root, "AIDKD_CACHE")  # a file there, or a folder that cannot be written
     images, labels = loader.images, loader.labels
     fp = fingerprint(weights, images, labels, loader.mean, loader.std, spec)
     config = {"content": fp, "spec": asdict(spec), "num_classes": num_classes}
@@ -334,14 +331,15 @@ def load_views(path: str | Path) -> dict:
     if not isinstance(tensors, dict) or not tensors or not all(isinstance(v, Tensor) and v.dim() >= 2
                                                                  for v in tensors.values()):
         raise UserError(damaged.format("no stored outputs"))
+    n = next(iter(tensors.values())).shape[0]
     for name, v in tensors.items():
-        if v.shape[:2] != next(iter(tensors.values())).shape[:2] or v.shape[1] != spec.stored_views:
+        if tuple(v.shape[:2]) != (n, spec.stored_views):
             raise UserError(damaged.format(f"{name} holds {tuple(v.shape[:2])} samples x views, its header "
                                            f"{spec.stored_views} views per sample"))
         if name == "logits" and (v.dim() != 3 or v.shape[2] != classes):
             raise UserError(damaged.format(f"logits of shape {tuple(v.shape)} for {classes} classes"))
     table = state.get("table")
-    if spec.mode == "sampled" and (not isinstance(table, Tensor) or table.shape != (v.shape[0], spec.stored_views)):
+    if spec.mode == "sampled" and (not isinstance(table, Tensor) or table.shape != (n, spec.stored_views)):
         raise UserError(damaged.format("its view table does not match its outputs"))
     return state
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine.checkpoint import atomic_write_json
+from ..engine.checkpoint import atomic_write_json, read_json_object
 from ..engine.rundir import folder_mark, mark_folder
 from ..errors import UserError
 
@@ -75,14 +75,7 @@ def safe_name(text: str) -> str:
 
 
 def read_record(folder: Path) -> dict | None:
-    p = folder / RECORD
-    if not p.is_file():
-        return None
-    try:
-        rec = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return rec if isinstance(rec, dict) else None  # anything else is no record of a finished stage
+    return read_json_object(folder / RECORD)  # anything but a JSON object is no record of a finished stage
 
 
 def _outputs_present(folder: Path, rec: dict) -> bool:
