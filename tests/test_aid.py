@@ -314,7 +314,7 @@ def test_target_teacher_serves_targets(tmp_path):
     res = projection_targets(zt, zs, y, None, 4.0)
     tt = TargetTeacher(res.log_targets, 4.0, {"note": "x"})
     idx = torch.tensor([3, 0, 7])
-    logits = tt(torch.zeros(3, 1, 8, 8), idx)
+    logits = tt.logits(Batch(torch.zeros(3, 1, 8, 8), torch.zeros(3, dtype=torch.long), idx))
     assert torch.allclose(torch.softmax(logits / 4.0, 1).double(), res.log_targets[idx].exp(), atol=1e-5)
     tt.save(tmp_path / "t.pt")
     tt2 = TargetTeacher.load(tmp_path / "t.pt")
@@ -795,7 +795,7 @@ def test_finetune_reads_t0_from_its_view_cache(digits, models):
     """With T0's stored outputs on the training views, the adaptation runs T0 at no step and adapts the teacher
     as it does when T0 runs (float32 storage: to float rounding)."""
     from aidkd.data import TensorAugment, TensorLoader
-    from aidkd.engine.view_cache import CacheSpec, ViewCachedTeacher, ViewStore, build_view_logits, stored_view_table
+    from aidkd.teachers.views import CacheSpec, ViewStore, ViewsTeacher, build_view_logits, stored_view_table
 
     xtr, ytr, xte, yte = digits
     teacher, reference = models
@@ -815,7 +815,7 @@ def test_finetune_reads_t0_from_its_view_cache(digits, models):
     params = AIDParams(objective="inner_class", epochs=2, K=8)
     try:
         runs = []
-        for t0_outputs in (None, ViewCachedTeacher(store, None)):
+        for t0_outputs in (None, ViewsTeacher(store, None)):
             calls.clear()
             adapted, report = adapt_teacher(teacher, reference, loader(), seq_loader(xte, yte), params, "cpu",
                                             t0_outputs=t0_outputs)

@@ -22,7 +22,7 @@ def test_top_level_names_are_the_real_objects():
     from aidkd.aid.pipeline import run_pipeline
     from aidkd.aid.split import split_decomposition
     from aidkd.config import load_config
-    from aidkd.engine.trainer import evaluate, train
+    from aidkd.engine import evaluate, train
     from aidkd.losses.decomposition import kd_decomposition
     from aidkd.methods.base import METHODS
     from aidkd.models import MODELS, create_model, list_models

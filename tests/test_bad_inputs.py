@@ -23,7 +23,7 @@ import yaml
 from aidkd.cli import main
 from aidkd.config import config_from_dict
 from aidkd.engine import train
-from aidkd.engine import rundir
+from aidkd.files import rundir
 
 BASE = {
     "data": {"name": "digits", "batch_size": 64, "augment": False, "workers": 0},
@@ -511,7 +511,7 @@ def test_overrides_may_follow_the_flags(template, tmp_path, monkeypatch):
 
 
 def test_files_aidkd_writes_follow_the_umask(tmp_path):
-    from aidkd.engine.checkpoint import atomic_write_text
+    from aidkd.files.checkpoint import atomic_write_text
 
     old = os.umask(0o022)
     try:

@@ -94,9 +94,9 @@ def test_simkd_matches_the_official_formula(student, kwargs, teacher):
         b = batch()
         logits, losses = m(b, epoch=0)
         assert set(losses) == {"simkd"}
-        f_s = s_net.forward_features(b.images).feats[-1]
+        f_s = s_net.forward_with_features(b.images).feats[-1]
         with torch.no_grad():
-            f_t = t_net.forward_features(b.images).feats[-1]
+            f_t = t_net.forward_with_features(b.images).feats[-1]
         if f_s.shape[2] > f_t.shape[2]:
             f_s = ref_pool_to(f_s, f_t.shape[2])
         elif f_s.shape[2] < f_t.shape[2]:
@@ -142,8 +142,9 @@ def test_simkd_refuses_a_teacher_whose_head_does_not_read_its_last_stage():
 
 def test_simkd_run_checkpoint_evaluation_and_export(run_cfg, tmp_path):
     from aidkd.engine.trainer import train
-    from aidkd.evaluation import evaluate_checkpoint
-    from aidkd.export import export_safetensors, read_safetensors
+    from aidkd.checkpoint_eval import evaluate_checkpoint
+    from aidkd.export import export_safetensors
+    from aidkd.files.checkpoint import read_safetensors
 
     t = train(config_from_dict(run_cfg(model={"name": "cnn_small"}, train={"epochs": 1, "amp": "off"},
                                        output={"name": "t"}), "t"))
@@ -204,9 +205,9 @@ def test_semckd_matches_the_official_formula(student, teacher, soft):
     m = build_method("semckd", s_net, t_net, {"soft": soft}, ctx()).double().train()
     b = batch(1)
     logits, losses = m(b, epoch=0)
-    out = s_net.forward_features(b.images)
+    out = s_net.forward_with_features(b.images)
     with torch.no_grad():
-        t_out = t_net.forward_features(b.images)
+        t_out = t_net.forward_with_features(b.images)
     ref, weight = ref_semckd(out.feats[1:], t_out.feats[1:], m.attention, soft)
     assert weight.shape == (B, len(out.feats) - 1, len(t_out.feats) - 1)
     torch.testing.assert_close(losses["semckd"], 400 * ref, rtol=1e-10, atol=1e-12)
@@ -285,7 +286,7 @@ def test_dgkd_ladder_runs_as_stages_and_reuses_them(run_cfg, tmp_path):
     cfg = config_from_dict(d, "d")
     first = run_dgkd(cfg, ["cnn_small", "cnn_mini"])
     assert [s["arch"] for s in first] == ["cnn_small", "cnn_mini", "cnn_tiny"]
-    from aidkd.engine.checkpoint import checkpoint_config
+    from aidkd.files.checkpoint import checkpoint_config
     last = checkpoint_config(f"{first[-1]['run_dir']}/checkpoints/best.pt")
     assert [a["name"] for a in last["assistants"]] == ["cnn_small", "cnn_mini"]
     assert last["assistants"][0]["checkpoint"] == f"{first[0]['run_dir']}/checkpoints/best.pt"

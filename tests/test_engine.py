@@ -11,7 +11,7 @@ import torch
 from aidkd.cli import main
 from aidkd.config import config_from_dict, load_config
 from aidkd.engine import train
-from aidkd.engine.checkpoint import load_checkpoint, save_checkpoint
+from aidkd.files.checkpoint import load_checkpoint, save_checkpoint
 from aidkd.errors import UserError
 
 
@@ -214,8 +214,8 @@ def test_eval_data_config_follows_the_checkpoint(tmp_path):
     """The split of a checkpoint's own data config: its held-out and training-subset options stay for its own
     dataset, are dropped for another one (only root, batch sizes and workers carry over); overrides apply last;
     evaluation never augments or balances. `aidkd eval` and `aidkd analyze` both build their split this way."""
-    from aidkd.engine.checkpoint import FORMAT
-    from aidkd.evaluation import eval_data_config
+    from aidkd.files.checkpoint import FORMAT
+    from aidkd.checkpoint_eval import eval_data_config
 
     data = {"name": "digits", "root": str(tmp_path), "batch_size": 32, "val_split": 0.2, "train_subset": 500,
             "augment": True, "balanced": [10, 4]}
@@ -263,7 +263,7 @@ class _Pickled:  # any object: unpickling it could run code
 
 
 def test_a_checkpoint_with_pickled_objects_is_refused_as_unsafe(tmp_path):
-    from aidkd.engine.checkpoint import read_checkpoint
+    from aidkd.files.checkpoint import read_checkpoint
 
     p = tmp_path / "evil.pt"
     torch.save({"model": {}, "x": _Pickled()}, p)

@@ -10,9 +10,9 @@ import torch
 from aidkd.cli import main
 from aidkd.config import config_from_dict
 from aidkd.engine import train
-from aidkd.engine.checkpoint import load_checkpoint
+from aidkd.files.checkpoint import load_checkpoint
 from aidkd.errors import UserError
-from aidkd.export import read_safetensors
+from aidkd.files.checkpoint import read_safetensors
 from aidkd.models import create_model, load_weights, read_checkpoint
 
 
@@ -117,10 +117,10 @@ def test_torchvision_pretrained_from_cache_directory_never_downloads(tmp_path, m
     # a teacher config naming the folder: teacher.pretrained: <dir>
     from types import SimpleNamespace
 
-    from aidkd.engine.trainer import build_model_from_config
+    from aidkd.models import build_model
 
     cfg = config_from_dict({"teacher": {"name": f"tv:{name}", "pretrained": str(tmp_path / "torch" / "hub")}})
-    t = build_model_from_config(cfg.teacher, SimpleNamespace(num_classes=10, input_size=(3, 64, 64)), "teacher")
+    t = build_model(cfg.teacher, SimpleNamespace(num_classes=10, input_size=(3, 64, 64)))
     assert torch.equal(t.model.features[0][0].weight, ref.features[0][0].weight)
 
 

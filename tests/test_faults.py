@@ -2,9 +2,9 @@
 at seeded random moments of training runs, of ``aidkd pipeline`` and of a 2-process gloo run, each compared bit for
 bit with an uninterrupted run.
 
-The kills use the trainer's test hook (``AIDKD_FAULT=KIND:N``, see :class:`aidkd.engine.trainer.FaultHook`): the
-process SIGKILLs itself at the N-th optimiser step, after the N-th metrics line, or half-way through the N-th
-checkpoint write; the adapt stage of the pipeline (which has no such hook) is killed from outside.
+The kills run the command through tests/fault_injector.py (``AIDKD_FAULT=KIND:N``): the process SIGKILLs itself at
+the N-th optimiser step, after the N-th metrics line, or half-way through the N-th checkpoint write; the adapt stage
+of the pipeline (which the injector does not reach) is killed from outside.
 """
 import json
 import os
@@ -159,7 +159,17 @@ def test_training_step_does_not_synchronise_every_step(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- kill -9 (slow)
+INJECTOR = str(Path(__file__).with_name("fault_injector.py"))
+
+
+def _injected(args: list[str]) -> list[str]:
+    """``args`` with the aidkd command (``-m aidkd.cli``) run through the fault injector."""
+    i = next(k for k in range(len(args) - 1) if args[k:k + 2] == ["-m", "aidkd.cli"])
+    return [*args[:i], INJECTOR, *args[i + 2:]]
+
+
 def _run(args, cwd, fault=None, rank=None, timeout=600):
+    args = _injected(args)
     env = dict(ENV)
     if fault:
         env["AIDKD_FAULT"] = fault
@@ -407,8 +417,9 @@ def test_a_stalled_rank_ends_the_job_with_one_line_naming_the_rank(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     env = dict(ENV, AIDKD_FAULT="step:3", AIDKD_FAULT_RANK="1", AIDKD_FAULT_SIGNAL="STOP")
     t0 = time.time()
-    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "aidkd.cli", "train", "--config", "c.yaml"], cwd=tmp_path, env=env,
+    p = subprocess.Popen([sys.executable, *_injected(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                                      "2", "-m", "aidkd.cli", "train", "--config", "c.yaml"])],
+                         cwd=tmp_path, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         _, err = p.communicate(timeout=150)

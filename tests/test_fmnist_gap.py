@@ -1,4 +1,4 @@
-"""The Fashion-MNIST capacity-gap study (benchmarks/fmnist_gap): its plan, its statistics, its verdict records,
+"""The Fashion-MNIST capacity-gap study (studies/fmnist_gap): its plan, its statistics, its verdict records,
 and the whole flow on digits (the `test` profile) through a process pool, rerun without running anything."""
 import json
 import math
@@ -9,19 +9,19 @@ import pytest
 
 from aidkd.errors import UserError
 from aidkd.stages import StageResult
-from benchmarks.fmnist_gap.__main__ import main, run
-from benchmarks.fmnist_gap.plan import (
+from studies.fmnist_gap.__main__ import main, run
+from studies.fmnist_gap.plan import (
     PROFILES,
     TEACHERS,
     VARIANTS,
+    JobId,
     ladder,
-    logits_id,
     make_job,
     plan,
     teaching,
     variants,
 )
-from benchmarks.fmnist_gap.verdicts import (
+from studies.fmnist_gap.verdicts import (
     confidence_interval,
     corrected,
     holm,
@@ -39,16 +39,18 @@ def test_every_stage_reads_only_earlier_waves(profile):
     R = {}
     ids = []
     for wave in plan(profile):
-        for group in (wave, [logits_id(j) for j in teaching(wave)]):
+        for group in (wave, [j.outputs for j in teaching(wave)]):
             for job_id in group:
                 job = make_job(profile, job_id, R)  # KeyError: an input that is not finished yet
-                assert job.id == job_id
-                ids.append(job_id)
+                assert job.id == str(job_id) and JobId.parse(job.id) == job_id
+                ids.append(job.id)
             for job_id in group:  # what a finished stage of each kind holds
-                kind = "adapt" if "_adapt-" in job_id else "train"
-                result = {"checkpoint": "x.pt", "teacher_kind": "targets" if "adapt-proj" in job_id else "model"}
-                R[job_id] = StageResult(job_id, kind, Path("/nonexistent"), "ran", "0", result)
+                kind = "adapt" if job_id.what.startswith("adapt-") and not job_id.logits else "train"
+                result = {"checkpoint": "x.pt", "teacher_kind": "targets" if "adapt-proj" in job_id.what else "model"}
+                R[job_id] = StageResult(str(job_id), kind, Path("/nonexistent"), "ran", "0", result)
     assert len(ids) == len(set(ids))
+    if PROFILES[profile].get("plan") == "v4":
+        return _check_v4(profile, ids, R)
     small, medium, large = ladder(profile)
     for s in PROFILES[profile]["seeds"]:  # every claim's comparison is planned for every seed
         wanted = [f"s{s}_vanilla", f"s{s}_kd-aa_{small}", f"s{s}_kd-aa_{large}"]
@@ -71,27 +73,111 @@ def test_every_stage_reads_only_earlier_waves(profile):
     # profile, from the teacher itself)
     for what, params in (("kd-cs", {"ic_weight": 0.0}), ("kd-ic", {"cs_weight": 0.0}),
                          ("kd-aa", {"ic_weight": 1.0 + 1e-6})):
-        cfg = make_job(profile, f"s0_{what}_{large}", R).args["config"]
+        cfg = make_job(profile, JobId.parse(f"s0_{what}_{large}"), R).args["config"]
         assert cfg["method"] == {"name": "kd", "params": params}
-        want = {"kind": "model", "name": large, "checkpoint": str(R[f"teacher_{large}"].checkpoint)} if live else \
-            {"kind": "logits", "checkpoint": str(R[f"logits_teacher_{large}"].checkpoint)}
+        want = {"kind": "model", "name": large, "checkpoint": str(R[JobId.parse(f"teacher_{large}")].checkpoint)} if live else \
+            {"kind": "logits", "checkpoint": str(R[JobId.parse(f"logits_teacher_{large}")].checkpoint)}
         assert cfg["teacher"] == want
     # the probes' teachers train on the 20k subset whatever the students' split: one teacher stage for them all
-    teacher = make_job(profile, f"teacher_{large}", R).args["config"]
+    teacher = make_job(profile, JobId.parse(f"teacher_{large}"), R)
     if profile == "axis" or profile.startswith("probe-") and profile != "probe-test":
-        assert teacher == make_job("full", "teacher_cnn_large", R).args["config"]
+        assert teacher.args["config"] == make_job("full", JobId.parse("teacher_cnn_large"), R).args["config"]
     if PROFILES[profile].get("plan") == "probe":
         return
-    aid_ft = make_job(profile, f"s0_aid-ft+kd_{large}", R).args["config"]["teacher"]
+    aid_ft = make_job(profile, JobId.parse(f"s0_aid-ft+kd_{large}"), R).args["config"]["teacher"]
     if live:  # the adapted teacher runs as a model of its architecture; the logits stages hold one view per image
-        assert aid_ft == {"kind": "model", "name": large, "checkpoint": str(R[f"s0_adapt-ft_{large}"].checkpoint)}
-        assert make_job(profile, f"logits_teacher_{large}", R).args["data"]["augment"] is False
-        assert make_job(profile, "s0_vanilla", R).args["config"]["data"]["augment"] is True
+        assert aid_ft == {"kind": "model", "name": large, "checkpoint": str(R[JobId.parse(f"s0_adapt-ft_{large}")].checkpoint)}
+        assert make_job(profile, JobId.parse(f"logits_teacher_{large}"), R).args["data"]["augment"] is False
+        assert make_job(profile, JobId.parse("s0_vanilla"), R).args["config"]["data"]["augment"] is True
         return
     # the projection teacher is served as targets, the fine-tuned one through its logits stage
     proj = next(v for v in variants(profile) if VARIANTS[v].objective == "projection")
-    aid_proj = make_job(profile, f"s0_aid-{proj}+kd_{large}", R).args["config"]["teacher"]
+    aid_proj = make_job(profile, JobId.parse(f"s0_aid-{proj}+kd_{large}"), R).args["config"]["teacher"]
     assert aid_proj["kind"] == "targets" and aid_ft["kind"] == "logits"
+
+
+def _check_v4(profile: str, ids: list[str], R: dict) -> None:
+    """Evidence v4's plan: every seed has the vanilla student, KD from every teacher of the profile's checkpoint,
+    the replicated KD control from the largest, and the published AID + KD at every degree from the largest (at
+    the middle degree from the others), the adaptation towards the vanilla student of the same seed."""
+    p = PROFILES[profile]
+    teachers, c = ladder(profile), p["ckpt"]
+    largest, default = teachers[-1], p["degrees"][len(p["degrees"]) // 2]
+    for s in p["seeds"]:
+        wanted = [JobId("vanilla", s), JobId("kd-aa", s, largest, c)] + [JobId("kd", s, t, c) for t in teachers]
+        for t in teachers:
+            for v in p["degrees"] if t == largest else [default]:
+                wanted += [JobId(f"adapt-{v}", s, t, c), JobId(f"aid-{v}+kd", s, t, c)]
+                adapt = make_job(profile, JobId(f"adapt-{v}", s, t, c), R)
+                assert adapt.args["reference"] == str(R[JobId("vanilla", s)].checkpoint)
+                assert adapt.args["params"]["objective"] == "kd" and VARIANTS[v].reference == "vanilla"
+        assert {str(j) for j in wanted} <= set(ids)
+    assert len([i for i in ids if JobId.parse(i).what not in ("teacher",) and not i.startswith("logits_")]) == \
+        len(p["seeds"]) * (2 + len(teachers) + 2 * (len(teachers) - 1) + 2 * len(p["degrees"]))
+    kd = make_job(profile, JobId("kd", 0, largest, c), R).args["config"]
+    assert kd["teacher"] == {"kind": "logits",
+                             "checkpoint": str(R[JobId("teacher", teacher=largest, ckpt=c, logits=True)].checkpoint)}
+
+
+def test_v4_uses_the_shipped_teachers_verified_by_checksum(tmp_path, monkeypatch):
+    """The v4 profile takes the study's shipped teachers when they were trained with its teacher config (the train
+    stage's fingerprint in the manifest), checks their sha256 before any use, and trains what is not shipped."""
+    import dataclasses
+    import shutil
+
+    from studies.fmnist_gap import plan as P
+
+    manifest = json.loads((P.SHIPPED / "manifest.json").read_text())
+    medium = P.make_job("v4", JobId("teacher", teacher="cnn_medium"), {})
+    assert medium.kind == "shipped" and Path(medium.args["file"]) == P.SHIPPED / "cnn_medium.safetensors"
+    assert P.make_job("v4", JobId("teacher", teacher="cnn_small"), {}).kind == "train"  # not shipped
+    res = P.run_job(str(tmp_path / "stages"), medium)
+    assert res.kind == "given" and res.checkpoint == P.SHIPPED / "cnn_medium.safetensors"
+    assert res.result["summary"]["last_test_acc"] == manifest["cnn_medium"]["test_top1_last"]
+    damaged = tmp_path / "cnn_medium.safetensors"
+    shutil.copy(P.SHIPPED / "cnn_medium.safetensors", damaged)
+    with open(damaged, "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(UserError, match="does not match its sha256"):
+        P.run_job(str(tmp_path / "stages"), dataclasses.replace(medium, args={**medium.args, "file": str(damaged)}))
+    monkeypatch.setitem(P.PROFILES, "v4", {**P.PROFILES["v4"], "teacher_epochs": 16})  # another recipe: trained
+    assert P.make_job("v4", JobId("teacher", teacher="cnn_medium"), {}).kind == "train"
+
+
+def test_rank_statistics_and_trend_slopes():
+    """Beside the t-test: the Wilcoxon signed-rank p (scipy's) and the Hodges-Lehmann estimate (the median of the
+    Walsh averages, computed by hand here); a trend's per-seed slopes are least-squares slopes."""
+    from scipy import stats
+
+    from studies.fmnist_gap.v4 import _slopes, _trend
+    from studies.fmnist_gap.verdicts import hodges_lehmann
+
+    d = [0.5, -0.2, 1.1, 0.3, 0.9, -0.4, 0.7]
+    walsh = sorted((d[i] + d[j]) / 2 for i in range(7) for j in range(i, 7))
+    assert len(walsh) == 28 and hodges_lehmann(d) == (walsh[13] + walsh[14]) / 2
+    c = paired([x + 1 for x in d], [1.0] * 7)
+    assert math.isclose(c["hl"], hodges_lehmann(d)) and math.isclose(c["wilcoxon_p"], stats.wilcoxon(d).pvalue)
+    assert paired([1.0, 2.0], [1.0, 2.0])["wilcoxon_p"] is None  # no non-zero difference
+    xs = [1.0, 2.0, 4.0]
+    assert _slopes(xs, [[1.0, 3.0, 7.0], [2.0, None, 2.0]]) == pytest.approx([2.0, 0.0])
+    t = _trend(xs, [[1.0, 2.0], [3.0, None], [7.0, 2.0]])  # series per x, values per seed
+    assert t["n"] == 2 and t["mean"] == pytest.approx(1.0)
+
+
+def test_job_ids_are_named_once_and_read_back():
+    """A stage's name is its JobId's ``str``, and :meth:`JobId.parse` gives the JobId back, for every kind of stage
+    (teacher checkpoints, logits stages, students of a teacher name that ends another one)."""
+    jobs = [JobId("teacher", teacher="cnn_xl"), JobId("teacher", teacher="cnn_xl", ckpt=1),
+            JobId("vanilla", 3), JobId("kd", 7, "cnn_small"), JobId("kd-aa", 0, "cnn_xl", ckpt=1),
+            JobId("aid-proj_b1.25+kd", 2, "cnn_large"), JobId("adapt-ft", 4, "cnn_medium", logits=True)]
+    names = ["teacher_cnn_xl", "teacher_cnn_xl-c1", "s3_vanilla", "s7_kd_cnn_small", "s0_kd-aa_cnn_xl-c1",
+             "s2_aid-proj_b1.25+kd_cnn_large", "logits_s4_adapt-ft_cnn_medium"]
+    assert [str(j) for j in jobs] == names
+    assert [JobId.parse(n) for n in names] == jobs
+    assert JobId("kd", 5, "cnn_xl", 1).of("adapt-ft") == JobId("adapt-ft", 5, "cnn_xl", 1)
 
 
 def test_paired_statistics():
@@ -329,3 +415,37 @@ def test_gpu_plan_with_its_own_ladder_and_live_teachers_on_digits(tmp_path):
     assert data["results"]["s0_adapt-ft_tempered_resnet20"]["info_after"] > 0
     text = report.read_text()
     assert "`resnet8`, `resnet14`, `resnet20`" in text and "run on the view it sees" in text
+
+
+def test_v4_runs_on_digits_and_a_rerun_finds_every_stage(tmp_path):
+    """Evidence v4's plan (the ``v4-test`` profile on digits) runs: every student and adaptation finishes, the
+    published AID adapts each teacher towards the vanilla student of the same seed, the AID + KD students distil
+    from the adapted teacher's stored outputs, and collecting the finished profile runs nothing."""
+    from aidkd.stages import InProcessExecutor
+    from studies.fmnist_gap.plan import collect, run_study
+
+    R = run_study("v4-test", tmp_path, InProcessExecutor(), log=lambda *a: None)
+    planned = [j for wave in plan("v4-test") for j in wave]
+    assert all(R[j].status == "ran" for j in planned)
+    for j in planned:
+        if j.what.startswith("adapt-"):
+            rep = R[j].result["report"]
+            assert rep["objective"] == "kd" and rep["reference_checkpoint"] == str(R[JobId("vanilla", j.seed)].checkpoint)
+        if j.what.startswith("aid-"):
+            cfg = json.loads((R[j].dir / "stage.json").read_text())["config"]
+            assert cfg["teacher"]["kind"] == "logits" and cfg["method"]["name"] == "kd"
+            assert R[j].result["summary"]["last_test_acc"] > 20  # chance is 10%
+    again = collect("v4-test", tmp_path)
+    assert set(again) == set(R) and all(r.status == "skipped" for r in again.values())
+    # the report: every claim judged, one Holm family, the teacher side before and after, the size plot
+    from studies.fmnist_gap.v4 import write_v4_report
+
+    report = write_v4_report("v4-test", tmp_path, again, tmp_path / "v4.md")
+    data = json.loads(report.with_suffix(".json").read_text())
+    claims = {r["claim"] for r in data["verdicts"]}
+    assert {"0", "A/A", "1", "H", "G", "T", "K"} <= claims  # two degrees: no degree trend
+    head = next(r for r in data["verdicts"] if r["claim"] == "H")["comparison"]["aid_minus_kd_control"]
+    assert head["n"] == 2 and "wilcoxon_p" in head and "hl" in head
+    assert all(r["label"][0] != "A" for r in data["holm"])  # the A/A control is no claim
+    text = report.read_text()
+    assert "| cnn_small | pub |" in text and (tmp_path / "v4" / "student_acc_vs_teacher_size.png").is_file()

@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from aidkd.teachers import TableTeacher
 import torch.nn.functional as F
 
 from aidkd.errors import UserError
@@ -124,17 +126,19 @@ def test_other_unmet_needs_are_user_errors(teacher, data):
         build_method("kd", model(), None, {}, make_ctx())
 
 
-class IndexedTeacher(torch.nn.Module):
-    """A teacher that serves fixed per-sample logits (like a teacher-output cache or AID's projection)."""
-
-    indexed = True
+class IndexedTeacher(TableTeacher):
+    """A teacher that serves fixed per-sample logits (like a views file or AID's projection)."""
 
     def __init__(self, logits):
         super().__init__()
-        self.register_buffer("logits", logits)
+        self.register_buffer("rows", logits)
 
-    def forward(self, images, index):
-        return self.logits[index]
+    @property
+    def table(self):
+        return self.rows
+
+    def logits_at(self, index):
+        return self.rows[index]
 
 
 def test_indexed_teacher(data):

@@ -123,7 +123,7 @@ def test_forward_backward_and_features(name):
     model = create_model(name, num_classes=100)
     assert model.input_size == (3, 32, 32)
     x = torch.randn(1 if name in HEAVY else 2, 3, 32, 32)
-    out = model.forward_features(x)
+    out = model.forward_with_features(x)
     n = x.shape[0]
     assert out.logits.shape == (n, 100)
     assert [f.shape for f in out.preact_feats] == [f.shape for f in out.feats]
@@ -146,7 +146,7 @@ def test_forward_backward_and_features(name):
             assert (p < 0).any()  # a genuine pre-activation
     model.eval()
     with torch.no_grad():
-        assert torch.allclose(model(x), model.forward_features(x).logits)
+        assert torch.allclose(model(x), model.forward_with_features(x).logits)
 
 
 @pytest.mark.parametrize("name", ["resnet8", "resnet8x4", "wrn_16_1", "vgg8", "ResNet18", "MobileNetV2",
@@ -154,7 +154,7 @@ def test_forward_backward_and_features(name):
 def test_one_channel_28x28(name):
     model = create_model(name, num_classes=10, in_chans=1, input_hw=28)
     assert model.input_size == (1, 28, 28)
-    out = model.forward_features(torch.randn(2, 1, 28, 28))
+    out = model.forward_with_features(torch.randn(2, 1, 28, 28))
     assert out.logits.shape == (2, 10)
     rgb = create_model(name, num_classes=10).feature_info()["feats"]  # the channels do not depend on the input
     assert [f.shape[1] for f in out.feats] == [s[0] for s in rgb]
@@ -300,7 +300,7 @@ def test_torchvision_resnet18_features():
     model = create_model("tv_resnet18", num_classes=10, input_hw=64)
     assert isinstance(model, HookedModel) and model.input_size == (3, 64, 64)
     x = torch.randn(2, 3, 64, 64)
-    out = model.forward_features(x)
+    out = model.forward_with_features(x)
     assert [tuple(f.shape[1:]) for f in out.feats] == [(64, 32, 32), (64, 16, 16), (128, 8, 8), (256, 4, 4),
                                                       (512, 2, 2)]
     assert out.pooled.shape == (2, 512) and out.logits.shape == (2, 10)
@@ -313,8 +313,8 @@ def test_torchvision_resnet18_features():
     model.eval()
     with torch.no_grad():
         copied = copy.deepcopy(model)  # an EMA-style copy has its own features
-        assert torch.allclose(copied.forward_features(x).feats[3], model.forward_features(x).feats[3])
-        assert torch.allclose(model(x), model.forward_features(x).logits)
+        assert torch.allclose(copied.forward_with_features(x).feats[3], model.forward_with_features(x).feats[3])
+        assert torch.allclose(model(x), model.forward_with_features(x).logits)
 
     # a bare torchvision state dict (no wrapper prefix) loads into the wrapper
     import torchvision
@@ -328,7 +328,7 @@ def test_torchvision_resnet18_features():
 def test_mobilenetv1_features():
     assert num_params(create_model("MobileNetV1", num_classes=1000)) == 4_231_976
     model = create_model("MobileNetV1", num_classes=10, input_hw=64)
-    out = model.forward_features(torch.randn(2, 3, 64, 64))
+    out = model.forward_with_features(torch.randn(2, 3, 64, 64))
     assert [tuple(f.shape[1:]) for f in out.feats] == [(32, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4),
                                                       (1024, 2, 2)]
     for f, p in zip(out.feats[1:], out.preact_feats[1:]):
@@ -338,14 +338,14 @@ def test_mobilenetv1_features():
 
 def test_generic_torchvision_and_timm_lookup():
     m = create_model("tv:mobilenet_v3_small", num_classes=10, in_chans=1, input_hw=64)
-    out = m.forward_features(torch.randn(1, 1, 64, 64))
+    out = m.forward_with_features(torch.randn(1, 1, 64, 64))
     assert [f.shape[-1] for f in out.feats] == [32, 16, 8, 4, 2] and out.logits.shape == (1, 10)
     with pytest.raises(UserError, match="unknown torchvision classifier"):
         create_model("tv:resnet19")
     pytest.importorskip("timm")
     m = create_model("timm:resnet18", num_classes=10, input_hw=64)
     assert m.stage_paths == ["act1", "layer1", "layer2", "layer3", "layer4"]
-    out = m.forward_features(torch.randn(1, 3, 64, 64))
+    out = m.forward_with_features(torch.randn(1, 3, 64, 64))
     assert [f.shape[1] for f in out.feats] == [64, 64, 128, 256, 512] and out.pooled.shape == (1, 512)
 
 

@@ -13,7 +13,7 @@ import yaml
 from aidkd.aid.pipeline import load_pipeline_config, pipeline_config_from_dict, run_pipeline
 from aidkd.cli import main
 from aidkd.config import _deep_merge, load_config, resolve_config_path, shipped_configs
-from aidkd.engine.checkpoint import FORMAT, load_checkpoint
+from aidkd.files.checkpoint import FORMAT, load_checkpoint
 from aidkd.errors import UserError
 
 BASE = {
@@ -252,12 +252,11 @@ def test_teacher_cache_with_augmentation_serves_t0_the_adapted_teacher_and_the_a
     res = run(d)
     kd = res["results"]["methods"][0]
     assert kd["aid"]["last"][0] > 10 and kd["baseline"]["last"][0] > 10
-    caches = sorted(Path(os.environ["AIDKD_CACHE"]).glob("teacher-views-*/stage.json"))
-    sources = [json.loads(c.read_text())["result"]["source"] for c in caches]
-    assert len(caches) == 2, sources  # T0's (built by the adapt stage or the first KD run, read by both) and T's
+    caches = sorted(Path(os.environ["AIDKD_CACHE"]).glob("*/info.json"))
+    assert len(caches) == 2, caches  # T0's (built by the adapt stage or the first KD run, read by both) and T's
     rec = json.loads((stage_dir(res, "adapt") / "stage.json").read_text())
     assert rec["config"]["t0_cache"] == "views"
-    views = [json.loads(c.read_text())["result"]["shape"][1] for c in caches]
+    views = [json.loads(c.read_text())["shape"][1] for c in caches]
     assert views == [9, 9]  # digits: crop padding 1, no flip
 
 

@@ -5,7 +5,6 @@ import pytest
 import torch
 from rich.console import Console
 
-import aidkd.engine.logging as engine_logging
 from aidkd import progress
 
 
@@ -13,7 +12,7 @@ from aidkd import progress
 def terminal(monkeypatch):
     """stderr as a terminal that writes into a buffer."""
     buf = io.StringIO()
-    monkeypatch.setattr(engine_logging, "console", Console(file=buf, force_terminal=True, width=160))
+    monkeypatch.setattr(progress, "console", Console(file=buf, force_terminal=True, width=160))
     monkeypatch.delenv("CI", raising=False)
     progress.set_quiet(False)
     yield buf
@@ -29,7 +28,7 @@ def test_when_bars_are_drawn(terminal, monkeypatch):
     monkeypatch.setenv("CI", "true")
     assert not progress.progress_enabled()
     monkeypatch.delenv("CI")
-    monkeypatch.setattr(engine_logging, "console", Console(file=io.StringIO()))  # not a terminal
+    monkeypatch.setattr(progress, "console", Console(file=io.StringIO()))  # not a terminal
     assert not progress.progress_enabled()
 
 
@@ -66,7 +65,7 @@ def test_job_bar(terminal):
 
 def test_teacher_cache_and_adaptation_draw_their_bars(terminal):
     from aidkd.aid.adapt import AIDParams, adapt_teacher
-    from aidkd.engine.view_cache import CacheSpec, build_view_logits, stored_view_table
+    from aidkd.teachers.views import CacheSpec, build_view_logits, stored_view_table
     from aidkd.methods import Batch
     from aidkd.models import create_model
 

@@ -8,7 +8,7 @@ from aidkd.cli import main
 from aidkd.config import config_from_dict
 from aidkd.engine import train
 from aidkd.plots import plot_training_curves, read_metrics
-from aidkd.report import write_report
+from aidkd.runs_report import write_report
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 cache serves the teacher's logits for exactly the sampled view, and the lean teacher gives the same logits."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,19 +22,19 @@ from aidkd.data.augment import (
     num_views,
 )
 from aidkd.engine import train
-from aidkd.engine.checkpoint import load_checkpoint
-from aidkd.engine.frozen_teacher import LeanTeacher, fold_batchnorm
-from aidkd.engine.view_cache import (
+from aidkd.files.checkpoint import load_checkpoint
+from aidkd.teachers import ModelTeacher, fold_batchnorm
+from aidkd.teachers.views import (
     CacheSpec,
-    ViewCachedTeacher,
     ViewStore,
+    ViewsTeacher,
     build_view_logits,
-    cache_root,
     fingerprint,
     storage_bytes,
     stored_view_table,
 )
 from aidkd.errors import UserError
+from aidkd.teachers.cache import cache_root, cached_views
 from aidkd.methods import MethodContext, build_method
 from aidkd.models import create_model
 
@@ -175,7 +176,7 @@ def test_cached_and_uncached_kd_give_the_same_loss(mode):
         ld.replay_views(table)
     store = ViewStore(build_view_logits(teacher, ld.images, ld.mean, ld.std, table, spec, torch.device("cpu"),
                                         batch_size=64), table, spec, 4)
-    cached = ViewCachedTeacher(store, teacher)
+    cached = ViewsTeacher(store, teacher)
     batch = next(iter(ld))
     real, fast = _kd(teacher), _kd(cached)
     _, l_real = real(batch, 0)
@@ -183,12 +184,12 @@ def test_cached_and_uncached_kd_give_the_same_loss(mode):
     assert torch.allclose(l_real["kd"], l_fast["kd"], rtol=2e-3, atol=1e-5)
     assert torch.equal(l_real["ce"], l_fast["ce"])
     zt = teacher(batch.images)
-    assert torch.allclose(cached(batch.images, batch.index, batch.view), zt, atol=2e-3 * zt.abs().max().item())
+    assert torch.allclose(cached.logits(batch), zt, atol=2e-3 * zt.abs().max().item())
     # the view matters: the logits of another view differ, and a batch without a view runs the teacher
-    other = cached(batch.images, batch.index, (batch.view + 1) % num_views(2, True)) if mode == "views" else None
-    if other is not None:
+    if mode == "views":
+        other = cached.logits(dataclasses.replace(batch, view=(batch.view + 1) % num_views(2, True)))
         assert not torch.allclose(other, zt, atol=1e-2)
-    assert torch.equal(cached(batch.images, batch.index, None), teacher(batch.images))
+    assert torch.equal(cached.logits(dataclasses.replace(batch, view=None)), teacher(batch.images))
 
 
 @pytest.mark.parametrize("method,params", [("kd", {"logit_standardization": True}), ("dkd", {}), ("dist", {}),
@@ -198,7 +199,7 @@ def test_every_logit_method_gives_the_same_losses_from_the_cache(method, params)
     teacher = _teacher()
     spec = CacheSpec("views", 2, True)
     table = stored_view_table(40, spec)
-    cached = ViewCachedTeacher(ViewStore(build_view_logits(teacher, ld.images, ld.mean, ld.std, table, spec,
+    cached = ViewsTeacher(ViewStore(build_view_logits(teacher, ld.images, ld.mean, ld.std, table, spec,
                                                            torch.device("cpu")), table, spec, 4), teacher)
     batch = next(iter(ld))
     ctx = MethodContext(num_classes=4, input_size=(1, 8, 8), mean=(0.5,), std=(0.25,), epochs=2, steps_per_epoch=3)
@@ -265,8 +266,8 @@ def test_training_with_the_view_cache_is_training_with_the_teacher(run_cfg, teac
     stored = load_checkpoint(files[0])
     assert stored["tensors"]["logits"].shape == (1437, 9, 10)  # digits' training split; crop padding 1, no flip
     assert stored["tensors"]["logits"].dtype == torch.float16
-    record = json.loads((files[0].parent / "stage.json").read_text())  # a stage of the stage layer
-    assert record["kind"] == "teacher-views" and record["result"]["build_img_per_s"] > 0
+    record = json.loads((files[0].parent / "info.json").read_text())  # the cache's record, written last
+    assert record["fingerprint"] == files[0].parent.name and record["build_img_per_s"] > 0
     def rec(s):
         return [json.loads(line) for line in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(rec(plain), rec(cached), strict=True):
@@ -307,11 +308,11 @@ def test_a_killed_cache_build_leaves_no_temp_file_for_good(run_cfg, teacher_ckpt
                   teacher={"name": "cnn_small", "checkpoint": teacher_ckpt, "cache": "views"})
     train(config_from_dict(cfg))
     folder = next(cache_root().glob("*/views.pt")).parent
-    (folder / "stage.json").unlink()  # as if the build had been killed before its record ...
+    (folder / "info.json").unlink()  # as if the build had been killed before its record ...
     stale = folder / ".views.pt.abc123.tmp"  # ... while writing views.pt
     stale.write_bytes(b"x" * 1000)
     train(config_from_dict({**cfg, "output": {**cfg["output"], "name": "again"}}))
-    assert not stale.exists() and (folder / "stage.json").is_file()
+    assert not stale.exists() and (folder / "info.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------ the lean teacher
@@ -329,7 +330,7 @@ def test_folded_teacher_gives_the_same_logits(name):
             mod.running_var.uniform_(0.5, 2.0)
             mod.weight.data.uniform_(0.5, 1.5)
             mod.bias.data.normal_(0, 0.2)
-    lean = LeanTeacher(m)
+    lean = ModelTeacher(m, lean=True)
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         ref = m(x)
@@ -443,13 +444,11 @@ class _SlowCountingTeacher(torch.nn.Module):
 
 
 def _build_in_process(log: Path, root: Path, out) -> None:
-    from aidkd.engine.view_cache import view_cache_stage
-
     torch.set_num_threads(1)  # as DataLoader workers do: a forked child must not reuse the parent's thread pool
     t = _SlowCountingTeacher(log)
-    st = view_cache_stage(t, t.inner, _loader(), CacheSpec("views", 1, False), 4, torch.device("cpu"), root=root,
-                          log=lambda *a: None)
-    out.put((st.status, str(st.dir)))
+    path, status = cached_views(t, t.inner, _loader(), CacheSpec("views", 1, False), 4, torch.device("cpu"),
+                                root=root, log=lambda *a: None)
+    out.put((status, str(path)))
 
 
 def test_two_processes_that_need_one_cache_build_it_once(tmp_path):
@@ -464,6 +463,6 @@ def test_two_processes_that_need_one_cache_build_it_once(tmp_path):
     for p in procs:
         p.join(60)
     results = sorted(out.get(timeout=5) for _ in procs)
-    assert [s for s, _ in results] == ["ran", "skipped"] and results[0][1] == results[1][1]
+    assert [s for s, _ in results] == ["built", "found"] and results[0][1] == results[1][1]
     # one build: 40 images x 9 views in batches of 64 (the CPU build's) is 6 teacher forwards, not 12
     assert log.read_text().count("forward") == 6

@@ -1,5 +1,6 @@
 """The stage layer: the reuse contract (fingerprint over config and file contents, folders, records), the
 training case, the logits stage and the teacher kinds it feeds, and the executors (pool, submitit's local one)."""
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -74,7 +75,7 @@ def test_train_stage_follows_the_teacher_file_and_logits_teacher(run_cfg, tmp_pa
     # the table is the teacher's own outputs on the training views, in float32
     from aidkd.config import DataConfig
     from aidkd.data import build_data
-    from aidkd.engine.view_cache import identity_logits, serve_views
+    from aidkd.teachers import identity_logits, serve_views
     from aidkd.stages.artifacts import load_model
 
     d = build_data(DataConfig(**data), device="cpu")
@@ -84,7 +85,7 @@ def test_train_stage_follows_the_teacher_file_and_logits_teacher(run_cfg, tmp_pa
     with torch.no_grad():
         for batch in d.train.as_eval():
             want = model(batch.images)
-            torch.testing.assert_close(table(batch.images, batch.index, torch.zeros_like(batch.index)), want)
+            torch.testing.assert_close(table.logits(dataclasses.replace(batch, view=torch.zeros_like(batch.index))), want)
             torch.testing.assert_close(stored[batch.index], want)
     # a student distilled from the table (teacher.kind: logits) learns
     kd = run_cfg(method={"name": "kd"}, teacher={"kind": "logits", "checkpoint": str(lg.checkpoint)},

@@ -37,12 +37,12 @@ _API = {
     "RunConfig": ("aidkd.config", "RunConfig"),
     "train": ("aidkd.engine", "train"),
     "evaluate": ("aidkd.engine", "evaluate"),
-    "evaluate_checkpoint": ("aidkd.evaluation", "evaluate_checkpoint"),
+    "evaluate_checkpoint": ("aidkd.checkpoint_eval", "evaluate_checkpoint"),
     "build_data": ("aidkd.data", "build_data"),
     "DATASETS": ("aidkd.data", "DATASETS"),
     "build_method": ("aidkd.methods", "build_method"),
     "METHODS": ("aidkd.methods", "METHODS"),
-    "Batch": ("aidkd.methods", "Batch"),
+    "Batch": ("aidkd.data", "Batch"),
     "kd_decomposition": ("aidkd.losses", "kd_decomposition"),
     "split_decomposition": ("aidkd.aid", "split_decomposition"),
     "split_decomposition_from_logits": ("aidkd.aid", "split_decomposition_from_logits"),
@@ -53,7 +53,8 @@ _API = {
     "run_pipeline": ("aidkd.aid.pipeline", "run_pipeline"),
     "UserError": ("aidkd.errors", "UserError"),
 }
-_SUBMODULES = {"aid", "bench", "config", "data", "engine", "errors", "losses", "methods", "models"}
+_SUBMODULES = {"aid", "bench", "config", "data", "engine", "errors", "files", "losses", "methods", "models", "stages",
+               "teachers"}
 
 
 def __getattr__(name: str):

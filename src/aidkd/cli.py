@@ -89,7 +89,7 @@ def cmd_dgkd(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import evaluate_checkpoint
+    from .checkpoint_eval import evaluate_checkpoint
 
     res = evaluate_checkpoint(args.checkpoint, dataset=args.data, split=args.split, model=args.model,
                               overrides=args.overrides, device=args.device)
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_report(args) -> int:
-    from .report import print_report, write_report
+    from .runs_report import print_report, write_report
 
     groups, written = write_report(args.runs, None if args.out == "-" else args.out, overwrite=args.overwrite)
     print_report(groups)

@@ -175,7 +175,7 @@ class TeacherConfig(_Section):
 
     @field_validator("cache", mode="before")
     @classmethod
-    def _cache_bool(cls, v):  # true/false (and YAML's on/off) from older configs: the exact cache or none
+    def _cache_bool(cls, v):  # true/false (and YAML's on/off): the exact cache or none
         return {True: "views", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
@@ -252,7 +252,18 @@ class OutputConfig(_Section):
 
 #: train options added after runs were recorded, with the default that reproduces those runs: left out of
 #: :meth:`RunConfig.identity` while at that default
-_LATER_TRAIN_OPTIONS = {"on_nonfinite": "stop", "max_skipped_steps": 10, "ema_decay": None}
+#: How a config keeps the identity of the runs made before one of its options existed, the one mechanism: each
+#: dotted key is left out of :meth:`RunConfig.identity` while it holds the value listed (the value those runs had
+#: without saying), and one marked ``_NEVER_HASHED`` never changes results; a value renamed since is hashed under
+#: its first spelling (``_IDENTITY_SPELLINGS``). A new option that changes results gets an entry here, so that every
+#: stage and run folder made before it is still found.
+_NEVER_HASHED = object()
+_IDENTITY_DEFAULTS = {
+    "assistants": [], "train.on_nonfinite": "stop", "train.max_skipped_steps": 10, "train.ema_decay": None,
+    "teacher.kind": "model", "teacher.cache_views": 8, "teacher.cache_topk": None, "teacher.lean": True,
+    "teacher.cache_budget_gb": _NEVER_HASHED,
+}
+_IDENTITY_SPELLINGS = {"teacher.cache": {"off": False, "views": True}}
 #: train options that change how a run is shown or waited on, never what it computes
 _DISPLAY_TRAIN_OPTIONS = ("progress", "log_every", "dist_timeout_s", "tensorboard", "wandb")
 
@@ -290,22 +301,19 @@ class RunConfig(_Section):
 
     def identity(self) -> dict:
         """The config as it identifies a computation: everything that changes results (not the output location
-        or the display), with options added after runs were made left out while they hold their neutral default,
-        so that those runs keep their identity. :meth:`fingerprint` and the stage layer both hash this."""
+        or the display), with the options of ``_IDENTITY_DEFAULTS`` left out at their neutral values.
+        :meth:`fingerprint` and the stage layer both hash this."""
         d = self.recorded()
-        if not d["assistants"]:  # runs from before assistants existed keep their identity
-            d.pop("assistants")
-        for k, default in _LATER_TRAIN_OPTIONS.items():  # hashed only when changed
-            if d["train"].get(k) == default:
-                d["train"].pop(k)
-        if d["teacher"]["kind"] == "model":  # the default kind: fingerprints of runs from before it are unchanged
-            d["teacher"].pop("kind")
-        t = d["teacher"]  # the view-cache options at their defaults, and the budget, leave the fingerprint as before
-        t["cache"] = {"off": False, "views": True}.get(t["cache"], t["cache"])
-        for key, default in (("cache_views", 8), ("cache_topk", None), ("lean", True)):
-            if t[key] == default:
-                t.pop(key)
-        t.pop("cache_budget_gb")
+        for key, spelling in _IDENTITY_SPELLINGS.items():
+            section, name = key.split(".")
+            d[section][name] = spelling.get(d[section][name], d[section][name])
+        for key, neutral in _IDENTITY_DEFAULTS.items():
+            *path, name = key.split(".")
+            node = d
+            for part in path:
+                node = node[part]
+            if neutral is _NEVER_HASHED or node.get(name) == neutral:
+                node.pop(name, None)
         return d
 
     def fingerprint(self) -> str:
@@ -393,6 +401,26 @@ def _allowed_keys(root: type[BaseModel], section: tuple) -> list[str]:
         if model is None:
             return []
     return sorted(model.model_fields) if model is not None else []
+
+
+def run_dict(base: dict, *, model: str | dict, method: str | dict, teacher: dict | None = None,
+             seed: int | None = None, epochs: int | None = None, lr: float | None = None, **sections) -> dict:
+    """A RunConfig dict of one run of a plan: ``base`` (the sections its runs share: data, optim, sched, train;
+    copied, never changed) with the run's ``model`` and ``method`` (a name or a section), its ``teacher`` section,
+    ``train.seed``, ``train.epochs`` and ``optim.lr`` where given; ``sections`` (``data=``, ``output=``, ``meta=``)
+    replace whole sections. The one way the plans (the AID pipeline, the suites, the Fashion-MNIST study) build
+    their runs."""
+    d = copy.deepcopy(base)
+    d["model"] = {"name": model} if isinstance(model, str) else copy.deepcopy(model)
+    d["method"] = {"name": method} if isinstance(method, str) else copy.deepcopy(method)
+    if teacher is not None:
+        d["teacher"] = copy.deepcopy(teacher)
+    for section, key, value in (("train", "seed", seed), ("train", "epochs", epochs), ("optim", "lr", lr)):
+        if value is not None:
+            d.setdefault(section, {})[key] = value
+    d.update(copy.deepcopy(sections))
+    order = list(RunConfig.model_fields)  # the sections in the config's own order, as they are written
+    return {k: d[k] for k in sorted(d, key=lambda k: order.index(k) if k in order else len(order))}
 
 
 def config_from_dict(d: dict, source: str = "") -> RunConfig:

@@ -19,7 +19,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from .aid.pipeline import PIPELINE_FILES, load_pipeline_config, run_pipeline
 from .errors import UserError
+from .files.rundir import claim_folder
+from .plots import pyplot
+from .progress import StageProgress, console, progress_enabled, set_quiet, stage_epochs
 
 CONFIG, QUICK_CONFIG = "pipeline/demo", "pipeline/demo_quick"
 #: one test image of digits, in accuracy points (360 test images)
@@ -30,7 +37,6 @@ def demo_config(quick: bool = False, out: str | None = None, seeds: list[int] | 
                 overrides: list[str] | None = None):
     """The demo's :class:`~aidkd.aid.pipeline.PipelineConfig`: the shipped config, its output folder and seeds
     replaced when given, then any dotted ``overrides``."""
-    from .aid.pipeline import load_pipeline_config
 
     ov = [f"output.dir={out}"] if out else []
     if seeds is not None:
@@ -45,10 +51,6 @@ def run_demo(out: str = "runs/demo", quick: bool = False, seeds: list[int] | Non
     """Run (or reuse) the demo's pipeline into ``out``, print its tables and write ``demo.png``.
 
     Returns the pipeline's dict (``results``, ``stages``, ``table``, ``out_dir``) with ``plot`` (the PNG)."""
-    from .aid.pipeline import PIPELINE_FILES, run_pipeline
-    from .engine.logging import console
-    from .engine.rundir import claim_folder
-    from .progress import StageProgress, progress_enabled, set_quiet, stage_epochs
 
     cfg = demo_config(quick, out, seeds, overrides)
     claim_folder(cfg.output.dir, "--out", PIPELINE_FILES, subdirs=True)  # before a word is printed
@@ -65,7 +67,6 @@ def run_demo(out: str = "runs/demo", quick: bool = False, seeds: list[int] | Non
     out_dir = Path(res["out_dir"])
     plot = plot_demo(r, out_dir / "demo.png")
     if not quiet:
-        from rich.console import Console
 
         stdout = Console(width=max(100, console.width or 100))
         stdout.print(student_table(r))
@@ -86,7 +87,6 @@ def _pm(st: dict | None, signed: bool = False) -> str:
 
 def student_table(r: dict):
     """(a) the students: test top-1 (%) at the last epoch and at the selected epoch, and the AID gain."""
-    from rich.table import Table
 
     n = len(r["seeds"])
     t = Table(title=f"(a) students ({r['student']}), test top-1 %, "
@@ -108,7 +108,6 @@ def student_table(r: dict):
 def decomposition_table(r: dict):
     """(b) L_KD = L_CS + L_IC of the teacher against S_p, I_T and the inner-class agreement, before (T0) and after
     (T) the adaptation."""
-    from rich.table import Table
 
     d = r["decomposition"]
     t = Table(title=f"(b) teacher vs S_p ({d['split']}, tau {r['aid']['tau']:g}): L_KD = L_CS + L_IC")
@@ -174,7 +173,6 @@ def closing_lines(r: dict, out_dir: Path, plot: Path) -> list[str]:
 def plot_demo(r: dict, path: str | Path) -> Path:
     """``demo.png``: left, L_CS and L_IC of the teacher against S_p before and after AID as stacked bars
     (their sum is L_KD); right, the students' last-epoch test accuracy, from T0 and from T."""
-    from .plots import pyplot
 
     plt = pyplot()
     d = r["decomposition"]

@@ -8,7 +8,7 @@
   the dataset's class names and normalisation (``mean``, ``std`` of images in [0, 1]), the epoch and metrics of
   the checkpoint, and the run's config.
 
-:func:`read_safetensors` turns such a file back into the dict of an aidkd checkpoint (``format``, ``arch``,
+:func:`aidkd.files.checkpoint.read_safetensors` turns such a file back into the dict of an aidkd checkpoint (``format``, ``arch``,
 ``model``, ``config``...), which is what every checkpoint reader of the package returns for a ``.safetensors``
 path; a safetensors file without the header (e.g. a published one) reads as a bare state dict.
 """
@@ -17,43 +17,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
+
+from .config import DataConfig
+from .data.build import load_source
 from .errors import UserError
-
-SUFFIX = ".safetensors"
-META_KEY = "aidkd"
-#: the checkpoint entries the JSON keeps (besides the weights)
-_FIELDS = ("arch", "num_classes", "in_chans", "input_hw", "model_kwargs", "epoch", "metrics")
-
-
-def is_safetensors(path: str | Path) -> bool:
-    return str(path).endswith(SUFFIX)
-
-
-def read_safetensors(path: str | Path) -> dict:
-    """An aidkd checkpoint dict from a ``.safetensors`` file written by :func:`export_safetensors` (or the bare
-    state dict of one that has no aidkd header); a missing or unreadable file is a one-line UserError."""
-    from safetensors import SafetensorError, safe_open
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"checkpoint {str(p)!r} not found; check the path")
-    try:
-        with safe_open(str(p), framework="pt", device="cpu") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"checkpoint {str(p)!r} cannot be read as safetensors ({str(e).splitlines()[0][:160]})") from None
-    if META_KEY not in header:
-        return tensors
-    try:
-        meta = json.loads(header[META_KEY])
-    except json.JSONDecodeError:
-        raise UserError(f"checkpoint {str(p)!r}: its aidkd header is not valid JSON; re-export it") from None
-    from .engine.checkpoint import FORMAT
-
-    ck = {k: meta[k] for k in _FIELDS if k in meta}
-    ck.update(format=FORMAT, model=tensors, config=json.dumps(meta.get("config") or {}))
-    return ck
+from .files.checkpoint import (FORMAT, META_KEY, SAFETENSORS_FIELDS, SUFFIX, atomic_write_bytes, atomic_write_text,
+                               is_safetensors, read_checkpoint)
+from .files.rundir import check_creatable, report_marked
+from .models.checkpoint import extract_state_dict
 
 
 def _checkpoint_of(source: Path) -> Path:
@@ -67,9 +40,6 @@ def _checkpoint_of(source: Path) -> Path:
 
 def _data_info(config: dict, num_classes: int | None) -> dict:
     """Class names and normalisation of the run's dataset (from its loader; files are read, nothing trained)."""
-    from .config import DataConfig
-    from .data.build import load_source
-
     data = dict(config.get("data") or {})
     if not data:
         return {"dataset": None, "classes": None, "mean": None, "std": None}
@@ -86,15 +56,11 @@ def _data_info(config: dict, num_classes: int | None) -> dict:
 def _written_by_aidkd(path: Path) -> bool:
     """Whether an existing file is an export of aidkd's: weights with its header, or a sidecar with its mark."""
     if is_safetensors(path):
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 return META_KEY in (f.metadata() or {})
         except (SafetensorError, OSError, ValueError):
             return False
-    from .engine.rundir import report_marked
-
     return report_marked(path)  # the sidecar: a JSON object with written_by aidkd
 
 
@@ -102,12 +68,6 @@ def export_safetensors(source: str | Path, out: str | Path | None = None, overwr
     """Write the student of a run directory (its ``checkpoints/best.pt``) or a checkpoint file as safetensors
     plus JSON (see the module docstring); returns (weights path, JSON path). Existing files are refused unless
     ``overwrite``."""
-    from safetensors.torch import save
-
-    from .engine.checkpoint import FORMAT, atomic_write_bytes, atomic_write_text
-    from .engine.rundir import check_creatable
-    from .models.checkpoint import extract_state_dict, read_checkpoint
-
     src = Path(source)
     if not src.exists():
         raise UserError(f"{str(src)!r} not found: give a run directory or a checkpoint file")
@@ -118,7 +78,7 @@ def export_safetensors(source: str | Path, out: str | Path | None = None, overwr
                         "by aidkd train / distill / adapt")
     sd, _ = extract_state_dict(obj, f"checkpoint {str(ckpt)!r}")
     config = json.loads(obj["config"]) if isinstance(obj.get("config"), str) else {}
-    meta = {k: obj[k] for k in _FIELDS if k in obj}
+    meta = {k: obj[k] for k in SAFETENSORS_FIELDS if k in obj}
     meta.update(_data_info(config, obj.get("num_classes")), source=str(ckpt.resolve()), config=config,
                 written_by="aidkd")
 
@@ -143,4 +103,4 @@ def export_safetensors(source: str | Path, out: str | Path | None = None, overwr
     return weights, sidecar
 
 
-__all__ = ["META_KEY", "SUFFIX", "export_safetensors", "is_safetensors", "read_safetensors"]
+__all__ = ["export_safetensors"]

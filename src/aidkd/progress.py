@@ -11,14 +11,19 @@ per minute for a benchmark's jobs).
 * :func:`track_images`: wraps an iterable of batches (anything with ``labels``, or ``(images, labels, ...)``
   tuples) in a bar that counts batches and images.
 * :class:`JobProgress`, :func:`track_jobs`: a bar over a benchmark's jobs.
+* :class:`EpochProgress`: the engine's bar over one epoch's steps.
+
+:data:`console` is the one rich console (stderr) every message and bar of aidkd goes to.
 """
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -29,6 +34,7 @@ from rich.progress import (
 )
 
 T = TypeVar("T")
+console = Console(stderr=True)
 _QUIET = False
 
 
@@ -41,14 +47,10 @@ def set_quiet(quiet: bool = True) -> None:
 def progress_enabled(quiet: bool = False) -> bool:
     """Whether to draw a bar: not ``quiet`` nor :func:`set_quiet`, not in CI (env ``CI`` set), and stderr is a
     terminal."""
-    from .engine.logging import console
-
     return not (quiet or _QUIET) and not os.environ.get("CI") and console.is_terminal
 
 
 def _progress(unit: str, speed: str = "img/s") -> Progress:
-    from .engine.logging import console
-
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
         TextColumn("{task.fields[ips]:.0f} " + speed), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -163,5 +165,52 @@ def track_jobs(items: list[T], description: str, enabled: bool, name: Callable[[
             bar.advance(name(item))
 
 
-__all__ = ["JobProgress", "StageProgress", "progress_enabled", "set_quiet", "stage_epochs", "track_images",
+
+
+class EpochProgress:
+    """A progress bar over one epoch's steps, showing img/s; silent when disabled or not on rank 0."""
+
+    def __init__(self, enabled: bool, total_epochs: int):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total_epochs = total_epochs
+        self.progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            self.progress = Progress(
+                TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[ips]:.0f} img/s"),
+                TextColumn("loss {task.fields[loss]:.3f}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+            self.progress.__enter__()
+        return self
+
+    def start_epoch(self, epoch: int, steps: int):
+        self._t0 = time.perf_counter()
+        if self.progress:
+            self.task = self.progress.add_task(
+                "train", total=steps, epoch=epoch + 1, epochs=self.total_epochs, ips=0.0, loss=0.0
+            )
+
+    def update(self, images_seen: int, loss: float):
+        if self.progress:
+            ips = images_seen / max(time.perf_counter() - self._t0, 1e-9)
+            self.progress.update(self.task, advance=1, ips=ips, loss=loss)
+
+    def end_epoch(self):
+        if self.progress:
+            self.progress.remove_task(self.task)
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.__exit__(*exc)
+
+
+__all__ = ["EpochProgress", "JobProgress", "StageProgress", "progress_enabled", "console", "set_quiet", "stage_epochs", "track_images",
            "track_jobs"]

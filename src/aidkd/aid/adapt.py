@@ -6,7 +6,7 @@ stepped by :class:`~aidkd.aid.objective.TeacherAdapter`): by default (``objectiv
 with the standard KD loss, the teacher as learner and the frozen pretrained student S_p as target; S_p and T0 are
 frozen in eval mode and only T receives gradients. The objective ``mcmi`` first takes T0's class centroids over
 one pass of the training batches. Projection (``objective="projection"``) computes the adapted targets in closed
-form instead (:mod:`aidkd.aid.project`) and returns a :class:`~aidkd.aid.project.TargetTeacher`.
+form instead (:mod:`aidkd.aid.project`) and returns a :class:`~aidkd.teachers.TargetTeacher`.
 
 :func:`adapt_teacher` returns the adapted teacher and an :class:`AIDReport`: the teacher's accuracy before/after
 with a loud warning past the tolerance, L_KD / L_CS / L_IC between teacher and S_p, the teacher's inner-class
@@ -24,8 +24,10 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
+from ..data.base import Batch
 from ..engine.precision import autocast
 from ..errors import UserError
+from ..teachers import runs_images
 from ..progress import progress_enabled, track_images
 from .objective import AIDParams, TeacherAdapter, class_centroids
 from .project import project_teacher
@@ -135,12 +137,12 @@ def adapt_teacher(
     The ``mcmi`` objective's class centroids are T0's over one pass of ``train_loader`` before the first step.
 
     Projection: ``train_loader`` must serve the training split in fixed views (no augmentation) with sample
-    indices; the adapted teacher is a :class:`~aidkd.aid.project.TargetTeacher`, and the before/after numbers
+    indices; the adapted teacher is a :class:`~aidkd.teachers.TargetTeacher`, and the before/after numbers
     are measured on the projected training samples.
 
     The models are moved to ``device``. E_a is ``params.epochs`` or ``params.epochs_fraction`` of
     ``distill_epochs``. ``t0_outputs``: T0's stored outputs on the training views (a
-    :class:`~aidkd.engine.view_cache.ViewCachedTeacher` over ``train_loader``'s split), read for the objective's T0
+    :class:`~aidkd.teachers.ViewsTeacher` over ``train_loader``'s split), read for the objective's T0
     logits instead of running T0 at every step. ``dtype``: the autocast dtype of the fine-tuning's forward passes
     (the run's precision, :mod:`aidkd.engine.precision`; None: fp32); the report's measuring passes run in fp32.
     """
@@ -190,7 +192,7 @@ def _report(params: AIDParams, before: SplitDecomposition | None, after: SplitDe
 
 def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDParams, device, distill_epochs,
                     t0_outputs=None, train_eval_loader=None, dtype=None):
-    if getattr(teacher, "indexed", False):
+    if not runs_images(teacher):
         raise UserError("fine-tuning needs a real teacher model, not a per-sample target teacher")
     t_start = time.perf_counter()
     epochs = params.num_epochs(distill_epochs)
@@ -221,14 +223,14 @@ def _adapt_finetune(teacher, reference, train_loader, eval_loader, params: AIDPa
                     z_ref = reference(images) if use_reference else None
                     z_t0 = None
                     if t0_outputs is not None and adapter.objective.needs_t0:
-                        z_t0 = t0_outputs(images, index, getattr(batch, "view", None))
+                        z_t0 = t0_outputs.logits(Batch(images, labels, index, getattr(batch, "view", None)))
                 loss = adapter.step(images, labels, z_ref, z_t0)
                 if loss.beta is not None:
                     betas.append(loss.beta)
                 nb += 1
                 for k, v in [*loss.terms.items(), ("loss", loss.total)]:
                     sums[k] = sums.get(k, 0.0) + float(v)
-            history.append({"epoch": epoch, "lr": adapter.optimizer.param_groups[0]["lr"],
+            history.append({"epoch": epoch, "lr": adapter.last_lr(),
                             **{k: v / max(nb, 1) for k, v in sums.items()}})
             log.info("AID epoch %d: %s", epoch, history[-1])
         fit_time_s = time.perf_counter() - t_fit

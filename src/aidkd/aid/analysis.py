@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..engine.rundir import ANALYSIS_FILES, own_folder
+from ..files.rundir import ANALYSIS_FILES, own_folder
 from ..errors import UserError
 from ..models.base import num_params
 from .split import SplitDecomposition, eval_mode, model_logits, split_decomposition, unpack_batch

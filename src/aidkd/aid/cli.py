@@ -25,15 +25,15 @@ def _split_labelled(value: str) -> tuple[str | None, str]:
     if "=" in value:
         name, path = value.split("=", 1)
         if name and "/" not in name:
-            from ..engine.rundir import check_name
+            from ..files.rundir import check_name
 
             return check_name(name, "the NAME of NAME=CHECKPOINT"), path
     return None, value
 
 
 def cmd_analyze(args) -> int:
-    from ..engine.rundir import ANALYSIS_FILES, claim_folder
-    from .report import analyze_checkpoints, analyze_ladder_checkpoints
+    from ..files.rundir import ANALYSIS_FILES, claim_folder
+    from .checkpoint_analysis import analyze_checkpoints, analyze_ladder_checkpoints
 
     claim_folder(args.out, "--out", ANALYSIS_FILES, (".png",))  # refused before any work; marked when written
 

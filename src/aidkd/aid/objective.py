@@ -38,10 +38,15 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from ..config import OptimConfig
+from ..engine.optim import make_optimizer, make_schedule, optimizer_step
 from ..engine.precision import autocast
+from ..engine.schedule import cosine_decay
 from ..errors import UserError
 from ..losses.decomposition import kd_decomposition
 from ..losses.kd import kd_loss
+from .project import PROJECTION_OPTIONS, projection_targets
+from .split import eval_mode, unpack_batch
 
 
 class AIDParams(BaseModel):
@@ -216,10 +221,6 @@ class AIDObjective:
             return z_ref.detach(), None
         if z_t0 is None:
             raise UserError("the tempered inner-class target needs T0's logits")
-        # imported here: aid.project needs the engine's indexed teacher, and the engine imports the methods, which
-        # import this module; this module must load without it
-        from .project import PROJECTION_OPTIONS, projection_targets
-
         options = {**p.model_dump(include=PROJECTION_OPTIONS), "alpha": 1.0, "ic_target": "tempered"}
         res = projection_targets(z_t0.detach(), None if z_ref is None else z_ref.detach(), labels,
                                  z_teacher.shape[1], **options)
@@ -267,23 +268,32 @@ class TeacherAdapter:
         self.steps = 0
         for q in teacher.parameters():
             q.requires_grad_(True)
-        self.optimizer = torch.optim.SGD(teacher.parameters(), lr=params.lr, momentum=params.momentum,
-                                         weight_decay=params.weight_decay)
+        self.optimizer = make_optimizer(teacher.parameters(), OptimConfig(
+            name="sgd", lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay))
+        self.schedule = make_schedule(self.optimizer, self._lr_factor)
+
+    def _lr_factor(self, step: int) -> float:
+        """The learning rate of step ``step`` over ``params.lr``: cosine to ``min_lr`` over the total steps, or
+        constant."""
+        p = self.params
+        if p.lr_schedule == "constant" or self.total_steps <= 0:
+            return 1.0
+        return cosine_decay(step / self.total_steps, p.min_lr / p.lr)
 
     def lr(self) -> float:
         """The learning rate of the next step."""
-        from ..engine.schedule import cosine_decay  # here: aidkd.engine imports the methods, which import this
+        return self.params.lr * self._lr_factor(self.steps)
 
-        p = self.params
-        if p.lr_schedule == "constant" or self.total_steps <= 0:
-            return p.lr
-        return p.lr * cosine_decay(self.steps / self.total_steps, p.min_lr / p.lr)
+    def last_lr(self) -> float:
+        """The learning rate of the last step taken."""
+        return self.params.lr * self._lr_factor(max(self.steps - 1, 0))
 
     def step(self, images: Tensor, labels: Tensor, z_ref: Tensor | None, z_t0: Tensor | None = None) -> AIDLoss:
         """One adaptation step on a batch; ``z_ref`` are the reference's (or the current student's) logits on
         ``images``, ``z_t0`` T0's when they are at hand (e.g. from T0's view cache; else T0 runs). The teacher runs
-        in training mode (eval-mode batch norm with ``freeze_bn``) and is left in eval mode. Returns the batch's
-        loss terms (detached)."""
+        in training mode (eval-mode batch norm with ``freeze_bn``) and is left in eval mode. The update is the
+        engine's (:func:`aidkd.engine.optim.optimizer_step`), its gradients averaged over processes. Returns the
+        batch's loss terms (detached)."""
         t0 = self.t0 if self.objective.needs_t0 and z_t0 is None else None
         with torch.enable_grad():
             self.teacher.train(not self.params.freeze_bn)
@@ -294,13 +304,7 @@ class TeacherAdapter:
                         with torch.no_grad():
                             z_t0 = t0(images)
                 loss = self.objective(z_teacher, z_t0, z_ref, labels)
-                lr = self.lr()
-                for g in self.optimizer.param_groups:
-                    g["lr"] = lr
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.total.backward()
-                _average_grads_over_processes(self.teacher)
-                self.optimizer.step()
+                optimizer_step(loss.total, self.optimizer, self.schedule, average_grads_of=self.teacher)
             finally:
                 self.teacher.eval()
         self.steps += 1
@@ -312,6 +316,9 @@ class TeacherAdapter:
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps = int(state.get("steps", 0))
+        self.schedule.last_epoch = self.steps  # the schedule is a function of the step count
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr()
 
 
 @torch.no_grad()
@@ -319,8 +326,6 @@ def class_centroids(model: nn.Module, loader, tau: float, device) -> Tensor:
     """c_k = the mean of softmax(z / tau) of ``model`` (eval mode) over the samples of class k that ``loader``
     serves, shape (C, C) with C the width of the logits, float64; a class never served gets the uniform
     distribution."""
-    from .split import eval_mode, unpack_batch
-
     sums = counts = None
     with eval_mode(model):
         for batch in loader:
@@ -337,18 +342,6 @@ def class_centroids(model: nn.Module, loader, tau: float, device) -> Tensor:
     out = sums / counts.clamp_min(1).unsqueeze(1)
     out[counts == 0] = 1.0 / num_classes
     return out
-
-
-def _average_grads_over_processes(model: nn.Module) -> None:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    world = dist.get_world_size()
-    for q in model.parameters():
-        if q.grad is not None:
-            dist.all_reduce(q.grad)
-            q.grad.div_(world)
 
 
 __all__ = ["LEGACY_MODES", "MCMI_DEFAULTS", "OBJECTIVE_DEFAULTS", "AIDLoss", "AIDObjective", "AIDParams",

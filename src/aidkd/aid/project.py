@@ -18,27 +18,24 @@ The adapted target is p*_i = n_k J(i, .). Two choices of rho (``ic_target``):
   averaged with the weights (n_k/N) m_k(c) of L_IC, equals the reference student's.
 
 A mixing weight alpha in [0, 1] interpolates between the teacher's own targets (alpha = 0) and p* (alpha = 1)
-in log space, renormalised. :class:`TargetTeacher` serves the result as an ``indexed`` teacher that any
-logit-based distillation method can use.
+in log space, renormalised. :class:`~aidkd.teachers.targets.TargetTeacher` serves the result to any logit-based
+distillation method.
 """
 from __future__ import annotations
 
 import math
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Literal
+from typing import Iterable, Literal
 
 import torch
+from pydantic import BaseModel
 from torch import Tensor, nn
 
-from ..engine.teacher_cache import IndexedTeacher
 from ..errors import UserError
 from ..losses.decomposition import group_logsumexp, inner_class_log_dist
+from ..teachers.targets import TargetTeacher
 from .split import eval_mode, model_logits, unpack_batch
-
-if TYPE_CHECKING:
-    from .objective import AIDParams
 
 _F64 = torch.float64
 
@@ -279,49 +276,6 @@ def projection_targets(
     return ProjectionResult(log_t, float(tau), float(alpha), ic_target, used_beta, info, beta_info)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# serving the targets
-
-
-class TargetTeacher(IndexedTeacher):
-    """A teacher that serves fixed per-sample targets: ``forward(images, index)`` returns the logits
-    tau * log p*[index], so that softmax(logits / tau) = p*. It has ``indexed = True``, which
-    :meth:`aidkd.methods.base.Method.teacher_logits` recognises; it has no features, so it serves logit-based
-    methods only (KD, DKD, DIST, CTKD, ...)."""
-
-    source = "AID projection targets"
-
-    def __init__(self, log_targets: Tensor, temperature: float, meta: dict | None = None):
-        super().__init__()
-        # far-off classes may underflow to -inf: keep the logits finite so that KL terms never see inf - inf
-        self.register_buffer("log_targets", log_targets.detach().float().clamp_min(-1e4))
-        self.temperature = float(temperature)
-        self.meta = dict(meta or {})
-
-    @property
-    def table(self) -> Tensor:
-        return self.log_targets
-
-    def logits_at(self, index: Tensor) -> Tensor:
-        return self.temperature * self.log_targets[index.to(self.log_targets.device)]
-
-    def save(self, path: str | Path) -> None:
-        """Write the targets atomically (:func:`aidkd.engine.checkpoint.save_checkpoint`)."""
-        from ..engine.checkpoint import save_checkpoint  # here: the engine imports the methods, which import AID
-
-        save_checkpoint({"log_targets": self.log_targets.cpu(), "temperature": self.temperature, "meta": self.meta},
-                        path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TargetTeacher":
-        from ..engine.checkpoint import read_checkpoint
-
-        state = read_checkpoint(path)
-        if not (isinstance(state, dict) and "log_targets" in state and "temperature" in state):
-            raise UserError(f"{str(path)!r} is not a projection teacher (no per-sample targets in it)")
-        return cls(state["log_targets"], state["temperature"], state.get("meta"))
-
-
 @torch.no_grad()
 def collect_logits(
     models: list[nn.Module], loader: Iterable, device: torch.device | str = "cpu", num_samples: int | None = None
@@ -360,13 +314,13 @@ def project_teacher(
     teacher: nn.Module,
     reference: nn.Module | None,
     loader: Iterable,
-    params: AIDParams,
+    params: BaseModel,
     *,
     device: torch.device | str = "cpu",
     num_samples: int | None = None,
 ) -> tuple[TargetTeacher, ProjectionResult, dict]:
     """Run the teacher (and the reference) over the training split and build the projection teacher with the
-    options of ``params`` (:data:`PROJECTION_OPTIONS`).
+    options of ``params`` (an :class:`~aidkd.aid.objective.AIDParams`: :data:`PROJECTION_OPTIONS`).
 
     Returns (teacher serving the targets, the projection result, a dict of the collected ``teacher_logits``,
     ``reference_logits``, ``labels`` and ``seen`` for reporting). Samples the loader never served keep the
@@ -395,7 +349,6 @@ __all__ = [
     "PROJECTION_OPTIONS",
     "FitInfo",
     "ProjectionResult",
-    "TargetTeacher",
     "collect_logits",
     "find_beta",
     "group_log_means",

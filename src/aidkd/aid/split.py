@@ -47,7 +47,9 @@ from typing import Iterable, Iterator, Literal
 import torch
 from torch import Tensor, nn
 
+from ..data.base import Batch
 from ..errors import UserError
+from ..teachers import logits_of
 from ..losses.decomposition import group_logsumexp
 
 _F64 = torch.float64
@@ -291,13 +293,9 @@ def unpack_batch(batch, device: torch.device | str | None = None) -> tuple[Tenso
 
 
 def model_logits(model: nn.Module, images: Tensor, index: Tensor | None = None) -> Tensor:
-    """The model's logits; a model with ``indexed = True`` (a :class:`~aidkd.aid.project.TargetTeacher`, a
-    teacher-output cache) is called with the sample indices as well."""
-    if getattr(model, "indexed", False):
-        if index is None:
-            raise UserError("this teacher serves per-sample targets and needs sample indices in every batch")
-        return model(images, index)
-    return model(images)
+    """The model's logits on ``images``, samples ``index`` of the training split: a served teacher
+    (:class:`~aidkd.teachers.Teacher`, e.g. AID's projected targets) gives them for those samples."""
+    return logits_of(model, Batch(images, None, index))
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """``aidkd bench``: the reproduction suites (CIFAR-100, ImageNet) against the published numbers.
 
-The Fashion-MNIST capacity-gap study lives outside the package: ``python -m benchmarks.fmnist_gap`` from the
-repository root (README, "Benchmarks").
+The Fashion-MNIST capacity-gap study lives outside the package: ``python -m studies.fmnist_gap`` from the
+repository root (docs/results/README.md).
 """
 from __future__ import annotations
 

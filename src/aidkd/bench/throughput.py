@@ -23,8 +23,9 @@ are random images (speed does not depend on their content); the models are rando
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import json
 import os
+import shutil
 import pickle
 import resource
 import shlex
@@ -38,8 +39,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
+from torchvision import transforms as T
 
-from ..engine.rundir import check_report_file, write_report_text
+from ..config import config_from_dict
+from ..data.cifar import CIFAR100_MEAN, CIFAR100_STD
+from ..engine import recipe
+from ..engine.distributed import DistInfo
+from ..engine.precision import cpu_capability, resolve_precision
+from ..engine.trainer import train
+from ..errors import UserError
+from ..files.checkpoint import save_checkpoint
+from ..files.rundir import check_report_file, write_report_text
+from ..losses.kd import kd_loss
+from ..models import create_model
+from ..teachers import ModelTeacher
+from ..teachers.cache import cache_root
 
 PAIRS = (("resnet32x4", "resnet8x4"), ("resnet56", "resnet20"))
 BATCH = 64
@@ -78,58 +93,45 @@ class Variant:
         self.peak_mb: float | None = None
 
 
-def _engine_variant(name: str, root: Path, teacher_name: str, student_name: str, device: torch.device,
-                    cache: str, train_subset: int | None, report: dict, amp: str = "off") -> Variant:
-    """(a) / (b): the engine's data path, its frozen-teacher serving and one training step of KD, at ``train.amp``
-    ``amp`` (``off``: fp32; ``auto``: the engine's default precision on ``device``)."""
-    from ..config import config_from_dict
-    from ..data import build_data
-    from ..engine.frozen_teacher import serve_teacher
-    from ..engine.precision import autocast
-    from ..engine.trainer import amp_dtype
-    from ..methods import MethodContext, build_method
-    from ..models import create_model
-
+def _engine_run(root: Path, teacher_ckpt: Path | None, teacher_name: str, student_name: str, method: str,
+                device: torch.device, cache: str, train_subset: int | None, amp: str) -> recipe.TrainingRun:
+    """A run of the engine's recipe (:func:`aidkd.engine.recipe.setup`) on the benchmark's CIFAR-100 files, one
+    process, ``train.amp`` ``amp``; a teacher when ``teacher_ckpt`` is given."""
+    teacher = {} if teacher_ckpt is None else {"name": teacher_name, "checkpoint": str(teacher_ckpt), "cache": cache}
     cfg = config_from_dict({
         "data": {"name": "cifar100", "root": str(root), "batch_size": BATCH, "download": False,
                  "train_subset": train_subset},
-        "model": {"name": student_name}, "teacher": {"name": teacher_name, "cache": cache},
-        "method": {"name": "kd"}, "train": {"device": device.type, "amp": amp},
+        "model": {"name": student_name}, "teacher": teacher, "method": {"name": method},
+        "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}, "sched": {"name": "constant"},
+        "train": {"device": device.type, "amp": amp, "seed": 0, "progress": False, "tensorboard": False},
     })
-    data = build_data(cfg.data, device=device, seed=0)
-    torch.manual_seed(0)
-    teacher = create_model(teacher_name, num_classes=NUM_CLASSES, in_chans=3, input_hw=32).to(device).eval()
-    dtype = amp_dtype(cfg, device)
-    t0 = time.perf_counter()
-    served = serve_teacher(cfg, teacher, data, device, dtype, log=lambda *a: None)
+    return recipe.setup(cfg, device, DistInfo(), log=lambda *a: None)
+
+
+def _stepping(name: str, run: recipe.TrainingRun) -> Variant:
+    """The variant that takes :func:`aidkd.engine.recipe.train_step` on the run's training batches."""
+    it = _forever(run.data.train)
+    run.method.train()
+    return Variant(name, lambda: recipe.train_step(run, next(it), 0))
+
+
+def _engine_variant(name: str, root: Path, teacher_ckpt: Path, teacher_name: str, student_name: str,
+                    device: torch.device, cache: str, train_subset: int | None, report: dict, amp: str = "off"
+                    ) -> Variant:
+    """(a) / (b): the engine's recipe with KD (data path, lean teacher or view cache, one training step), at
+    ``train.amp`` ``amp`` (``off``: fp32; ``auto``: the engine's default precision on ``device``); a cache's build
+    is read from its record."""
+    run = _engine_run(root, teacher_ckpt, teacher_name, student_name, "kd", device, cache, train_subset, amp)
     if cache != "off":
-        took = time.perf_counter() - t0
-        n_views = data.spec.num_train * served.store.spec.stored_views
-        key = "build" if dtype is None else "build_bf16"
-        report[f"{key}_img_per_s"] = n_views / took
-        report[f"{key}_s"] = took
-        report[f"{key}_images"] = n_views
-    student = create_model(student_name, num_classes=NUM_CLASSES, in_chans=3, input_hw=32)
-    ctx = MethodContext(num_classes=NUM_CLASSES, input_size=(3, 32, 32), num_train=data.spec.num_train,
-                        mean=tuple(data.spec.mean), std=tuple(data.spec.std))
-    method = build_method("kd", student, served, {}, ctx).to(device).train()
-    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format  # as the engine does
-    method.to(memory_format=fmt)
-    served.to(memory_format=fmt)
-    opt = torch.optim.SGD(method.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    it = _forever(data.train)
-
-    def step():
-        batch = next(it)
-        batch = dataclasses.replace(batch, images=batch.images.contiguous(memory_format=fmt))
-        with autocast(device, dtype):
-            _, losses = method(batch, 0)
-        loss = sum(losses.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return Variant(name, step)
+        info = json.loads(next(cache_root().glob("*/info.json")).read_text())
+        key = "build" if run.dtype is None else "build_bf16"
+        report[f"{key}_img_per_s"] = info["build_img_per_s"]
+        report[f"{key}_s"] = info["build_s"]
+        report[f"{key}_images"] = info["shape"][0] * info["shape"][1]
+        for f in cache_root().glob("*"):  # the next cache variant builds its own, and is measured
+            if f.is_dir():
+                shutil.rmtree(f)
+    return _stepping(name, run)
 
 
 def _forever(loader):
@@ -144,13 +146,6 @@ def _forever(loader):
 
 def _baseline_variant(root: Path, teacher_name: str, student_name: str, device: torch.device) -> Variant:
     """(c): torchvision dataset + PIL transforms + DataLoader(2 workers), teacher under no_grad, fp32."""
-    import torchvision
-    from torchvision import transforms as T
-
-    from ..data.cifar import CIFAR100_MEAN, CIFAR100_STD
-    from ..losses.kd import kd_loss
-    from ..models import create_model
-
     tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize(CIFAR100_MEAN, CIFAR100_STD)])
     class OwnFilesCIFAR100(torchvision.datasets.CIFAR100):
@@ -187,44 +182,21 @@ def _baseline_variant(root: Path, teacher_name: str, student_name: str, device: 
     return Variant("c", step)
 
 
-def _student_variant(root: Path, student_name: str, device: torch.device, dtype: torch.dtype | None = None,
-                     name: str = "d") -> Variant:
-    """(d): the student's CE step on the engine's data path, no teacher, in fp32 (or autocast to ``dtype``)."""
-    from ..config import DataConfig
-    from ..data import build_data
-    from ..engine.precision import autocast
-    from ..models import create_model
-
-    data = build_data(DataConfig(name="cifar100", root=str(root), batch_size=BATCH, download=False), device=device)
-    torch.manual_seed(0)
-    student = create_model(student_name, num_classes=NUM_CLASSES, in_chans=3, input_hw=32).to(device).train()
-    student.to(memory_format=torch.channels_last)  # the engine's default format
-    opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    it = _forever(data.train)
-
-    def step():
-        batch = next(it)
-        with autocast(device, dtype):
-            loss = F.cross_entropy(student(batch.images.contiguous(memory_format=torch.channels_last)), batch.labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return Variant(name, step)
+def _student_variant(root: Path, student_name: str, device: torch.device, amp: str = "off", name: str = "d"
+                     ) -> Variant:
+    """(d): the engine's recipe with the student alone (``method: vanilla``, CE), at ``train.amp`` ``amp``."""
+    return _stepping(name, _engine_run(root, None, "", student_name, "vanilla", device, "off", None, amp))
 
 
 def teacher_option_variants(teacher_name: str, student_name: str, device: torch.device) -> list[Variant]:
     """The lean teacher's choices, each on its own: the teacher's forward under no_grad (as the common loop
     runs it), under inference mode, with folded batch norms, folded + channels_last; and the student's step in
     NCHW and in channels_last. Batches are in memory, so only the arithmetic differs."""
-    from ..engine.frozen_teacher import LeanTeacher
-    from ..models import create_model
-
     torch.manual_seed(0)
     teacher = create_model(teacher_name, num_classes=NUM_CLASSES, in_chans=3, input_hw=32).to(device).eval()
     x = torch.randn(BATCH, 3, 32, 32, device=device)
     y = torch.randint(0, NUM_CLASSES, (BATCH,), device=device)
-    folded, folded_cl = LeanTeacher(teacher), LeanTeacher(teacher, channels_last=True)
+    folded, folded_cl = ModelTeacher(teacher, lean=True), ModelTeacher(teacher, lean=True, channels_last=True)
 
     def no_grad():
         with torch.no_grad():
@@ -306,9 +278,11 @@ def _private_cache(folder: Path):
 
 def run_pair(teacher: str, student: str, device: torch.device, rounds: int, steps: int, num_train: int,
              cache_images: int, tmp: Path, log=print) -> dict:
-    from ..engine.precision import cpu_capability, resolve_precision
-
     root = write_cifar100(tmp / "data", num_train)
+    torch.manual_seed(0)  # the teacher's random weights, as a checkpoint for the engine's runs
+    ckpt = tmp / "teacher.pt"
+    save_checkpoint({"model": create_model(teacher, num_classes=NUM_CLASSES, in_chans=3, input_hw=32).state_dict()},
+                    ckpt)
     auto = resolve_precision("auto", device)
     rep: dict = {"pair": f"{teacher} -> {student}", "device": str(device), "auto": auto.name,
                  "auto_reason": auto.reason, "cpu": cpu_capability()}
@@ -316,16 +290,16 @@ def run_pair(teacher: str, student: str, device: torch.device, rounds: int, step
         log(f"{rep['pair']} on {device}: building the variants (the view cache for {cache_images} images); "
             f"{auto.reason}: {auto.name}")
         variants = [
-            _engine_variant("a", root, teacher, student, device, "off", None, rep),
-            _engine_variant("b", root, teacher, student, device, "views", cache_images, rep),
+            _engine_variant("a", root, ckpt, teacher, student, device, "off", None, rep),
+            _engine_variant("b", root, ckpt, teacher, student, device, "views", cache_images, rep),
             _baseline_variant(root, teacher, student, device),
             _student_variant(root, student, device),
         ]
         if auto.dtype is not None:  # the default precision where it is bf16: the same two paths at train.amp=auto
-            variants += [_engine_variant("a16", root, teacher, student, device, "off", None, rep, amp="auto"),
-                         _engine_variant("b16", root, teacher, student, device, "views", cache_images, rep,
+            variants += [_engine_variant("a16", root, ckpt, teacher, student, device, "off", None, rep, amp="auto"),
+                         _engine_variant("b16", root, ckpt, teacher, student, device, "views", cache_images, rep,
                                          amp="auto"),
-                         _student_variant(root, student, device, auto.dtype, "d16")]
+                         _student_variant(root, student, device, "auto", "d16")]
         interleave(variants, rounds, steps, device, log)
         options = teacher_option_variants(teacher, student, device)
         interleave(options, rounds, max(steps // 2, 1), device, log)
@@ -351,13 +325,6 @@ def full_run_estimate(teacher: str = "resnet32x4", student: str = "resnet8x4", d
     batch 64, SGD 0.05, crop + flip), extrapolated from ``measured_epochs`` real epochs through ``aidkd.engine.train``
     on random images in CIFAR-100's file format, for each ``teacher.cache`` setting. The first epoch includes
     warm-up, so the rate is taken from the last measured epoch; a cache's build time is added once."""
-    import json
-
-    from ..config import config_from_dict
-    from ..engine import train
-    from ..engine.checkpoint import save_checkpoint
-    from ..models import create_model
-
     out = []
     with tempfile.TemporaryDirectory(prefix="aidkd-full-run-") as tmp:
         work = Path(workdir or tmp)
@@ -468,8 +435,6 @@ def run_throughput(rounds: int = 3, steps: int = 10, devices: tuple[str, ...] = 
                    num_train: int = 1024, cache_images: int = 128, report: str | Path | None = None,
                    note: str = "", log=print) -> list[dict]:
     """Measure every pair on every device; write the Markdown report to ``report`` when given."""
-    from ..errors import UserError
-
     if rounds < 3:
         raise UserError(f"--rounds {rounds}: at least 3 rounds are needed for a median and a spread")
     if report is not None:
@@ -502,8 +467,6 @@ def run_throughput(rounds: int = 3, steps: int = 10, devices: tuple[str, ...] = 
 def run_full_run(device: str = "cuda", measured_epochs: int = 2, num_train: int = 50000,
                  report: str | Path | None = None, note: str = "", log=print) -> list[dict]:
     """:func:`full_run_estimate` of resnet32x4 -> resnet8x4, written to ``report`` when given."""
-    from ..errors import UserError
-
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available; use --device cpu")
     if report is not None:
@@ -521,8 +484,6 @@ def run_lean_choices(rounds: int = 15, steps: int = 1, device: str = "cpu", pair
     """The lean teacher's choices alone (:func:`teacher_option_variants`), in many short interleaved rounds, each
     as a ratio per round against the plain variant (``teacher no_grad``, ``student NCHW``): ratios of
     neighbouring timings are what a contended machine still measures well."""
-    from ..errors import UserError
-
     if rounds < 3:
         raise UserError(f"--rounds {rounds}: at least 3 rounds are needed for a median and a spread")
     if report is not None:

@@ -1,4 +1,4 @@
-"""Datasets by name, as loaders of device-resident, normalised :class:`~aidkd.methods.base.Batch` es.
+"""Datasets by name, as loaders of device-resident, normalised :class:`~aidkd.data.base.Batch` es.
 
     data = build_data(cfg.data, device="cuda", rank=0, world_size=1, seed=0)
     data.spec.num_classes, data.spec.input_size, data.spec.num_train
@@ -10,7 +10,7 @@ Importing this package registers every dataset (one file each; see docs/data.md 
 """
 from . import cifar, digits, fashion_mnist, imagenet, pet, synthetic, tiny_imagenet  # noqa: F401  (registers datasets)
 from .augment import TensorAugment, denormalize, normalize, random_crop, random_flip, to_float_normalized, uint8_affine
-from .base import DATASETS, DataBundle, DataSpec, FolderSource, TensorSource, default_root
+from .base import DATASETS, Batch, DataBundle, DataSpec, FolderSource, TensorSource, default_root
 from .build import build_data, load_source, order_seed
 from .folder import FolderLoader
 from .sampling import class_balanced_batches, distributed_indices, eval_shard, stratified_split, stratified_subset
@@ -22,7 +22,7 @@ def list_datasets() -> list[str]:
 
 
 __all__ = [
-    "DATASETS", "DataBundle", "DataSpec", "FolderLoader", "FolderSource", "TensorAugment", "TensorLoader",
+    "DATASETS", "Batch", "DataBundle", "DataSpec", "FolderLoader", "FolderSource", "TensorAugment", "TensorLoader",
     "TensorSource", "build_data", "class_balanced_batches", "default_root", "denormalize", "distributed_indices",
     "eval_shard", "list_datasets", "load_source", "normalize", "order_seed", "random_crop", "random_flip",
     "stratified_split", "stratified_subset", "to_float_normalized", "uint8_affine",

@@ -26,6 +26,16 @@ DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
 
 
 @dataclass
+class Batch:
+    images: Tensor
+    labels: Tensor
+    index: Tensor | None = None  # position of each sample in the training set (CRD's memory bank needs it)
+    #: which view of each sample the images are (``aidkd.data.augment.decode_views``); set by the training
+    #: loader, None for any other images (e.g. a method's own extra view)
+    view: Tensor | None = None
+
+
+@dataclass
 class DataSpec:
     """What the models and methods may know about a dataset (after the validation split and subset)."""
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from ..methods.base import Batch
+from .base import Batch
 from .augment import TensorAugment, to_float_normalized, uint8_affine
 from .sampling import class_balanced_batches, distributed_indices, eval_shard, mix_seed
 

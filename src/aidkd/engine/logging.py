@@ -1,16 +1,10 @@
-"""Run outputs: metrics to JSONL and TensorBoard (wandb optional), a rich progress bar with img/s and ETA."""
+"""A run's records: metrics to JSONL and TensorBoard (wandb optional), read back on resume."""
 from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-console = Console(stderr=True)
 
 
 class MetricsLogger:
@@ -85,7 +79,7 @@ def truncate_metrics(path: Path, keep_epochs: int) -> None:
                 kept.append(ln)
         except json.JSONDecodeError:  # a line cut short by a kill
             continue
-    from .checkpoint import atomic_write_text
+    from ..files.checkpoint import atomic_write_text
 
     atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
@@ -103,48 +97,3 @@ def last_evaluated_record(path: Path) -> dict:
             if isinstance(rec, dict) and "test.top1" in rec:
                 out = rec
     return out
-
-
-class EpochProgress:
-    """A progress bar over one epoch's steps, showing img/s; silent when disabled or not on rank 0."""
-
-    def __init__(self, enabled: bool, total_epochs: int):
-        self.enabled = enabled and sys.stderr.isatty()
-        self.total_epochs = total_epochs
-        self.progress = None
-
-    def __enter__(self):
-        if self.enabled:
-            self.progress = Progress(
-                TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.fields[ips]:.0f} img/s"),
-                TextColumn("loss {task.fields[loss]:.3f}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=True,
-            )
-            self.progress.__enter__()
-        return self
-
-    def start_epoch(self, epoch: int, steps: int):
-        self._t0 = time.perf_counter()
-        if self.progress:
-            self.task = self.progress.add_task(
-                "train", total=steps, epoch=epoch + 1, epochs=self.total_epochs, ips=0.0, loss=0.0
-            )
-
-    def update(self, images_seen: int, loss: float):
-        if self.progress:
-            ips = images_seen / max(time.perf_counter() - self._t0, 1e-9)
-            self.progress.update(self.task, advance=1, ips=ips, loss=loss)
-
-    def end_epoch(self):
-        if self.progress:
-            self.progress.remove_task(self.task)
-
-    def __exit__(self, *exc):
-        if self.progress:
-            self.progress.__exit__(*exc)

@@ -24,7 +24,7 @@ class AT(FeatureMethod):
 
     def forward(self, batch: Batch, epoch: int):
         p: ATParams = self.params
-        out = self.student.forward_features(batch.images)
+        out = self.student.forward_with_features(batch.images)
         t_feats = self.teacher_features(batch.images).feats
         return out.logits, {
             "ce": p.ce_weight * F.cross_entropy(out.logits, batch.labels),

@@ -18,20 +18,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from ..config import validation_message
+from ..data.base import Batch
 from ..errors import UserError
 from ..registry import Registry
+from ..teachers import FEATURES, IMAGES, SPLIT, WEIGHTS, ModelTeacher, Teacher
 
 METHODS: Registry[type["Method"]] = Registry("method")
-
-
-@dataclass
-class Batch:
-    images: Tensor
-    labels: Tensor
-    index: Tensor | None = None  # position of each sample in the training set (CRD's memory bank needs it)
-    #: which view of each sample the images are (``aidkd.data.augment.decode_views``); set by the training
-    #: loader, None for any other images (e.g. a method's own extra view)
-    view: Tensor | None = None
 
 
 @dataclass
@@ -73,11 +65,11 @@ class Method(nn.Module):
         name = self.method_name()
         if self.needs_teacher and teacher is None:
             raise UserError(f"method {name!r} needs a teacher: set teacher.name and teacher.checkpoint")
-        reason = self.teacher_model_needed()
-        serves_any_view = self.teacher_use == "logits" and getattr(teacher, "per_view", False)
-        if reason and getattr(teacher, "indexed", False) and not serves_any_view:
-            raise UserError(f"method {name!r} {reason}, but this teacher serves fixed per-sample logits (a "
-                            "teacher-output cache: set teacher.cache=false; an AID projection: use a logit method)")
+        teacher = None if teacher is None else as_teacher(teacher)
+        if teacher is not None and self.teacher_needs() - teacher.serves:
+            raise UserError(f"method {name!r} {self.teacher_model_needed()}, but this teacher serves fixed per-sample "
+                            f"logits ({teacher.source}; a teacher-output cache: set teacher.cache=off; an AID "
+                            "projection: use a logit method)")
         self.student = student
         self.params = params
         self.ctx = ctx
@@ -91,13 +83,22 @@ class Method(nn.Module):
         if assistants and not self.takes_assistants:
             raise UserError(f"method {self.method_name()!r} learns from one teacher; remove the run's assistants "
                             "(they are DGKD's: method.name=dgkd)")
-        for a in assistants:
+        guides = [as_teacher(a) for a in assistants]
+        for a in guides:
             freeze(a)
-        self.assistants[:] = list(assistants)
+        self.assistants[:] = guides
 
     @classmethod
     def method_name(cls) -> str:
         return cls.registered_name
+
+    @classmethod
+    def teacher_needs(cls) -> frozenset[str]:
+        """What the method asks of its teacher (:mod:`aidkd.teachers.base`): the logits of its training batches,
+        and its features, its weights or its outputs on other images where :attr:`teacher_use` and
+        :attr:`teacher_other_views` say so."""
+        extra = {"features": {FEATURES}, "training": {WEIGHTS}}.get(cls.teacher_use, set())
+        return frozenset({SPLIT, *extra, *({IMAGES} if cls.teacher_other_views else set())})
 
     @classmethod
     def teacher_model_needed(cls) -> str | None:
@@ -120,22 +121,12 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def teacher_features(self, images: Tensor):
-        return self.teacher.forward_features(images)
+        return self.teacher.features(images)
 
     @torch.no_grad()
-    def teacher_logits(self, batch: Batch, guide: nn.Module | None = None) -> Tensor:
-        """The teacher's (or another ``guide``'s) logits for a batch. A teacher that serves fixed per-sample targets
-        (AID's projection, a teacher-output cache) sets ``indexed = True`` and is called with the batch's sample
-        indices; one that serves per-view targets (the view cache) also sets ``per_view = True`` and gets the
-        batch's view ids."""
-        teacher = self.teacher if guide is None else guide
-        if getattr(teacher, "indexed", False):
-            if batch.index is None:
-                raise UserError("this teacher serves per-sample targets and needs sample indices in every batch")
-            if getattr(teacher, "per_view", False):
-                return teacher(batch.images, batch.index, batch.view)
-            return teacher(batch.images, batch.index)
-        return teacher(batch.images)
+    def teacher_logits(self, batch: Batch, guide: Teacher | None = None) -> Tensor:
+        """The teacher's (or another ``guide``'s) logits for a training batch (:meth:`Teacher.logits`)."""
+        return (self.teacher if guide is None else guide).logits(batch)
 
     def forward(self, batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:  # pragma: no cover
         raise NotImplementedError
@@ -153,7 +144,14 @@ def freeze(model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
+def as_teacher(model: nn.Module) -> Teacher:
+    """A served teacher as it is, a plain model as a :class:`~aidkd.teachers.ModelTeacher`."""
+    return model if isinstance(model, Teacher) else ModelTeacher(model)
+
+
 def model_label(model) -> str:
+    if isinstance(model, Teacher) and model.model is not None:
+        model = model.model
     return getattr(model, "model_name", None) or getattr(model, "name", None) or type(model).__name__
 
 
@@ -165,7 +163,7 @@ class FeatureMethod(Method):
     teacher_use = "features"
 
     def _role(self, role: str) -> nn.Module:
-        return self.student if role == "student" else self.teacher
+        return self.student if role == "student" else self.teacher.model
 
     def feature_info(self, role: str) -> dict:
         """``feature_info()`` of the student or the teacher at the run's input size."""

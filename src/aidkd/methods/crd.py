@@ -52,7 +52,7 @@ class CRD(FeatureMethod):
         if batch.index is None:
             raise UserError("method 'crd' needs the sample index of every training batch (Batch.index) for its "
                             "memory bank; use a data pipeline that yields indices")
-        out = self.student.forward_features(batch.images)
+        out = self.student.forward_with_features(batch.images)
         t_out = self.teacher_features(batch.images)
         index = batch.index.long()
         use_labels = batch.labels if p.negatives == "other_class" else None

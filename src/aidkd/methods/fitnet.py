@@ -36,7 +36,7 @@ class FitNet(FeatureMethod):
 
     def forward(self, batch: Batch, epoch: int):
         p: FitNetParams = self.params
-        out = self.student.forward_features(batch.images)
+        out = self.student.forward_with_features(batch.images)
         t_feat = self.teacher_features(batch.images).feats[p.hint_layer]
         hint = self.regressor(out.feats[p.hint_layer])
         return out.logits, {

@@ -49,7 +49,7 @@ class ReviewKD(FeatureMethod):
 
     def forward(self, batch: Batch, epoch: int):
         p: ReviewKDParams = self.params
-        out = self.student.forward_features(batch.images)
+        out = self.student.forward_with_features(batch.images)
         s_feats = out.preact_feats if p.student_preact else out.feats
         s_levels = list(s_feats[1:]) + [out.pooled[:, :, None, None]]
         t_levels = self._teacher_levels(batch.images)

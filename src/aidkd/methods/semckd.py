@@ -42,7 +42,7 @@ class SemCKD(FeatureMethod):
 
     def forward(self, batch: Batch, epoch: int):
         p: SemCKDParams = self.params
-        out = self.student.forward_features(batch.images)
+        out = self.student.forward_with_features(batch.images)
         t_out = self.teacher_features(batch.images)
         losses = {"ce": p.ce_weight * F.cross_entropy(out.logits, batch.labels),
                   "kd": p.kd_weight * kd_loss(out.logits, t_out.logits, p.temperature)}

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..losses.simkd import align_spatial, simkd_loss
+from ..models.reused_head import ReusedHeadStudent
 from .base import Batch, FeatureMethod, MethodParams, model_label, register_method
 
 
@@ -27,16 +28,14 @@ class SimKD(FeatureMethod):
     Params = SimKDParams
 
     def __init__(self, student, teacher, params: SimKDParams, ctx):
-        # aidkd.models imports the engine, which imports this package: the model is imported when first needed
-        from ..models.reused_head import ReusedHeadStudent
-
         super().__init__(student, teacher, params, ctx)
         s_c, s_h, _ = self.stage_shapes("student")[-1]
         t_c, t_h, _ = self.stage_shapes("teacher")[-1]
-        head = teacher.get_classifier() if hasattr(teacher, "get_classifier") else None
+        t_model = self.teacher.model
+        head = t_model.get_classifier() if hasattr(t_model, "get_classifier") else None
         if not isinstance(head, nn.Linear) or head.in_features != t_c or self.pooled_dim("teacher") != t_c:
             raise UserError(f"method 'simkd' reuses the teacher's classifier on its pooled last stage map: the teacher "
-                            f"{model_label(teacher)}'s classifier must be a linear layer reading the {t_c} channels of "
+                            f"{model_label(t_model)}'s classifier must be a linear layer reading the {t_c} channels of "
                             "its last stage; choose a teacher whose classifier follows its last stage directly")
         deployed = ReusedHeadStudent(student, s_c, t_c, ctx.num_classes, params.factor, t_h if s_h > t_h else None)
         with torch.no_grad():

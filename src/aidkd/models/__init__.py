@@ -55,6 +55,21 @@ def create_model(name: str, num_classes: int = 100, in_chans: int = 3, input_hw:
     return model
 
 
+def build_model(section, spec) -> KDModel:
+    """The model a config section names (the student's ``model`` or a ``teacher``: ``name``, ``kwargs``,
+    ``in_chans``, ``pretrained``, ``checkpoint``), built for the data of ``spec`` (a :class:`~aidkd.data.DataSpec`)
+    with its checkpoint's weights loaded."""
+    in_chans = getattr(section, "in_chans", None) or spec.input_size[0]
+    kwargs = dict(section.kwargs)
+    if getattr(section, "pretrained", False):
+        kwargs["pretrained"] = section.pretrained
+    model = create_model(section.name, num_classes=spec.num_classes, in_chans=in_chans, input_hw=spec.input_size[1],
+                         **kwargs)
+    if section.checkpoint:
+        load_weights(model, section.checkpoint)
+    return model
+
+
 def list_models(family: str | None = None) -> list[str]:
     """Registered model names (aliases included), optionally of one family (``cifar`` or ``imagenet``)."""
     if family is None:
@@ -63,7 +78,7 @@ def list_models(family: str | None = None) -> list[str]:
 
 
 __all__ = [
-    "ALIASES", "FAMILY", "MODELS", "Features", "HookedModel", "KDModel", "LoadReport", "auto_stage_paths",
+    "ALIASES", "FAMILY", "MODELS", "Features", "HookedModel", "KDModel", "LoadReport", "auto_stage_paths", "build_model",
     "canonical_name", "count_macs", "create_model", "extract_state_dict", "list_models", "load_weights",
     "model_table", "num_params", "read_checkpoint", "register_model",
 ]

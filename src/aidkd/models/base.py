@@ -1,10 +1,12 @@
 """The feature contract every aidkd model speaks.
 
-Every model is an ``nn.Module`` whose ``forward(x)`` returns logits, and whose ``forward_features(x)`` returns a
+Every model is an ``nn.Module`` whose ``forward(x)`` returns logits, and whose ``forward_with_features(x)`` returns a
 :class:`Features`: the logits, the list of stage features (post-activation), the pre-activation stage features
 where the architecture defines them (otherwise the post-activation ones again), and the pooled feature before
 the classifier. ``feats[0]`` is the stem output and ``feats[1:]`` are the stage outputs, deepest last.
-Distillation methods rely only on this contract, so every method works with every model.
+Distillation methods rely only on this contract, so every method works with every model. (The name differs from
+timm's ``forward_features``, which returns the last unpooled feature map of a timm model: aidkd wraps timm models,
+so it keeps the two apart.)
 """
 from __future__ import annotations
 
@@ -24,23 +26,23 @@ class Features:
 
 
 class KDModel(nn.Module):
-    """Base class: subclasses implement :meth:`forward_features`."""
+    """Base class: subclasses implement :meth:`forward_with_features`."""
 
     #: the input size (C, H, W) the model was built for; set by the constructor
     input_size: tuple[int, int, int] = (3, 32, 32)
 
-    def forward_features(self, x: Tensor) -> Features:  # pragma: no cover - abstract
+    def forward_with_features(self, x: Tensor) -> Features:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x).logits
+        return self.forward_with_features(x).logits
 
     def get_classifier(self) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @torch.no_grad()
     def feature_info(self, input_size: tuple[int, int, int] | None = None) -> dict:
-        """Shapes (without the batch dimension) of every output of :meth:`forward_features`.
+        """Shapes (without the batch dimension) of every output of :meth:`forward_with_features`.
 
         Runs one forward pass on a zero tensor in eval mode, on the model's device and in its dtype (float64 and
         bf16 models too); the model's train/eval state is restored afterwards.
@@ -49,7 +51,7 @@ class KDModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            out = self.forward_features(probe_input(self, size))
+            out = self.forward_with_features(probe_input(self, size))
         finally:
             self.train(was_training)
         return {

@@ -9,7 +9,7 @@
 as a path or as an already loaded dict. Keys lose a ``module.`` prefix (``DataParallel``); for a
 :class:`~aidkd.models.hooked.HookedModel` a state dict of the bare torchvision/timm network gains the wrapper's
 ``model.`` prefix; from a whole distiller's state dict (``student.*`` and ``teacher.*`` keys, as mdistiller saves
-them) the student's part is taken. Files are read by :func:`aidkd.engine.checkpoint.read_checkpoint`. A missing or
+them) the student's part is taken. Files are read by :func:`aidkd.files.checkpoint.read_checkpoint`. A missing or
 unreadable file, or weights that do not fit the model, raise a one-line :class:`~aidkd.errors.UserError` that
 names the file and the first offending key with both shapes.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from ..engine.checkpoint import read_checkpoint
+from ..files.checkpoint import read_checkpoint
 from ..errors import UserError
 from .registry import canonical_name
 

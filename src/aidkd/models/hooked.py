@@ -9,7 +9,7 @@ shared inside a block) yields its last call. Inputs of in-place modules (``ReLU(
 before the module overwrites them; outputs are not copied, so a stage path must name a module whose output the
 network does not later modify in place (true of block and stage outputs in torchvision and timm models).
 
-Hooks are registered for the duration of one :meth:`HookedModel.forward_features` call only, so a plain
+Hooks are registered for the duration of one :meth:`HookedModel.forward_with_features` call only, so a plain
 ``model(x)`` costs nothing extra and a ``copy.deepcopy`` of the wrapper (an EMA teacher) works. The wrapped
 module is ``self.model``, so the wrapper's state dict keys carry a ``model.`` prefix;
 :func:`aidkd.models.load_weights` accepts state dicts with or without it.
@@ -108,7 +108,7 @@ class HookedModel(KDModel):
     def forward(self, x: Tensor) -> Tensor:
         return _logits(self.model(x))
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         store: dict = {}
         handles = []
 

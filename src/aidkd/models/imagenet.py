@@ -236,7 +236,7 @@ class MobileNetV1(KDModel):
         )
         self.fc = nn.Linear(1024, num_classes)
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         x = self.model[0](x)
         feats, pre = [x], [x]
         start = 1

@@ -78,7 +78,7 @@ class MobileNetV2(KDModel):
 
         init_fan_out_normal(self)
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         x = self.conv1(x)
         feats = [x]
         for i, group in enumerate(self.blocks):

@@ -132,7 +132,7 @@ class CifarResNet(KDModel):
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return Stage(*layers)
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         x = F.relu(self.bn1(self.conv1(x)))
         x, feats, pre = run_stages(x, (self.layer1, self.layer2, self.layer3))
         pooled = self.avgpool(x).flatten(1)

@@ -97,7 +97,7 @@ class CifarResNetV2(KDModel):
             self.in_planes = planes * block.expansion
         return Stage(*layers)
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         x = F.relu(self.bn1(self.conv1(x)))
         x, feats, pre = run_stages(x, (self.layer1, self.layer2, self.layer3, self.layer4))
         pooled = self.avgpool(x).flatten(1)

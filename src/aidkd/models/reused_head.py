@@ -31,13 +31,13 @@ class ReusedHeadStudent(KDModel):
     def project(self, x: Tensor) -> tuple[Features, Tensor]:
         """The backbone's features and its last stage map projected to the teacher's channels (pooled first to the
         teacher's side where the student's is larger)."""
-        out = self.backbone.forward_features(x)
+        out = self.backbone.forward_with_features(x)
         last = out.feats[-1]
         if self.teacher_hw is not None and last.shape[2] > self.teacher_hw:
             last = F.adaptive_avg_pool2d(last, (self.teacher_hw, self.teacher_hw))
         return out, self.projector(last)
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         out, projected = self.project(x)
         pooled = projected.mean((2, 3))
         return Features(self.head(pooled), out.feats + [projected], out.preact_feats + [projected], pooled)

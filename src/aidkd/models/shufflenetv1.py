@@ -86,7 +86,7 @@ class ShuffleNetV1(KDModel):
             self.in_planes = out_planes
         return Stage(*layers)
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         x = F.relu(self.bn1(self.conv1(x)))
         x, feats, pre = run_stages(x, (self.layer1, self.layer2, self.layer3))
         pooled = self.avgpool(x).flatten(1)

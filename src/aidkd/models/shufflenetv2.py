@@ -111,7 +111,7 @@ class ShuffleNetV2(KDModel):
         self.in_channels = out_channels
         return Stage(*layers)
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         x = F.relu(self.bn1(self.conv1(x)))
         x, feats, pre = run_stages(x, (self.layer1, self.layer2, self.layer3))
         pooled = self.avgpool(F.relu(self.bn2(self.conv2(x)))).flatten(1)

@@ -36,7 +36,7 @@ class PlainCNN(KDModel):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(prev, num_classes)
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         x = torch.relu(self.stem(x))
         feats, pre = [x], [x]
         for st in self.stages:
@@ -58,7 +58,7 @@ class MLP(KDModel):
         self.fc1 = nn.Linear(in_chans * input_hw * input_hw, hidden)
         self.fc = nn.Linear(hidden, num_classes)
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         h = torch.relu(self.fc1(x.flatten(1)))
         return Features(self.fc(h), [h], [h], h)
 

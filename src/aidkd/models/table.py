@@ -45,7 +45,7 @@ def _row(name: str, num_classes: int, in_chans: int, input_hw: int | None) -> di
     model.eval()
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
-            out = model.forward_features(torch.zeros(1, *size))
+            out = model.forward_with_features(torch.zeros(1, *size))
     return {
         "name": name,
         "family": family,

@@ -59,7 +59,7 @@ class VGG(KDModel):
 
         init_fan_out_normal(self)
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         h = x.shape[2]
         x = F.relu(self.block0(x))
         feats, pre = [x], [x]

@@ -101,7 +101,7 @@ class WideResNet(KDModel):
             elif isinstance(m, nn.Linear):
                 m.bias.data.zero_()
 
-    def forward_features(self, x: Tensor) -> Features:
+    def forward_with_features(self, x: Tensor) -> Features:
         f0 = self.conv1(x)
         f1 = self.block1(f0)
         f2, f1_pre = self.block2.forward_with_preact(f1)

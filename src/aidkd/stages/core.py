@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine.checkpoint import atomic_write_json, read_json_object
-from ..engine.rundir import folder_mark, mark_folder
+from ..files.checkpoint import atomic_write_json, read_json_object
+from ..files.rundir import folder_mark, mark_folder
 from ..errors import UserError
 
 RECORD = "stage.json"
@@ -129,7 +129,7 @@ class StageStore:
 
     def log(self, msg: str) -> None:
         if self.verbose:
-            from ..engine.logging import console
+            from ..progress import console
 
             console.print(msg)
 

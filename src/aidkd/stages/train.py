@@ -12,14 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import RunConfig
-from ..engine.rundir import folder_mark
+from ..engine.trainer import read_summary, train
+from ..files.rundir import folder_mark
 from ..errors import UserError
 from .core import StageResult, StageStore
 
 #: the summary fields a train stage records (the engine's summary.json keeps everything)
 SUMMARY_KEYS = ("arch", "method", "teacher", "dataset", "seed", "epochs", "selection", "best_acc", "best_epoch",
                 "best_test_acc", "last_test_acc", "last_test_top5", "last_val_acc", "best_test_epoch_acc",
-                "last_test_raw_acc", "wall_time_s", "device", "fingerprint")
+                "last_test_raw_acc", "wall_time_s", "device", "precision", "student_params", "fingerprint")
 
 EpochHook = Callable[[str, int, dict], None]
 
@@ -38,8 +39,6 @@ def stage_config(cfg: RunConfig) -> tuple[dict, dict[str, str]]:
 
 def finished_summary(run_dir: Path, cfg: RunConfig) -> dict | None:
     """The engine's summary of a finished run of ``cfg`` in ``run_dir`` (None if unfinished or another config)."""
-    from ..engine import read_summary
-
     s = read_summary(run_dir)
     return s if s is not None and s.get("fingerprint") == cfg.fingerprint() else None
 
@@ -49,8 +48,6 @@ def train_stage(store: StageStore, name: str, cfg: RunConfig, *, folder: str | P
     """Train ``cfg`` as the stage ``name`` of ``store`` (its ``output`` is replaced by the stage's folder), or
     find it finished. ``folder``: a folder the user named instead of the fingerprint-keyed one.
     ``on_epoch_end(name, epoch, record)`` is called after each epoch that runs."""
-    from ..engine import train
-
     config, files = stage_config(cfg)
 
     def run(where: Path, overwrite: bool) -> tuple[dict, str]:

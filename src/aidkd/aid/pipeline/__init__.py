@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import time
 
-from ...engine.checkpoint import atomic_write_json, atomic_write_text
-from ...engine.rundir import claim_folder, mark_folder
+from ...files.checkpoint import atomic_write_json, atomic_write_text
+from ...files.rundir import claim_folder, mark_folder
 from ...stages import StageStore, json_safe
 from .render import results_markdown
 from .results import collect_results
 from .schema import (MethodSpec, PipelineBase, PipelineConfig, StudentSpec, TeacherSpec,
                      load_pipeline_config, pipeline_config_from_dict)
-from .stages import (AdaptResult, adapt, adapt_stage, dgkd_assistant_stages, dgkd_student_stage, distill_stage,
+from .pipeline_stages import (AdaptResult, adapt, adapt_stage, dgkd_assistant_stages, dgkd_student_stage, distill_stage,
                      online_stage, reference_stage, takd_assistant_stage, takd_student_stage, teacher_stage,
                      vanilla_stage)
 

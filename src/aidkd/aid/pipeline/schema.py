@@ -16,10 +16,15 @@ from pydantic import (
     model_validator,
 )
 
-from ...config import (DataConfig, OptimConfig, SchedConfig, TrainConfig, apply_overrides, read_yaml,
+from ...config import (DataConfig, OptimConfig, SchedConfig, TrainConfig, apply_overrides, read_yaml, run_dict,
                        resolve_config_path, validation_message)
-from ...engine.checkpoint import read_checkpoint
+from ...files.checkpoint import read_checkpoint
 from ...errors import UserError
+from ...methods import METHODS
+from ...methods.aid_online import AIDOnlineParams
+from ...methods.kd import KDParams
+from ...models import MODELS
+from ...models.registry import canonical_name
 from ..adapt import AIDParams
 
 class _Strict(BaseModel):
@@ -160,18 +165,9 @@ class PipelineConfig(_Strict):
 
     def run_dict(self, model: dict, method: dict, seed: int, teacher: dict | None = None,
                  epochs: int | None = None, lr: float | None = None) -> dict:
-        """A RunConfig dict (without ``output``) of one engine stage."""
-        d = self.base.model_dump(mode="json")
-        d["model"] = model
-        d["method"] = method
-        if teacher is not None:
-            d["teacher"] = teacher
-        d["train"]["seed"] = seed
-        if epochs is not None:
-            d["train"]["epochs"] = epochs
-        if lr is not None:
-            d["optim"]["lr"] = lr
-        return d
+        """A RunConfig dict (without ``output``) of one engine stage (:func:`aidkd.config.run_dict`)."""
+        return run_dict(self.base.model_dump(mode="json"), model=model, method=method, teacher=teacher, seed=seed,
+                        epochs=epochs, lr=lr)
 
     def check_given_checkpoints(self) -> None:
         """Read the checkpoints the config names (the teacher, a reference file): a missing, corrupt or unsafe
@@ -189,12 +185,6 @@ class PipelineConfig(_Strict):
 
     def check(self, source: str = "") -> None:
         """Checks that need the registries: method names and parameters, model names, AID compatibility."""
-        from ...methods import METHODS
-        from ...methods.kd import KDParams
-        from ...models import MODELS
-        from ...models.registry import canonical_name
-        from ..online import AIDOnlineParams
-
         where = f"bad pipeline config {source or '(dict)'}"
         models = [("teacher.name", self.teacher.name), ("student.name", self.student.name)]
         models += [(k, n) for k, n in (("aid.reference_model", self.aid.reference_model),

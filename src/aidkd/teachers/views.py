@@ -1,11 +1,11 @@
-"""The teacher-output cache: a frozen model's logits for every view of every training image, computed once and
-shared by every run that distils from that model. It is the one form in which aidkd stores a model's outputs
-for students: the engine's ``teacher.cache`` builds and reads it, and a plan's teacher-views stage
+"""A model's stored logits on every view of every training image: the file format (``views.pt``) and the teacher
+that serves it (:class:`ViewsTeacher`). It is the one form in which aidkd stores a model's outputs for students:
+the engine's ``teacher.cache`` builds and reads it (:mod:`aidkd.teachers.cache`), and a plan's logits stage
 (:func:`aidkd.stages.logits_stage`) writes it as the file that ``teacher.kind: logits`` serves.
 
 The small-image augmentation (random crop with zero padding ``p`` + horizontal flip) has ``(2p+1)^2 x 2``
 views per image (162 for CIFAR's ``p = 4``; one view without augmentation). The training loader records which
-view of each sample a batch holds (``Batch.view``); the cache serves the teacher's logits for exactly that view,
+view of each sample a batch holds (``Batch.view``); the file serves the teacher's logits for exactly that view,
 so training is the same as running the teacher, up to the storage rounding (fp16). Two modes:
 
 * ``views``: every view is stored. Building it costs ``(2p+1)^2 x 2`` teacher passes over the split.
@@ -15,24 +15,14 @@ so training is the same as running the teacher, up to the storage rounding (fp16
 
 Logits are stored in fp16 (``precision: float32`` keeps them exact), or as the top-``k`` logits (fp16 values,
 int16 classes) plus the mean of the others (an approximation; the rest of the classes are served at that mean).
-The storage cost is printed before the build starts, and a build beyond ``teacher.cache_budget_gb`` is refused
-with the number.
-
-A cache is a stage of kind ``teacher-views`` (:mod:`aidkd.stages`): a folder ``<name>-<fingerprint>`` holding
-``views.pt`` and the stage record, under ``$AIDKD_CACHE`` (default ``~/.cache/aidkd/teacher_views``, outside any
-run folder) for the engine's ``teacher.cache``, or in a plan's own stage folder. A build holds an exclusive lock
-on its cache's fingerprint (``fcntl.flock``), so two processes that need the same cache build it once. The
-fingerprint covers the teacher's weights (their content, so an adapted teacher gets its own cache), the training
-split's images and labels, the normalisation, the augmentation, the mode and the storage format, and the
-autocast dtype of the teacher's forward. Every run, seed and method with the same fingerprint reuses the file.
+:func:`fingerprint` is a content hash of everything the stored logits depend on: the teacher's weights, the
+training split's images and labels, the normalisation, the augmentation, the mode and storage format, and the
+autocast dtype of the teacher's forward.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,12 +31,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..data.augment import TensorAugment, apply_views, to_float_normalized, uint8_affine
+from ..data.augment import TensorAugment, apply_views, encode_views, to_float_normalized, uint8_affine
+from ..data.base import Batch
+from ..engine.precision import autocast
 from ..errors import UserError
+from ..files.checkpoint import load_checkpoint, save_checkpoint
+from ..models import num_params
 from ..progress import progress_enabled, track_images
-from .precision import autocast
-from .rundir import check_creatable, clean_stale_tmp
-from .teacher_cache import IndexedTeacher
+from .base import IMAGES, SPLIT, Teacher
 
 FORMAT = "aidkd-view-cache-v1"
 SAMPLED_SEED = 0  # the draw of the stored views in sampled mode (part of the fingerprint)
@@ -172,19 +164,18 @@ class ViewStore:
         return z.scatter_(1, self.tensors["topk_classes"][index, j].long(), self.tensors["topk_values"][index, j].float())
 
 
-class ViewCachedTeacher(IndexedTeacher):
-    """A teacher served from a :class:`ViewStore`: ``forward(images, index, view)`` gathers the stored logits of
-    those samples' views. Images that are no view of the training split (``view=None``, e.g. MLKD's strong
+class ViewsTeacher(Teacher):
+    """A teacher served from a :class:`ViewStore`: :meth:`logits` gathers the stored logits of a batch's samples in
+    the views it holds. Images that are no view of the training split (``batch.view`` None, e.g. MLKD's strong
     view) go through the teacher model itself, when there is one (a file served as ``teacher.kind: logits`` has
-    none). It has no features: feature-based methods are refused."""
-
-    per_view = True
+    none: it serves the split only). It has no features."""
 
     def __init__(self, store: ViewStore, model: nn.Module | None, source: str = "teacher"):
         super().__init__()
         self.store = store
-        object.__setattr__(self, "model", model)  # the frozen teacher, for images outside the cache
+        object.__setattr__(self, "model", model)  # the frozen teacher, for images outside the file
         self.source = source
+        self.serves = frozenset({SPLIT, IMAGES} if model is not None else {SPLIT})
 
     @property
     def num_samples(self) -> int:
@@ -194,24 +185,20 @@ class ViewCachedTeacher(IndexedTeacher):
     def num_classes(self) -> int:
         return self.store.num_classes
 
-    def forward(self, images: Tensor, index: Tensor | None, view: Tensor | None = None) -> Tensor:
-        if view is None:
-            if self.model is None:
-                raise UserError(f"the teacher serves stored outputs ({self.source}) and cannot see images that are "
-                                "no view of the training split; this method needs teacher.kind: model")
-            return self.model(images)
-        if index is None:
+    def forward(self, images: Tensor) -> Tensor:
+        if self.model is None:
+            return super().forward(images)
+        return self.model(images)
+
+    def logits(self, batch: Batch) -> Tensor:
+        if batch.view is None:
+            return self(batch.images)
+        if batch.index is None:
             raise UserError(f"the teacher serves per-view outputs ({self.source}) and needs sample indices")
-        return self.store.gather(index, view).to(images.device)
+        return self.store.gather(batch.index, batch.view).to(batch.images.device)
 
 
-# ------------------------------------------------------------------------------------------------ file layer
-def cache_root() -> Path:
-    """``$AIDKD_CACHE`` or ``~/.cache/aidkd/teacher_views``."""
-    env = os.environ.get("AIDKD_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "aidkd" / "teacher_views"
-
-
+# ------------------------------------------------------------------------------------------------ the file
 def human_bytes(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -236,88 +223,33 @@ def spec_of_loader(loader, mode: str = "views", views_per_image: int = 0, topk: 
                      views_per_image=views_per_image, topk=topk, dtype=dtype, precision=precision)
 
 
-@contextlib.contextmanager
-def _locked(root: Path, fp: str):
-    """An exclusive lock on the cache ``fp`` in the store ``root`` while it is looked for and built, so that
-    processes that need the same cache build it once (different caches build in parallel)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".teacher-views-{fp}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def view_cache_stage(teacher: nn.Module, weights: nn.Module, loader, spec: CacheSpec, num_classes: int,
-                     device: torch.device, budget_gb: float = float("inf"), source: str = "teacher", log=print,
-                     is_main: bool = True, wait=lambda: None, root: str | Path | None = None,
-                     name: str = "teacher-views", reuse_only: bool = False):
-    """The stage (``aidkd.stages``, kind ``teacher-views``, under ``root``, default :func:`cache_root`) that holds
-    the view cache of ``teacher`` over ``loader``'s training split: found finished when one of the same
-    fingerprint exists, else run by the main process under the cache's lock (the others ``wait``, then find
-    it). ``weights`` is the module whose weights identify the teacher (the original model when ``teacher`` is a
-    lean wrapper of it). Returns the ``StageResult``; its ``views.pt`` holds the stored tensors, and its result
-    the teacher's parameter count and its accuracy on the stored views. ``reuse_only``: build nothing, and
-    return None when the cache is not there."""
-    from ..models import num_params
-    from ..stages import StageStore
-    from .checkpoint import save_checkpoint
-
-    root = Path(root).expanduser() if root is not None else cache_root()
-    check_creatable(root, "AIDKD_CACHE")  # a file there, or a folder that cannot be written
+def write_views(teacher: nn.Module, weights: nn.Module, loader, spec: CacheSpec, num_classes: int,
+                device: torch.device, path: Path, log=print) -> dict:
+    """Run ``teacher`` over every stored view of ``loader``'s training split and write ``path`` (``views.pt``,
+    atomically). ``weights`` is the module whose weights identify the teacher (the original model when
+    ``teacher`` is a lean wrapper of it). Returns what the build measured: its time and speed, the teacher's
+    parameter count and its accuracy on the stored views."""
     images, labels = loader.images, loader.labels
-    fp = fingerprint(weights, images, labels, loader.mean, loader.std, spec)
-    config = {"content": fp, "spec": asdict(spec), "num_classes": num_classes}
-
-    def find():
-        return StageStore(root, verbose=False, reuse_only=True).run(name, "teacher-views", config, {}, None)
-
-    def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
-        clean_stale_tmp(folder)  # the temp file of a build that was killed (as large as the cache), under the lock
-        table = stored_view_table(images.shape[0], spec)
-        t0 = time.perf_counter()
-        # on a CPU small batches are faster (resnet32x4, 2 threads, channels_last: 72 images/s at 64, 52 at 128, 43
-        # at 512; docs/results/throughput.md)
-        tensors = build_view_logits(teacher, images, loader.mean, loader.std, table, spec, device,
-                                    batch_size=4096 if device.type == "cuda" else 64)
-        took = time.perf_counter() - t0
-        save_checkpoint({"format": FORMAT, "spec": asdict(spec), "num_classes": num_classes,
-                         "table": table if spec.mode == "sampled" else None, "tensors": tensors}, folder / "views.pt")
-        rate = table.numel() / max(took, 1e-9)
-        store = ViewStore(tensors, table, spec, num_classes)
-        hits = sum(int((store.gather(torch.arange(images.shape[0]), table[:, j]).argmax(1) == labels.cpu()).sum())
-                   for j in range(table.shape[1]))
-        log(f"teacher view cache {fp}: built in {took:.1f} s ({rate:.0f} teacher images/s), in {folder}")
-        return {"checkpoint": "views.pt", "build_s": took, "build_img_per_s": rate, "source": source,
-                "num_params": num_params(weights), "train_view_acc": 100.0 * hits / table.numel(),
-                "shape": [images.shape[0], table.shape[1], num_classes]}, "ran"
-
-    found = find()
-    if reuse_only:
-        return found
-    if found is None and is_main:
-        need = storage_bytes(images.shape[0], spec.stored_views, num_classes, spec.topk, spec.precision)
-        if need > budget_gb * 1e9:  # refused before a line is printed or a file is made
-            raise UserError(f"the teacher view cache needs {human_bytes(need)}, over teacher.cache_budget_gb="
-                            f"{budget_gb:g}; raise the budget, store fewer classes (teacher.cache_topk=10) or "
-                            "fewer views (teacher.cache=sampled)")
-        with _locked(root, fp):
-            found = find()  # built by another process while this one waited for the lock
-            if found is None:
-                log(f"teacher view cache {fp}: {describe_cost(images.shape[0], spec, num_classes)}")
-                found = StageStore(root, verbose=False).run(name, "teacher-views", config, {}, run)
-    wait()
-    found = found or find()  # another process built it
-    if found is None:
-        raise UserError(f"the teacher view cache {fp} was not built in {root}; rerun")
-    return found
+    table = stored_view_table(images.shape[0], spec)
+    t0 = time.perf_counter()
+    # on a CPU small batches are faster (resnet32x4, 2 threads, channels_last: 72 images/s at 64, 52 at 128, 43
+    # at 512; docs/results/throughput.md)
+    tensors = build_view_logits(teacher, images, loader.mean, loader.std, table, spec, device,
+                                batch_size=4096 if device.type == "cuda" else 64)
+    took = time.perf_counter() - t0
+    save_checkpoint({"format": FORMAT, "spec": asdict(spec), "num_classes": num_classes,
+                     "table": table if spec.mode == "sampled" else None, "tensors": tensors}, path)
+    rate = table.numel() / max(took, 1e-9)
+    store = ViewStore(tensors, table, spec, num_classes)
+    hits = sum(int((store.gather(torch.arange(images.shape[0]), table[:, j]).argmax(1) == labels.cpu()).sum())
+               for j in range(table.shape[1]))
+    log(f"teacher views: built in {took:.1f} s ({rate:.0f} teacher images/s), in {path.parent}")
+    return {"build_s": took, "build_img_per_s": rate, "num_params": num_params(weights),
+            "train_view_acc": 100.0 * hits / table.numel(), "shape": [images.shape[0], table.shape[1], num_classes]}
 
 
 def load_views(path: str | Path) -> dict:
     """The content of a ``views.pt`` file; anything else is a one-line error naming it."""
-    from .checkpoint import load_checkpoint
-
     state = load_checkpoint(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{str(path)!r} is not an aidkd teacher-views file (written by a teacher-views stage); check "
@@ -345,8 +277,8 @@ def load_views(path: str | Path) -> dict:
 
 
 def serve_views(path: str | Path, loader, model: nn.Module | None = None, source: str | None = None,
-                num_classes: int | None = None) -> ViewCachedTeacher:
-    """A :class:`ViewCachedTeacher` from the teacher-views file ``path`` for ``loader``'s training split (of
+                num_classes: int | None = None) -> ViewsTeacher:
+    """A :class:`ViewsTeacher` from the teacher-views file ``path`` for ``loader``'s training split (of
     ``num_classes`` classes, when given). The file's views must be those of the loader's augmentation; in sampled
     mode the loader is told to replay the stored views. ``model`` serves images that are no view of the split
     (None: such images are refused)."""
@@ -365,14 +297,12 @@ def serve_views(path: str | Path, loader, model: nn.Module | None = None, source
     if spec.mode == "sampled":
         loader.replay_views(state["table"])
     store = ViewStore(state["tensors"], state.get("table"), spec, c, loader.images.device)
-    return ViewCachedTeacher(store, model, source=source or str(path))
+    return ViewsTeacher(store, model, source=source or str(path))
 
 
 def identity_logits(path: str | Path) -> Tensor:
     """``(N, C)`` float32: the stored logits of every sample's unaugmented view (the centre crop, not mirrored)
     in the teacher-views file ``path``, for analyses of the model's outputs on the split itself."""
-    from ..data.augment import encode_views
-
     state = load_views(path)
     spec = CacheSpec(**state["spec"])
     n = next(iter(state["tensors"].values())).shape[0]
@@ -382,13 +312,3 @@ def identity_logits(path: str | Path) -> Tensor:
     if spec.mode == "sampled" and not bool((table == view.view(-1, 1)).any(1).all()):
         raise UserError(f"{str(path)!r} stores sampled views, not every sample's unaugmented one")
     return ViewStore(state["tensors"], table, spec, state["num_classes"]).gather(torch.arange(n), view)
-
-
-def load_or_build(teacher: nn.Module, weights: nn.Module, loader, spec: CacheSpec, num_classes: int,
-                  device: torch.device, budget_gb: float, source: str = "teacher", log=print,
-                  is_main: bool = True, wait=lambda: None) -> ViewCachedTeacher:
-    """The :class:`ViewCachedTeacher` of ``teacher`` over ``loader``'s training split, from its
-    :func:`view_cache_stage` under :func:`cache_root`."""
-    stage = view_cache_stage(teacher, weights, loader, spec, num_classes, device, budget_gb, source, log, is_main,
-                             wait)
-    return serve_views(stage.checkpoint, loader, teacher, source=f"{source}, cache {stage.fingerprint[:10]}")

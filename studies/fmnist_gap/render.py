@@ -10,7 +10,8 @@ import math
 import statistics
 from pathlib import Path
 
-from aidkd.engine.rundir import check_report_file, own_folder, write_report_json, write_report_text
+from aidkd.engine import read_summary
+from aidkd.files.rundir import check_report_file, own_folder, write_report_json, write_report_text
 
 from .plan import (
     BETA_SWEEP,
@@ -22,8 +23,8 @@ from .plan import (
     device,
     ladder,
     live_teachers,
-    logits_id,
-    parse_id,
+    Arm,
+    JobId,
 )
 from .verdicts import SIG, corrected, fmt_cmp, judge, noise_goal
 
@@ -41,17 +42,17 @@ def _train_labels(profile: str):
 
 def _logits(res):
     """A logits stage's outputs on the unaugmented training views, (N, C)."""
-    from aidkd.engine.view_cache import identity_logits
+    from aidkd.teachers import identity_logits
 
     return identity_logits(res.checkpoint)
 
 
-def _test_hits(R: dict, job_id: str, weights: str, test):
+def _test_hits(R: dict, job_id: JobId, weights: str, test):
     """Which test images the student of ``job_id`` gets right (bool, N), from its last checkpoint: the reported
     weights (``model``) or, for a run with an average, its training weights (``raw``)."""
     import torch
 
-    from aidkd.engine.checkpoint import load_checkpoint
+    from aidkd.files.checkpoint import load_checkpoint
     from aidkd.stages.artifacts import load_model
 
     res = R.get(job_id)
@@ -86,8 +87,8 @@ def churn_lines(profile: str, R: dict) -> list[str]:
         for t in (teachers[0], largest):
             churn, diffs = [], []
             for s in p["seeds"]:
-                a = _test_hits(R, f"s{s}_kd_{t}", weights, data)
-                b = _test_hits(R, f"s{s}_kd-aa_{t}", weights, data)
+                a = _test_hits(R, JobId("kd", s, t), weights, data)
+                b = _test_hits(R, JobId("kd-aa", s, t), weights, data)
                 if a is not None and b is not None:
                     churn.append(float((a != b).double().mean()))
                     diffs.append(100.0 * float(b.double().mean() - a.double().mean()))
@@ -119,30 +120,38 @@ def _decompose(t_logits, s_logits, labels, tau: float = 4.0) -> tuple[float, flo
     return d.cs, d.ic
 
 
+def _summary(res) -> dict:
+    """A train stage's recorded summary, with the precision read from the run's own summary where the stage's
+    record does not hold it (stages recorded before it did)."""
+    summary = dict(res.result["summary"])
+    if summary.get("precision") is None and res.dir is not None:
+        summary["precision"] = (read_summary(res.dir) or {}).get("precision")
+    return summary
+
+
 def records(profile: str, R: dict) -> tuple[dict, dict]:
     """(job id -> record, decomposition per teacher) from the finished stages ``R``.
 
     A training record: ``{"kind": teacher | student, "summary", "params", "job_wall_s"}``. An adaptation record:
     the teacher's validation accuracy before/after, L_CS / L_IC against the reference on the training split
     before/after, beta, the AID parameters and the adapt stage's report."""
-    from aidkd.aid.project import TargetTeacher
+    from aidkd.teachers import TargetTeacher
 
     labels = None
     teachers = ladder(profile)
     out: dict[str, dict] = {}
-    for job_id, res in R.items():
-        if job_id.startswith("logits_"):
+    for job, res in R.items():
+        if job.logits:
             continue
-        if res.kind == "train":
-            lg = R.get(logits_id(job_id))
-            out[job_id] = {"kind": "teacher" if job_id.startswith("teacher_") else "student",
-                           "summary": res.result["summary"], "params": lg.result["num_params"] if lg else None,
-                           "job_wall_s": res.wall_time_s}
+        if res.kind in ("train", "given"):  # a shipped teacher is given, not trained here
+            lg = R.get(job.outputs)
+            out[str(job)] = {"kind": "teacher" if job.what == "teacher" else "student",
+                             "summary": _summary(res), "params": lg.result["num_params"] if lg else None,
+                             "job_wall_s": res.wall_time_s, "source": "shipped" if res.kind == "given" else "trained"}
             continue
         rep = res.result["report"]
-        j = parse_id(job_id)
-        s, var, t = j["seed"], j["what"][len("adapt-"):], j["teacher"]
-        ref = f"s{s}_kd_{t}" if VARIANTS[var].reference == "distilled" else f"s{s}_vanilla"
+        var = job.what[len("adapt-"):]
+        ref = job.of("kd") if VARIANTS[var].reference == "distilled" else JobId("vanilla", job.seed)
         rec = {"kind": "adapt", "variant": var, "params": rep["params"], "beta": rep.get("beta"), "report": rep,
                "job_wall_s": res.wall_time_s, "adapt_wall_s": rep.get("wall_time_s")}
         if res.result["teacher_kind"] == "targets":
@@ -156,8 +165,9 @@ def records(profile: str, R: dict) -> tuple[dict, dict]:
             rec["teacher_val_acc_before"], rec["teacher_val_acc_after"] = rep["teacher_acc_before"], rep["teacher_acc_after"]
             rec["val_cs_before"], rec["val_ic_before"] = rep["cs_before"], rep["ic_before"]
             rec["val_cs_after"], rec["val_ic_after"] = rep["cs_after"], rep["ic_after"]
-            after = _logits(R[logits_id(job_id)]) if logits_id(job_id) in R else None
-        t_lg, r_lg = R.get(logits_id(f"teacher_{t}")), R.get(logits_id(ref))
+            after = _logits(R[job.outputs]) if job.outputs in R else None
+        t_lg = R.get(JobId("teacher", teacher=job.teacher, ckpt=job.ckpt, logits=True))
+        r_lg = R.get(ref.outputs)
         if t_lg and r_lg and after is not None:
             labels = _train_labels(profile) if labels is None else labels
             r_logits = _logits(r_lg)
@@ -167,19 +177,19 @@ def records(profile: str, R: dict) -> tuple[dict, dict]:
             # the inner-class information of the teacher before / after and of the reference (tau 4, training)
             rec["info_before"], rec["info_after"], rec["reference_info"] = (d0.teacher_info, d1.teacher_info,
                                                                             d0.student_info)
-        out[job_id] = rec
+        out[str(job)] = rec
     decomp = {}
     for t in teachers:
-        t_lg = R.get(logits_id(f"teacher_{t}"))
+        t_lg = R.get(JobId("teacher", teacher=t, logits=True))
         if not t_lg:
             continue
         d = {"van_cs": [], "van_ic": [], "kd_cs": [], "kd_ic": []}
         for s in PROFILES[profile]["seeds"]:
-            for key, job in (("van", f"s{s}_vanilla"), ("kd", f"s{s}_kd_{t}")):
+            for key, job in (("van", JobId("vanilla", s)), ("kd", JobId("kd", s, t))):
                 cs = ic = None
-                if logits_id(job) in R:
+                if job.outputs in R:
                     labels = _train_labels(profile) if labels is None else labels
-                    cs, ic = _decompose(_logits(t_lg), _logits(R[logits_id(job)]), labels)
+                    cs, ic = _decompose(_logits(t_lg), _logits(R[job.outputs]), labels)
                 d[f"{key}_cs"].append(cs)
                 d[f"{key}_ic"].append(ic)
         decomp[t] = d
@@ -323,10 +333,9 @@ def comparison_table(recs: list[dict]) -> list[str]:
 # ------------------------------------------------------------------------------------------------------ report
 def precision_clause(recs: dict) -> str:
     """Which precision trained the teachers and the students, from their summaries (``train.amp=auto`` is bf16
-    where the hardware does bf16 natively: aidkd.engine.precision); "not recorded" for runs whose summaries
-    predate the record."""
+    where the hardware does bf16 natively: aidkd.engine.precision); "not recorded" where a run's summary has none."""
     def used(kind: str) -> str:
-        names = sorted({r["summary"].get("precision", "not recorded") for r in recs.values()
+        names = sorted({r["summary"].get("precision") or "not recorded" for r in recs.values()
                         if r.get("kind") == kind and "summary" in r})
         return " and ".join(names) or "-"
 
@@ -336,7 +345,7 @@ def precision_clause(recs: dict) -> str:
 def convergence_lines(recs: dict, p: dict) -> list[str]:
     """How many student runs selected their last evaluated epoch: a student still improving at the end of its
     schedule is read mid-curve."""
-    runs = [r["summary"] for j, r in recs.items() if not j.startswith("teacher_") and "summary" in r
+    runs = [r["summary"] for j, r in recs.items() if JobId.parse(j).what != "teacher" and "summary" in r
             and r["summary"].get("best_epoch") is not None]
     if not runs:
         return []
@@ -365,12 +374,12 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
         r = recs.get(job)
         return None if r is None or "summary" not in r else r["summary"].get(key)
 
-    def accs(fmt: str, key: str = "last_test_acc") -> list:
-        return [acc(fmt.format(s=s), key) for s in seeds]
+    def accs(a: Arm, key: str = "last_test_acc") -> list:
+        return [acc(str(a.job(s)), key) for s in seeds]
 
     p = PROFILES[profile]
     lines = [f"# Fashion-MNIST capacity-gap benchmark ({profile} profile)", "",
-             f"Produced by `python -m benchmarks.fmnist_gap --profile {profile} --report {report_path}` (stages under "
+             f"Produced by `python -m studies.fmnist_gap --profile {profile} --report {report_path}` (stages under "
              f"`{root}`); {len(recs)} of {n_jobs} jobs finished.", "",
              f"Setting: {_DATASETS.get(p.get('dataset', 'fashion_mnist'))}, 10% of train held out for validation "
              "(fixed split), "
@@ -405,7 +414,7 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     lines += ["## Teachers", "", "| teacher | params | val (sel) | test last | test sel | wall s |", "|---|---|---|---|---|---|"]
     tparams = {}
     for t in teachers:
-        r = recs.get(f"teacher_{t}")
+        r = recs.get(str(JobId("teacher", teacher=t)))
         if r and r["params"] is not None:
             s = r["summary"]
             tparams[t] = r["params"]
@@ -414,24 +423,24 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
     lines.append("")
     lines += convergence_lines(recs, p)
 
-    rows = [("vanilla", "-", "s{s}_vanilla")]
-    rows += [("KD", t, f"s{{s}}_kd_{t}") for t in teachers]
-    rows += [("AID+KD (ft, default)", t, f"s{{s}}_aid-ft+kd_{t}") for t in teachers]
-    rows += [(m.upper(), largest, f"s{{s}}_{m}_{largest}") for m in ("dkd", "dist", "ctkd")]
-    rows += [("AID+DKD (ft)", largest, f"s{{s}}_aid-ft+dkd_{largest}"),
-             ("AID+DIST (ft)", largest, f"s{{s}}_aid-ft+dist_{largest}"),
-             (f"TAKD (via {assistant(profile)})", largest, f"s{{s}}_takd_{largest}"),
-             ("born-again KD", largest, f"s{{s}}_ban_{largest}")]
-    rows += [(f"AID+KD ({v})", largest, f"s{{s}}_aid-{v}+kd_{largest}") for v in VARIANTS if v != "ft"]
-    rows += [(name, t, f"s{{s}}_{what}_{t}") for what, name in (("kd-cs", "KD, L_CS only"), ("kd-ic", "KD, L_IC only"),
+    rows = [("vanilla", "-", Arm("vanilla"))]
+    rows += [("KD", t, Arm("kd", t)) for t in teachers]
+    rows += [("AID+KD (ft, default)", t, Arm("aid-ft+kd", t)) for t in teachers]
+    rows += [(m.upper(), largest, Arm(m, largest)) for m in ("dkd", "dist", "ctkd")]
+    rows += [("AID+DKD (ft)", largest, Arm("aid-ft+dkd", largest)),
+             ("AID+DIST (ft)", largest, Arm("aid-ft+dist", largest)),
+             (f"TAKD (via {assistant(profile)})", largest, Arm("takd", largest)),
+             ("born-again KD", largest, Arm("ban", largest))]
+    rows += [(f"AID+KD ({v})", largest, Arm(f"aid-{v}+kd", largest)) for v in VARIANTS if v != "ft"]
+    rows += [(name, t, Arm(what, t)) for what, name in (("kd-cs", "KD, L_CS only"), ("kd-ic", "KD, L_IC only"),
                                                                   ("kd-aa", "KD via L_CS + L_IC (A/A)"))
              for t in teachers]
     lines += ["## Students", "", "| method | teacher | test last | test sel | seeds | wall s (mean) |", "|---|---|---|---|---|---|"]
-    for name, t, fmt in rows:
-        last, sel = accs(fmt), accs(fmt, "best_test_acc")
+    for name, t, a in rows:
+        last, sel = accs(a), accs(a, "best_test_acc")
         n = sum(x is not None for x in last)
         if n:
-            walls = [_wall(recs[fmt.format(s=s)]) for s in seeds if fmt.format(s=s) in recs]
+            walls = [_wall(recs[str(a.job(s))]) for s in seeds if str(a.job(s)) in recs]
             lines.append(f"| {name} | {t} | {_ms(last)} | {_ms(sel)} | {n} | {statistics.mean(walls):.0f} |")
     lines.append("")
 
@@ -446,7 +455,7 @@ def write_report(profile: str, root: Path, R: dict, report_path: Path) -> Path:
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in teachers:
         for var in VARIANTS:
-            js = [recs[f"s{s}_adapt-{var}_{t}"] for s in seeds if f"s{s}_adapt-{var}_{t}" in recs]
+            js = [recs[str(JobId(f"adapt-{var}", s, t))] for s in seeds if str(JobId(f"adapt-{var}", s, t)) in recs]
             if js:
                 cells = [_ms([j.get(k) for j in js]) for k in ("teacher_val_acc_before", "teacher_val_acc_after",
                                                                "targets_train_acc_before", "targets_train_acc_after",
@@ -522,13 +531,13 @@ def _plots(fig_dir: Path, seeds, accs, decomp, tparams, teachers: list[str]) -> 
         plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, fmt in (("KD", "s{{s}}_kd_{t}"), ("AID+KD", "s{{s}}_aid-ft+kd_{t}")):
-        ms = [mean_std(accs(fmt.format(t=t))) for t in ts]
+    for label, what in (("KD", "kd"), ("AID+KD", "aid-ft+kd")):
+        ms = [mean_std(accs(Arm(what, t))) for t in ts]
         if all(math.isnan(m) for m, _ in ms):  # an arm the profile does not run has no line
             continue
         ax.errorbar([tparams[t] for t in ts], [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", capsize=3,
                     label=label)
-    ax.axhline(mean_std(accs("s{s}_vanilla"))[0], color="gray", ls="--", label="vanilla student")
+    ax.axhline(mean_std(accs(Arm("vanilla")))[0], color="gray", ls="--", label="vanilla student")
     ax.set_xscale("log")
     ax.set_xlabel("teacher parameters")
     ax.set_ylabel("student test acc (%, last epoch)")
@@ -549,13 +558,13 @@ def _plots(fig_dir: Path, seeds, accs, decomp, tparams, teachers: list[str]) -> 
         ax.legend(fontsize=7)
         save(fig, "components_vs_teacher.png")
 
-    pts = [(lam, mean_std(accs(f"s{{s}}_aid-{v}+kd_{largest}"))) for lam, v in LAMBDA_SWEEP]
+    pts = [(lam, mean_std(accs(Arm(f"aid-{v}+kd", largest)))) for lam, v in LAMBDA_SWEEP]
     pts = [(lam, m) for lam, m in pts if not math.isnan(m[0])]
     if len(pts) >= 2:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.errorbar([lam for lam, _ in pts], [m[0] for _, m in pts], yerr=[m[1] for _, m in pts], marker="o",
                     capsize=3, label="AID+KD")
-        ax.axhline(mean_std(accs(f"s{{s}}_kd_{largest}"))[0], color="C1", ls="--", label="KD")
+        ax.axhline(mean_std(accs(Arm("kd", largest)))[0], color="C1", ls="--", label="KD")
         ax.set_xscale("log")
         ax.set_xlabel("lambda_ic")
         ax.set_ylabel("student test acc (%, last epoch)")
@@ -564,8 +573,8 @@ def _plots(fig_dir: Path, seeds, accs, decomp, tparams, teachers: list[str]) -> 
         save(fig, "lambda_sweep.png")
 
     # the tempered target's beta, both sides of 1 (beta 1 is the teacher itself: KD)
-    kd = mean_std(accs(f"s{{s}}_kd_{largest}"))
-    pts = [(b, mean_std(accs(f"s{{s}}_aid-{v}+kd_{largest}"))) for b, v in BETA_SWEEP]
+    kd = mean_std(accs(Arm("kd", largest)))
+    pts = [(b, mean_std(accs(Arm(f"aid-{v}+kd", largest)))) for b, v in BETA_SWEEP]
     pts = sorted([(b, m) for b, m in pts if not math.isnan(m[0])] + ([(1.0, kd)] if not math.isnan(kd[0]) else []))
     if len(pts) >= 2:
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -594,13 +603,13 @@ def _info_plot(fig_dir: Path, seeds, accs, recs: dict, largest: str) -> Path | N
 
     pts = []
     for var in VARIANTS:
-        ads = [recs.get(f"s{s}_adapt-{var}_{largest}") for s in seeds]
-        info, acc = mean([a.get("info_after") for a in ads if a]), mean(accs(f"s{{s}}_aid-{var}+kd_{largest}"))
+        ads = [recs.get(str(JobId(f"adapt-{var}", s, largest))) for s in seeds]
+        info, acc = mean([a.get("info_after") for a in ads if a]), mean(accs(Arm(f"aid-{var}+kd", largest)))
         if info is not None and acc is not None:
             pts.append((var, info, acc))
-    ads = [a for a in (recs.get(f"s{s}_adapt-ft_{largest}") for s in seeds) if a]
+    ads = [a for a in (recs.get(str(JobId("adapt-ft", s, largest))) for s in seeds) if a]
     t_info, s_info = mean([a.get("info_before") for a in ads]), mean([a.get("reference_info") for a in ads])
-    kd = mean(accs(f"s{{s}}_kd_{largest}"))
+    kd = mean(accs(Arm("kd", largest)))
     if not pts or t_info is None or kd is None:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.8))

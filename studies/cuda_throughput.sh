@@ -3,7 +3,7 @@
 # run, on one GPU. Run from the repository root with aidkd installed (pip install -e .); about 6-8 minutes on
 # an H100-class GPU (the whole-run estimate builds a 162-view cache of 50000 images once).
 #
-#   bash benchmarks/cuda_throughput.sh [NOTE]      # NOTE: a sentence naming the machine, for the reports
+#   bash studies/cuda_throughput.sh [NOTE]      # NOTE: a sentence naming the machine, for the reports
 set -euo pipefail
 note="${1:-one GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)}"
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')"

@@ -24,9 +24,9 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ..errors import UserError
-from ..export import is_safetensors, read_safetensors
 
 FORMAT = "aidkd-checkpoint-v1"
 _SAFE_NUMPY = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype", "numpy.dtypes.")
@@ -99,7 +99,7 @@ def _resolve(name: str):
 
 def read_checkpoint(path: str | Path):
     """``torch.load`` a file safely (weights only, on the CPU), or read a ``.safetensors`` file
-    (:func:`aidkd.export.read_safetensors`); a bad file is a one-line UserError."""
+    (:func:`read_safetensors`); a bad file is a one-line UserError."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint {str(p)!r} not found; check the path")
@@ -180,3 +180,37 @@ def set_rng_state(state: dict) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------------- safetensors
+SUFFIX = ".safetensors"
+META_KEY = "aidkd"
+#: the checkpoint entries the JSON keeps (besides the weights)
+SAFETENSORS_FIELDS = ("arch", "num_classes", "in_chans", "input_hw", "model_kwargs", "epoch", "metrics")
+
+
+def is_safetensors(path: str | Path) -> bool:
+    return str(path).endswith(SUFFIX)
+
+
+def read_safetensors(path: str | Path) -> dict:
+    """An aidkd checkpoint dict from a ``.safetensors`` file written by :func:`aidkd.export.export_safetensors` (or the bare
+    state dict of one that has no aidkd header); a missing or unreadable file is a one-line UserError."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"checkpoint {str(p)!r} not found; check the path")
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"checkpoint {str(p)!r} cannot be read as safetensors ({str(e).splitlines()[0][:160]})") from None
+    if META_KEY not in header:
+        return tensors
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError:
+        raise UserError(f"checkpoint {str(p)!r}: its aidkd header is not valid JSON; re-export it") from None
+    ck = {k: meta[k] for k in SAFETENSORS_FIELDS if k in meta}
+    ck.update(format=FORMAT, model=tensors, config=json.dumps(meta.get("config") or {}))
+    return ck

@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint on a split, and the one way to build the data split of a checkpoint's own config."""
+"""A saved checkpoint evaluated on a split (``aidkd eval``), and the one way to build the data split of a checkpoint's
+own config (``aidkd eval``, ``aidkd analyze``). The accuracy itself is the engine's :func:`~aidkd.engine.recipe.evaluate`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,12 @@ from typing import Sequence
 from pydantic import ValidationError
 
 from .config import DataConfig, apply_overrides, validation_message
-from .engine.checkpoint import FORMAT, checkpoint_config, load_checkpoint
+from .data import build_data
+from .engine.recipe import evaluate
+from .engine.runtime import resolve_device
 from .errors import UserError
+from .files.checkpoint import FORMAT, checkpoint_config, load_checkpoint
+from .models import create_model, load_weights
 
 #: data options that hold on any dataset; the others (``val_split``, ``train_subset``, ...) describe the
 #: checkpoint's own dataset and are dropped when another dataset is named
@@ -44,9 +49,6 @@ def eval_data_config(data: str | None, checkpoints: Sequence[str | Path | dict |
 def build_split(data: str | None, checkpoints: Sequence[str | Path | dict | None], split: str = "test",
                 overrides: list[str] | None = None, device: str = "auto"):
     """(loader of ``split``, DataSpec, device) for :func:`eval_data_config`."""
-    from .data import build_data
-    from .engine.trainer import resolve_device
-
     dcfg = eval_data_config(data, checkpoints, overrides)
     if split == "val" and dcfg.val_split == 0:
         raise UserError("--split val needs a validation split: add data.val_split=0.1 (as in training)")
@@ -59,9 +61,6 @@ def build_split(data: str | None, checkpoints: Sequence[str | Path | dict | None
 def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "test", model: str | None = None,
                         overrides: list[str] | None = None, device: str = "auto") -> dict:
     """Top-1/top-5 of a checkpoint (an aidkd checkpoint, or a published state dict with ``model`` named)."""
-    from .engine.trainer import evaluate
-    from .models import create_model, load_weights
-
     ck = load_checkpoint(path)
     arch, kwargs = model, {}
     if ck.get("format") == FORMAT:

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.fmnist_gap --profile quick --report docs/results/fmnist_gap_quick.md``"""
+"""``python -m studies.fmnist_gap --profile quick --report docs/results/fmnist_gap_quick.md``"""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +9,10 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     from aidkd.errors import UserError
 
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.fmnist_gap", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m studies.fmnist_gap", description=__doc__)
     ap.add_argument("--profile", default="full", help="full (default: every variant and baseline), axis (the "
                     "teacher-side axis and the causal rows, about 2 h on 2 cores), quick (about 20 min), short (the "
-                    "first 5-epoch setting, kept as a record), probe-* (the noise-floor probes) or test (digits, for "
+                    "5-epoch setting of docs/results/fmnist_gap_short.md), v4 (evidence v4), probe-* (the noise-floor probes) or test (digits, for "
                     "the tests)")
     ap.add_argument("--report", required=True, help="where the Markdown report goes (its .json and plots beside it)")
     ap.add_argument("--out", help="where the stages go (default ~/aidkd-runs/fmnist-gap-<profile>)")
@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None) -> int:
 def run(profile: str, report: str | Path, out: str | Path | None = None, executor: str = "pool", workers: int = 2,
         report_only: bool = False) -> Path:
     """Run the study's stages (reusing the finished ones) and write the report to ``report``."""
+    from aidkd.files.rundir import check_report_file
     from aidkd.stages import make_executor
 
     from .plan import check_profile, collect, run_study
     from .render import write_report
+    from .v4 import write_v4_report
 
-    from aidkd.engine.rundir import check_report_file
-
-    check_profile(profile)
+    settings = check_profile(profile)
     for p in (Path(report), Path(report).with_suffix(".json")):  # refused before the study runs, not after it
         check_report_file(p)
     root = Path(out or f"~/aidkd-runs/fmnist-gap-{profile}").expanduser()
@@ -48,7 +48,8 @@ def run(profile: str, report: str | Path, out: str | Path | None = None, executo
         R = collect(profile, root)
     else:
         R = run_study(profile, root, make_executor(executor, workers, folder=root / "jobs"))
-    return write_report(profile, root, R, Path(report))
+    writer = write_v4_report if settings.get("plan") == "v4" else write_report
+    return writer(profile, root, R, Path(report))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Literal
 
 from ...config import DataConfig, config_from_dict
-from ...stages import StageResult, StageStore, train_stage
-from ...stages.artifacts import checkpoint_config
-from ..adapt import AIDParams
+from ...data import build_data
+from ...engine.precision import resolve_precision
+from ...engine.recipe import evaluate
+from ...engine.runtime import amp_dtype, resolve_device, seed_everything
+from ...errors import UserError
+from ...files.checkpoint import atomic_write_json, model_checkpoint, save_checkpoint
+from ...methods import METHODS
+from ...stages import StageResult, StageStore, json_safe, train_stage
+from ...stages.artifacts import checkpoint_config, load_model
+from ...teachers import serve_model
+from ..adapt import AIDParams, adapt_teacher
 from .schema import MethodSpec, PipelineConfig
 
 
@@ -43,7 +51,7 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
 
     Fine-tuning writes an aidkd checkpoint (``teacher.pt``, a model teacher) and measures before/after on
     ``eval_split`` and on the training images (without augmentation); projection writes a
-    :class:`~aidkd.aid.project.TargetTeacher` (``teacher.kind: targets``), measured on the projected training
+    :class:`~aidkd.teachers.TargetTeacher` (``teacher.kind: targets``), measured on the projected training
     samples, and T0's accuracy on ``eval_split``. The report is returned and
     also written to ``report.json`` for the reader (None from a ``reuse_only`` store that has not got it).
     ``teacher_arch`` / ``reference_arch`` are used for files that
@@ -65,54 +73,25 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
         config["t0_cache"] = t0_cache_run["teacher"]["cache"]
 
     def run(folder: Path, overwrite: bool) -> tuple[dict, str]:
-        from ...data import build_data
-        from ...engine.checkpoint import atomic_write_json
-        from ...engine.precision import resolve_precision
-        from ...engine.trainer import evaluate, resolve_device, seed_everything
-        from ...errors import UserError
-        from ...stages import json_safe
-        from ...stages.artifacts import load_model
-        from ..adapt import adapt_teacher
-
         dev = resolve_device(device)
         precision = resolve_precision(amp, dev)
         seed_everything(seed, deterministic)
         dcfg = data.model_copy(update={"balanced": None})
         d = build_data(dcfg, device=dev, seed=seed)
-        spec = d.spec
         held_out = d.test if eval_split == "test" else d.val
         if held_out is None:
             raise UserError("the adapt stage measures on the validation split, but the data has none: set "
                             "data.val_split")
-        t0 = load_model(teacher, spec, teacher_arch, teacher_kwargs)
-        ref = load_model(reference, spec, ref_arch, None if ref_arch is None else reference_kwargs)
+        t0 = load_model(teacher, d.spec, teacher_arch, teacher_kwargs)
+        ref = load_model(reference, d.spec, ref_arch, None if ref_arch is None else reference_kwargs)
         extra = {"distill_epochs": distill_epochs, "seed": seed, "teacher_checkpoint": str(teacher),
                  "reference_checkpoint": str(reference), "reference_model": ref_name,
                  "precision": precision.name, "precision_reason": precision.reason}
-        if params.finetunes:  # the ordinary training batches, or class-balanced ones
-            bal = d
-            if params.balanced:
-                P = params.P or min(spec.num_classes, max(1, dcfg.batch_size // params.K))
-                bal = build_data(dcfg.model_copy(update={"balanced": [P, params.K]}), device=dev, seed=seed)
-                extra["balanced"] = [P, params.K]
-            loader = bal.train
-            t0_outputs = None
-            if "t0_cache" in config:  # the view cache a distillation from T0 reads, over the same images
-                from ...engine.frozen_teacher import serve_teacher
-                from ...engine.trainer import amp_dtype
-
-                run_cfg = config_from_dict(t0_cache_run, "the distillation from T0")
-                t0_outputs = serve_teacher(run_cfg, t0.to(dev).eval(), bal, dev, amp_dtype(run_cfg, dev),
-                                           log=store.log)
-            adapted, report = adapt_teacher(t0, ref, loader, held_out, params, dev, distill_epochs=distill_epochs,
-                                            t0_outputs=t0_outputs, train_eval_loader=d.train.as_eval(),
-                                            dtype=precision.dtype)
-            rd = report.to_dict()
-            rd.update(extra, eval_split=eval_split)
-            meta = {"aid_adapted": True, "aid": params.model_dump(mode="json"), "adapted_from": str(teacher),
-                    "reference": str(reference)}
-            _save_adapted_teacher(folder / "teacher.pt", adapted, teacher_arch, teacher_kwargs, spec, dcfg, seed,
-                                  device, meta, report.epochs, {f"{eval_split}.top1": report.teacher_acc_after})
+        if params.finetunes:
+            t0_cache = t0_cache_run if "t0_cache" in config else None
+            report, rd = _finetune(folder, t0, ref, d, dcfg, held_out, params, dev, precision.dtype, t0_cache, extra,
+                                   store.log, teacher, reference, teacher_arch, teacher_kwargs, seed, device,
+                                   distill_epochs, eval_split)
             kind = "model"
         else:
             t0_acc = evaluate(t0.to(dev), held_out, dev)["top1"]
@@ -130,11 +109,38 @@ def adapt(store: StageStore, name: str, *, teacher: Path, reference: Path, teach
     return None if res is None else AdaptResult(res, res.result["report"])
 
 
+def _finetune(folder: Path, t0, ref, d, dcfg: DataConfig, held_out, params: AIDParams, dev, dtype,
+              t0_cache_run: dict | None, extra: dict, log, teacher: Path, reference: Path, teacher_arch: str,
+              teacher_kwargs: dict, seed: int, device: str, distill_epochs: int, eval_split: str):
+    """The fine-tuning objectives of the adapt stage: the adapted teacher written to ``teacher.pt``; returns the
+    report and its dict with ``extra``. The batches are the ordinary training batches or class-balanced ones;
+    ``t0_cache_run`` (a distillation from T0 with ``teacher.cache`` on) serves T0's logits from that cache."""
+    spec = d.spec
+    bal = d
+    if params.balanced:
+        P = params.P or min(spec.num_classes, max(1, dcfg.batch_size // params.K))
+        bal = build_data(dcfg.model_copy(update={"balanced": [P, params.K]}), device=dev, seed=seed)
+        extra["balanced"] = [P, params.K]
+    t0_outputs = None
+    if t0_cache_run is not None:  # the view cache a distillation from T0 reads, over the same images
+        run_cfg = config_from_dict(t0_cache_run, "the distillation from T0")
+        needs = METHODS.get(run_cfg.method.name).teacher_needs()
+        t0_outputs = serve_model(t0.to(dev).eval(), run_cfg.teacher, run_cfg, bal, dev, amp_dtype(run_cfg, dev), needs,
+                                 log=log)
+    adapted, report = adapt_teacher(t0, ref, bal.train, held_out, params, dev, distill_epochs=distill_epochs,
+                                    t0_outputs=t0_outputs, train_eval_loader=d.train.as_eval(), dtype=dtype)
+    rd = report.to_dict()
+    rd.update(extra, eval_split=eval_split)
+    meta = {"aid_adapted": True, "aid": params.model_dump(mode="json"), "adapted_from": str(teacher),
+            "reference": str(reference)}
+    _save_adapted_teacher(folder / "teacher.pt", adapted, teacher_arch, teacher_kwargs, spec, dcfg, seed, device, meta,
+                          report.epochs, {f"{eval_split}.top1": report.teacher_acc_after})
+    return report, rd
+
+
 def _save_adapted_teacher(path: Path, model, arch: str, kwargs: dict, spec, data: DataConfig, seed: int, device: str,
                           meta: dict, epochs: int, metrics: dict) -> None:
     """The adapted teacher as an engine checkpoint, usable as ``teacher.checkpoint`` by every command."""
-    from ...engine.checkpoint import model_checkpoint, save_checkpoint
-
     run_cfg = {"data": data.model_dump(mode="json"), "model": {"name": arch, "kwargs": kwargs},
                "method": {"name": "vanilla"}, "train": {"seed": seed, "device": device}, "meta": meta}
     ck = model_checkpoint(model, arch, spec, kwargs, config_from_dict(run_cfg, "adapted teacher").model_dump(mode="json"),
@@ -166,15 +172,11 @@ def _reference_model(cfg: PipelineConfig) -> dict:
 def _method(name: str, params: dict) -> dict:
     """The method section of a run, its parameters completed with the defaults (so that ``{}`` and the defaults
     spelt out give the same fingerprint, and the distilled reference is recognised as the KD baseline)."""
-    from ...methods import METHODS
-
     return {"name": name, "params": METHODS.get(name).Params(**params).model_dump(mode="json")}
 
 
 def _uses_cache(cfg: PipelineConfig, method: str) -> str:
     """The ``teacher.cache`` of a distillation with ``method``: the pipeline's, for a method the cache can serve."""
-    from ...methods import METHODS
-
     return "off" if METHODS.get(method).teacher_model_needed() else cfg.teacher.cache
 
 

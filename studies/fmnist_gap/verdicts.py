@@ -20,7 +20,7 @@ import math
 import statistics
 from collections.abc import Callable
 
-from .plan import LAMBDA_SWEEP
+from .plan import LAMBDA_SWEEP, Arm, JobId
 
 SIG = 0.05  # two-sided paired t-test level for the verdicts
 POWER = 0.8  # the power the minimum detectable effects are computed for
@@ -63,7 +63,8 @@ def confidence_interval(mean: float, std: float, n: int, level: float = 1 - SIG)
 
 def paired(a: list, b: list) -> dict:
     """Paired comparison a - b over seeds: mean, std, n, two-sided p (t-test; None below 2 pairs), the 95%
-    confidence interval ``ci`` and the minimum detectable effect ``mde`` (80% power)."""
+    confidence interval ``ci``, the minimum detectable effect ``mde`` (80% power), and beside the t-test the
+    Wilcoxon signed-rank p ``wilcoxon_p`` and the Hodges-Lehmann estimate ``hl``."""
     d = [x - y for x, y in zip(a, b) if x is not None and y is not None]
     res = {"n": len(d), "mean": statistics.mean(d) if d else float("nan"),
            "std": statistics.stdev(d) if len(d) > 1 else float("nan"), "p": None}
@@ -76,7 +77,24 @@ def paired(a: list, b: list) -> dict:
             res["p"] = float(stats.ttest_1samp(d, 0.0).pvalue)
     res["ci"] = list(confidence_interval(res["mean"], res["std"], res["n"]))
     res["mde"] = min_detectable_effect(res["std"], res["n"])
+    res["wilcoxon_p"], res["hl"] = wilcoxon_p(d), hodges_lehmann(d)
     return res
+
+
+def wilcoxon_p(d: list[float]) -> float | None:
+    """The two-sided Wilcoxon signed-rank p of differences ``d`` (None below 2 non-zero differences)."""
+    if sum(x != 0 for x in d) < 2:
+        return None
+    from scipy import stats
+
+    return float(stats.wilcoxon(d).pvalue)
+
+
+def hodges_lehmann(d: list[float]) -> float:
+    """The Hodges-Lehmann estimate of the centre of ``d``: the median of the Walsh averages (d_i + d_j) / 2, i <= j."""
+    if not d:
+        return float("nan")
+    return statistics.median((d[i] + d[j]) / 2 for i in range(len(d)) for j in range(i, len(d)))
 
 
 def holm(pvalues: dict[str, float], alpha: float = SIG) -> dict[str, dict]:
@@ -154,12 +172,12 @@ def judge(seeds: list[int], teachers: list[str], acc: Callable, adapt: Callable,
     """Every claim's record for the teacher ladder ``teachers`` (smallest first), in the order of docs/aid.md
     section 7 (claims 5 and 6 have two records each)."""
     largest = teachers[-1]
-    def accs(fmt: str) -> list:
-        return [acc(fmt.format(s=s)) for s in seeds]
+    def accs(a: Arm) -> list:
+        return [acc(str(a.job(s))) for s in seeds]
 
     out = []
-    kd = {t: accs(f"s{{s}}_kd_{t}") for t in teachers}
-    van = accs("s{s}_vanilla")
+    kd = {t: accs(Arm("kd", t)) for t in teachers}
+    van = accs(Arm("vanilla"))
     # 0. the premise of every claim: KD helps this student
     by_teacher = {t: paired(kd[t], van) for t in teachers}
     by_teacher = {t: c for t, c in by_teacher.items() if c["n"]}
@@ -185,7 +203,7 @@ def judge(seeds: list[int], teachers: list[str], acc: Callable, adapt: Callable,
                                                                 "growth_cs": statistics.mean(dcs),
                                                                 "ic_minus_cs": c}, significance(c)))
     # 3. AID + KD beats KD, most for the largest gap
-    gains = {t: paired(accs(f"s{{s}}_aid-ft+kd_{t}"), kd[t]) for t in teachers}
+    gains = {t: paired(accs(Arm("aid-ft+kd", t)), kd[t]) for t in teachers}
     gains = {t: g for t, g in gains.items() if g["n"]}
     if largest in gains:
         if all(g["mean"] <= 0 for g in gains.values()):
@@ -196,7 +214,7 @@ def judge(seeds: list[int], teachers: list[str], acc: Callable, adapt: Callable,
         out.append(_record("3", "AID+KD beats KD", {"gain_by_teacher": gains}, significance(gains[largest]),
                            shape=shape))
     # 4. a moderate degree of adaptation is best
-    vals = {lam: accs(f"s{{s}}_aid-{v}+kd_{largest}") for lam, v in LAMBDA_SWEEP}
+    vals = {lam: accs(Arm(f"aid-{v}+kd", largest)) for lam, v in LAMBDA_SWEEP}
     have = {lam: v for lam, v in vals.items() if all(x is not None for x in v)}
     if len(have) >= 3:
         means = {lam: statistics.mean(v) for lam, v in have.items()}
@@ -220,18 +238,18 @@ def judge(seeds: list[int], teachers: list[str], acc: Callable, adapt: Callable,
         out.append(_record("4", "Moderate adaptation is best", {"lambda_values": len(have)}, "not measured"))
     # 5. AID composes with DKD and DIST
     for m in ("dkd", "dist"):
-        c = paired(accs(f"s{{s}}_aid-ft+{m}_{largest}"), accs(f"s{{s}}_{m}_{largest}"))
+        c = paired(accs(Arm(f"aid-ft+{m}", largest)), accs(Arm(m, largest)))
         if c["n"]:
             out.append(_record("5", f"AID+{m.upper()} > {m.upper()}", {"aid_minus_method": c, "method": m},
                                significance(c)))
     # 6. against TAKD (accuracy and cost) and born-again KD
-    aid = accs(f"s{{s}}_aid-ft+kd_{largest}")
-    a_cost = [wall(f"s{s}_adapt-ft_{largest}") for s in seeds]
-    t_cost = [wall(f"s{s}_takd-assistant_{largest}") for s in seeds]
+    aid = accs(Arm("aid-ft+kd", largest))
+    a_cost = [wall(str(JobId("adapt-ft", s, largest))) for s in seeds]
+    t_cost = [wall(str(JobId("takd-assistant", s, largest))) for s in seeds]
     a_cost, t_cost = [x for x in a_cost if x is not None], [x for x in t_cost if x is not None]
     cost = {"aid": statistics.mean(a_cost), "takd": statistics.mean(t_cost)} if a_cost and t_cost else None
-    for name, fmt in (("TAKD", "s{s}_takd_" + largest), ("born-again KD", "s{s}_ban_" + largest)):
-        c = paired(aid, accs(fmt))
+    for name, what in (("TAKD", "takd"), ("born-again KD", "ban")):
+        c = paired(aid, accs(Arm(what, largest)))
         if not c["n"]:
             continue
         v = significance(c)
@@ -245,7 +263,7 @@ def judge(seeds: list[int], teachers: list[str], acc: Callable, adapt: Callable,
         out.append(_record("6", f"AID+KD vs {name}", {"aid_minus_other": c, "cost_s": cost if name == "TAKD" else None},
                            v, **detail))
     # 7. the adapted teacher keeps its accuracy
-    ft = [r for r in (adapt(f"s{s}_adapt-ft_{largest}") for s in seeds) if r is not None]
+    ft = [r for r in (adapt(str(JobId("adapt-ft", s, largest))) for s in seeds) if r is not None]
     drops = [r["teacher_val_acc_before"] - r["teacher_val_acc_after"] for r in ft]
     if drops:
         tol = ft[0]["params"]["acc_tolerance"]
@@ -257,20 +275,20 @@ def judge(seeds: list[int], teachers: list[str], acc: Callable, adapt: Callable,
     # the causal test of the decomposition: the class-wise part alone should match or beat KD from the largest
     # teacher, the inner-class part alone fall behind it
     for part, want_positive in (("cs", True), ("ic", False)):
-        by_t = {t: paired(accs(f"s{{s}}_kd-{part}_{t}"), kd[t]) for t in teachers}
+        by_t = {t: paired(accs(Arm(f"kd-{part}", t)), kd[t]) for t in teachers}
         by_t = {t: c for t, c in by_t.items() if c["n"]}
         if largest in by_t:
             out.append(_record("C", f"KD from L_{part.upper()} only vs KD", {f"kd_{part}_minus_kd": by_t},
                                significance(by_t[largest], want_positive), part=part))
     # A/A controls: KD through the L_CS + L_IC path, the same objective up to float rounding
     for t in teachers:
-        c = paired(accs(f"s{{s}}_kd-aa_{t}"), kd[t])
+        c = paired(accs(Arm("kd-aa", t)), kd[t])
         if c["n"] >= 2:
             out.append(_record("A/A", f"Noise floor: KD twice from {t}", {"kd_aa_minus_kd": c}, "noise floor",
                                teacher=t))
     # a control: where the entropy bisection leaves the teacher as it is, the projection is KD up to rounding
-    betas = [(adapt(f"s{s}_adapt-proj_tempered_{largest}") or {}).get("beta") for s in seeds]
-    c = paired(accs(f"s{{s}}_aid-proj_tempered+kd_{largest}"), kd[largest])
+    betas = [(adapt(str(JobId("adapt-proj_tempered", s, largest))) or {}).get("beta") for s in seeds]
+    c = paired(accs(Arm("aid-proj_tempered+kd", largest)), kd[largest])
     if c["n"] >= 2 and all(b is not None and b >= 0.999 for b in betas):
         out.append(_record("A/A", "Noise floor (an A/A control)", {"same_targets_minus_kd": c}, "noise floor"))
     return out

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The capacity-gap study at ResNet scale on one GPU: the `gpu` profile of benchmarks/fmnist_gap (Fashion-MNIST, the
+# The capacity-gap study at ResNet scale on one GPU: the `gpu` profile of studies/fmnist_gap (Fashion-MNIST, the
 # whole training split with crop + flip, the CIFAR zoo's resnet8 student and resnet20 / resnet56 / resnet32x4
 # teachers, bf16 autocast, 3 seeds, every student running its teacher). Four worker processes share the GPU.
 # Written for under 8 minutes on one H100-class GPU; resumable: rerun it after any interruption.
 #
-#   benchmarks/fmnist_gap_gpu.sh [OUT]     from the repository root, the project installed (README)
+#   studies/fmnist_gap_gpu.sh [OUT]     from the repository root, the project installed (README)
 #
 # The report goes to docs/results/fmnist_gap_gpu.md, the stages under OUT (default ~/aidkd-runs/fmnist-gap-gpu).
 # Fashion-MNIST must be on disk where the data loader looks (AIDKD_DATA, or Debian's dataset-fashion-mnist).
@@ -17,6 +17,6 @@ case "$(python -c 'import torch; print(torch.cuda.is_available())' 2>/dev/null |
   *) echo "error: torch is not importable here; install the project first (README)" >&2; exit 2 ;;
 esac
 start=$(date +%s)
-python -m benchmarks.fmnist_gap --profile gpu --workers "${WORKERS:-4}" --out "$out" \
+python -m studies.fmnist_gap --profile gpu --workers "${WORKERS:-4}" --out "$out" \
   --report docs/results/fmnist_gap_gpu.md
 echo "fmnist-gap, gpu profile: $(( $(date +%s) - start )) s of wall time"

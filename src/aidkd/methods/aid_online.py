@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from ..losses.kd import kd_loss
-from ..methods.base import Batch, Method, MethodParams, register_method
-from .objective import AIDParams, TeacherAdapter
+from .base import Batch, Method, MethodParams, register_method
+from ..aid.objective import AIDParams, TeacherAdapter
 
 
 class AIDOnlineParams(MethodParams):

@@ -15,7 +15,12 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from .config import safe_load_yaml
 from .errors import UserError
+from .files.rundir import write_report_text
 
 SUMMARY = "summary.json"
 
@@ -59,7 +64,6 @@ SUMMARY_FIELDS = {"seed": int, "arch": str, "method": str, "teacher": str, "sele
 def read_run(run_dir: Path) -> tuple[dict, dict]:
     """(summary, config) of a run folder. A summary that is not a JSON object of the fields a run writes, or a
     config.yaml that is not a YAML mapping, is refused in one line naming the file."""
-    from .config import safe_load_yaml
 
     path = run_dir / SUMMARY
     fix = "rerun that run, or leave its folder out"
@@ -163,8 +167,6 @@ def write_report(paths: list[str | Path], out: str | Path | None, overwrite: boo
     groups = group_runs(find_runs(paths))
     written = None
     if out is not None:
-        from .engine.rundir import write_report_text
-
         written = Path(out)
         if written.is_dir():
             raise UserError(f"{written} is a folder; --out takes a Markdown file name")
@@ -175,8 +177,6 @@ def write_report(paths: list[str | Path], out: str | Path | None, overwrite: boo
 
 
 def print_report(groups: list[RunGroup]) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     t = Table(title="runs compared: test top-1 %, mean ± std over seeds")
     for c in COLUMNS:

@@ -20,15 +20,18 @@ one ``OUT`` share every stage they have in common (the teachers, above all).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from aidkd.config import run_dict
 from aidkd.errors import UserError
 
 PROFILES = {
     "full": dict(seeds=[0, 1, 2, 3, 4], teacher_epochs=20, student_epochs=5, train_subset=20000, variants="all",
                  student="cnn_mini"),
-    # the first full run: teachers too short to beat the student by much, and KD below vanilla (kept as a record)
+    # the setting of docs/results/fmnist_gap_short.md: teachers too short to beat the student by much
     "short": dict(seeds=[0, 1, 2], teacher_epochs=6, student_epochs=5, train_subset=20000, variants="all",
                   student="cnn_tiny"),
     "quick": dict(seeds=[0], teacher_epochs=2, student_epochs=2, train_subset=12000, variants="quick",
@@ -44,7 +47,7 @@ PROFILES = {
                  variants=["ft_lam0.25", "ft", "ft_lam4", "proj", "proj_tempered", "proj_b0.5", "proj_b0.8",
                            "proj_b1.25", "proj_b1.6", "mcmi"], student="cnn_mini", baselines=False),
 }
-# The study at ResNet scale on one GPU (benchmarks/fmnist_gap_gpu.sh): the CIFAR zoo's ResNets, the whole split
+# The study at ResNet scale on one GPU (studies/fmnist_gap_gpu.sh): the CIFAR zoo's ResNets, the whole split
 # with crop + flip, bf16 (the engine's default on CUDA); the students run their teachers (a GPU does that faster
 # than it reads 50 stored views per image), so the projection, which needs fixed views, is left out; the tempered
 # target is reached by fine-tuning (ft_tempered). "gpu-test" is the same plan on digits, for the tests.
@@ -82,6 +85,21 @@ PROFILES |= {
     "pilot-v4": {"seeds": list(range(10)), "teachers": ["cnn_medium", "cnn_large", "cnn_xl"], "teacher_epochs": 15,
                  "teacher_subset": None, "teacher_batch_size": 128, "student": "cnn_mini", "train_subset": 2000,
                  "batch_size": 32, "student_epochs": 80, "eval_every": 5, "plan": "probe"},
+}
+# Evidence v4 (issue: the published AID judged where KD helps at convergence): the pilot's regime, the ladder from
+# cnn_small (7k parameters on Fashion-MNIST) to cnn_xl (2.3M, 586x the student), the published AID + KD at three
+# degrees. ``v4`` is the headline profile (20 seeds; about 3 h on 2 cores once the teachers exist); ``v4-ckpt`` the
+# same arms from each teacher's second checkpoint (``ckpt`` 1: trained with seed 1), for the claims about teacher
+# size; ``v4-test`` the plan on digits, for the tests.
+_V4 = {"teachers": ["cnn_small", "cnn_medium", "cnn_large", "cnn_xl"], "teacher_epochs": 15, "teacher_subset": None,
+       "teacher_batch_size": 128, "student": "cnn_mini", "train_subset": 2000, "batch_size": 32,
+       "student_epochs": 80, "eval_every": 5, "plan": "v4", "degrees": ["pub_lr1e-4", "pub_lr1e-3", "pub"]}
+PROFILES |= {
+    "v4": _V4 | {"seeds": list(range(20)), "ckpt": 0},
+    "v4-ckpt": _V4 | {"seeds": list(range(10)), "ckpt": 1, "degrees": ["pub_lr1e-3"]},
+    "v4-test": _V4 | {"seeds": [0, 1], "ckpt": 0, "teachers": ["cnn_tiny", "cnn_small"], "teacher_epochs": 1,
+                      "student": "cnn_tiny", "train_subset": None, "student_epochs": 2, "eval_every": 1,
+                      "dataset": "digits", "degrees": ["pub_lr1e-3", "pub"]},
 }
 TEACHERS = ["cnn_small", "cnn_medium", "cnn_large"]  # the teacher ladder of a profile that names none
 
@@ -142,6 +160,12 @@ VARIANTS = {
     # MCMI (aid.objective mcmi, its published settings) with its 20 epochs scaled to 2, as the study scales the
     # methods' warm-ups to its short schedule; it needs no reference student
     "mcmi": Variant("distilled", {"objective": "mcmi", "epochs": 2}),
+    # the published AID (aid.objective kd: the teacher fine-tuned with the KD loss towards the vanilla student, E_a
+    # 10% of the distillation epochs) at three degrees of adaptation: its learning rate 0.01 (the published one),
+    # 0.001 and 0.0001
+    "pub": Variant("vanilla", {"objective": "kd", "lr": 0.01}),
+    "pub_lr1e-3": Variant("vanilla", {"objective": "kd", "lr": 0.001}),
+    "pub_lr1e-4": Variant("vanilla", {"objective": "kd", "lr": 0.0001}),
 }
 QUICK_VARIANTS = ["ft", "ft_lam4", "proj", "proj_tempered", "proj_b1.6", "mcmi"]
 BETA_SWEEP = [(0.5, "proj_b0.5"), (0.8, "proj_b0.8"), (1.25, "proj_b1.25"), (1.6, "proj_b1.6")]  # beta 1: KD
@@ -200,18 +224,78 @@ def run_config(profile: str, model: str, method: str, seed: int, epochs: int, te
     train = {"epochs": epochs, "seed": seed, "device": device(profile), "progress": False, "tensorboard": False}
     if data is None:  # the students' runs
         train |= {k: PROFILES[profile][k] for k in ("ema_decay", "eval_every") if PROFILES[profile].get(k)}
-    return {
-        "data": data or data_config(profile),
-        "model": {"name": model},
-        "teacher": teacher or {},
-        "method": {"name": method, "params": METHOD_PARAMS.get(method, {}) if params is None else params},
-        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-        "sched": {"name": "cosine", "warmup_epochs": 0.3},
-        "train": train,
-    }
+    base = {"optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+            "sched": {"name": "cosine", "warmup_epochs": 0.3}, "train": train}
+    method_section = {"name": method, "params": METHOD_PARAMS.get(method, {}) if params is None else params}
+    return run_dict(base, model=model, method=method_section, teacher=teacher or {}, data=data or data_config(profile))
 
 
 # ---------------------------------------------------------------------------------------------------------- jobs
+@dataclass(frozen=True)
+class JobId:
+    """A stage of the study, named in one place. ``what``: ``teacher`` (a teacher's training: ``teacher`` is its
+    architecture, ``ckpt`` which of its checkpoints), ``vanilla``, a student of ``teacher`` (``kd``, ``kd-aa``,
+    ``dkd``, ``takd-assistant``, ``ban``, ...), an adaptation ``adapt-<variant>`` or the student of one,
+    ``aid-<variant>+<method>``; ``seed`` the student's; ``ckpt`` the teacher checkpoint it learns from;
+    ``logits``: the logits stage of that stage. ``str()`` is the stage's name, :meth:`parse` reads one back."""
+
+    what: str
+    seed: int = 0
+    teacher: str | None = None
+    ckpt: int = 0
+    logits: bool = False
+
+    def __str__(self) -> str:
+        t = None if self.teacher is None else self.teacher + (f"-c{self.ckpt}" if self.ckpt else "")
+        name = f"teacher_{t}" if self.what == "teacher" else f"s{self.seed}_{self.what}" + (f"_{t}" if t else "")
+        return f"logits_{name}" if self.logits else name
+
+    @property
+    def outputs(self) -> "JobId":
+        """The logits stage of this stage."""
+        return replace(self, logits=True)
+
+    @property
+    def trained(self) -> "JobId":
+        """The stage whose model this logits stage holds."""
+        return replace(self, logits=False)
+
+    def of(self, what: str, teacher: str | None = None) -> "JobId":
+        """Another stage of this one's seed and teacher checkpoint (``teacher``: this one's unless given)."""
+        return JobId(what, self.seed, self.teacher if teacher is None else teacher, self.ckpt)
+
+    @classmethod
+    def parse(cls, name: str) -> "JobId":
+        logits = name.startswith("logits_")
+        rest = name[len("logits_"):] if logits else name
+        if rest.startswith("teacher_"):
+            t, ckpt = _teacher_part(rest[len("teacher_"):])
+            return cls("teacher", 0, t, ckpt, logits)
+        seed, rest = rest.split("_", 1)
+        for t in sorted(_teacher_names(), key=len, reverse=True):  # the longest first: a name ending another is not it
+            m = re.fullmatch(rf"(.+)_{re.escape(t)}(?:-c(\d+))?", rest)
+            if m:
+                return cls(m.group(1), int(seed[1:]), t, int(m.group(2) or 0), logits)
+        return cls(rest, int(seed[1:]), None, 0, logits)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A row of the study's tables: the stage ``what`` from ``teacher`` (its checkpoint ``ckpt``), one per seed."""
+
+    what: str
+    teacher: str | None = None
+    ckpt: int = 0
+
+    def job(self, seed: int) -> JobId:
+        return JobId(self.what, seed, self.teacher, self.ckpt)
+
+
+def _teacher_part(text: str) -> tuple[str, int]:
+    m = re.fullmatch(r"(.+?)(?:-c(\d+))?", text)
+    return m.group(1), int(m.group(2) or 0)
+
+
 @dataclass(frozen=True)
 class Job:
     """One stage of the study: ``kind`` train | logits | adapt, and what that stage needs (plain data, so that
@@ -240,6 +324,14 @@ def run_job(root: str, job: Job, reuse_only: bool = False):
         return train_stage(store, job.id, cfg)
     if job.kind == "logits":
         return logits_stage(store, job.id, a["checkpoint"], a["data"], device=a["device"])
+    if job.kind == "shipped":  # verified, not retrained
+        digest = hashlib.sha256(Path(a["file"]).read_bytes()).hexdigest()
+        if digest != a["sha256"]:
+            raise UserError(f"the shipped teacher {a['file']} does not match its sha256 in manifest.json ({digest[:12]} "
+                            f"!= {a['sha256'][:12]}); restore it (git checkout) or remove its manifest entry to train it")
+        res = store.given(job.id, a["file"])
+        res.result["summary"] = a["summary"]
+        return res
     if job.kind == "adapt":
         res = adapt(store, job.id, teacher=Path(a["teacher"]), reference=Path(a["reference"]),
                     teacher_arch=a["teacher_arch"], teacher_kwargs={}, reference_arch=a["reference_arch"],
@@ -249,144 +341,175 @@ def run_job(root: str, job: Job, reuse_only: bool = False):
     raise ValueError(f"unknown job kind {job.kind!r}")
 
 
-def logits_id(job_id: str) -> str:
-    return f"logits_{job_id}"
-
-
-def plan(profile: str) -> list[list[str]]:
+def plan(profile: str) -> list[list[JobId]]:
     """The study's training and adaptation stages, wave by wave (every stage depends only on earlier waves);
     each model that teaches gets a logits stage in the wave after it."""
     p = check_profile(profile)
     seeds = p["seeds"]
     if p.get("plan") == "probe":
         return probe_plan(seeds, ladder(profile))
+    if p.get("plan") == "v4":
+        return v4_plan(seeds, ladder(profile), p["degrees"], p["ckpt"])
     baselines = p.get("baselines", True)  # DKD, DIST, CTKD, TAKD, born-again KD, AID+DKD, AID+DIST
     teachers = ladder(profile)
     largest, smaller = teachers[-1], teachers[:-1]
 
-    def kd_students(t: str) -> list[str]:
+    def kd_students(t: str) -> list[JobId]:
         aa = ["kd-aa"] if t in (teachers[0], largest) else []  # the A/A from both ends of the ladder
-        return [f"s{s}_{k}_{t}" for s in seeds for k in ["kd", "kd-cs", "kd-ic"] + aa]
+        return [JobId(k, s, t) for s in seeds for k in ["kd", "kd-cs", "kd-ic"] + aa]
 
-    def adapts(t: str) -> list[str]:
-        return [f"s{s}_adapt-{v}_{t}" for s in seeds for v in (variants(profile) if t == largest else ["ft"])]
+    def adapts(t: str) -> list[JobId]:
+        return [JobId(f"adapt-{v}", s, t) for s in seeds for v in (variants(profile) if t == largest else ["ft"])]
 
-    def aid_students(t: str) -> list[str]:
+    def aid_students(t: str) -> list[JobId]:
         out = []
         for s in seeds:
             for v in variants(profile) if t == largest else ["ft"]:
                 methods = ["kd"] + (["dkd", "dist"] if baselines and t == largest and v == "ft" else [])
-                out += [f"s{s}_aid-{v}+{m}_{t}" for m in methods]
+                out += [JobId(f"aid-{v}+{m}", s, t) for m in methods]
         return out
 
     # the largest teacher trains beside the students of the smaller ones, so that neither waits on the other
-    w1 = [f"teacher_{t}" for t in smaller] + [f"s{s}_vanilla" for s in seeds]
-    w2 = [f"teacher_{largest}"] + [j for t in smaller for j in kd_students(t)]
+    w1 = [JobId("teacher", teacher=t) for t in smaller] + [JobId("vanilla", s) for s in seeds]
+    w2 = [JobId("teacher", teacher=largest)] + [j for t in smaller for j in kd_students(t)]
     w3 = kd_students(largest) + [j for t in smaller for j in adapts(t)]
     if baselines:
-        w3 += [f"s{s}_{m}_{largest}" for s in seeds for m in ("dkd", "dist", "ctkd", "takd-assistant")]
+        w3 += [JobId(m, s, largest) for s in seeds for m in ("dkd", "dist", "ctkd", "takd-assistant")]
     w4 = adapts(largest) + [j for t in smaller for j in aid_students(t)]
     if baselines:
-        w4 += [f"s{s}_{m}_{largest}" for s in seeds for m in ("takd", "ban")]
+        w4 += [JobId(m, s, largest) for s in seeds for m in ("takd", "ban")]
     return [w1, w2, w3, w4, aid_students(largest)]
 
 
-def probe_plan(seeds: list[int], teachers: list[str]) -> list[list[str]]:
+def probe_plan(seeds: list[int], teachers: list[str]) -> list[list[JobId]]:
     """A probe's waves, so that results come early: the smaller teachers and the vanilla students first, then
     the largest teacher beside the students of the smaller ones, then the students of the largest."""
     largest, smaller = teachers[-1], teachers[:-1]
 
-    def students(t: str) -> list[str]:
+    def students(t: str) -> list[JobId]:
         kinds = ["kd", "kd-aa"] if t in (teachers[0], largest) else ["kd"]  # the A/A from both ends of the ladder
-        return [f"s{s}_{k}_{t}" for s in seeds for k in kinds]
+        return [JobId(k, s, t) for s in seeds for k in kinds]
 
-    return [[f"teacher_{t}" for t in smaller] + [f"s{s}_vanilla" for s in seeds],
-            [f"teacher_{largest}"] + [j for t in smaller for j in students(t)], students(largest)]
-
-
-def parse_id(job_id: str) -> dict:
-    """The parts of a student or adapt id ``s<seed>_<what>[_<teacher>]``."""
-    seed, rest = job_id.split("_", 1)
-    for t in sorted(_teacher_names(), key=len, reverse=True):  # the longest first: a name ending another is not it
-        if rest.endswith("_" + t):
-            return {"seed": int(seed[1:]), "what": rest[: -len(t) - 1], "teacher": t}
-    return {"seed": int(seed[1:]), "what": rest, "teacher": None}
+    return [[JobId("teacher", teacher=t) for t in smaller] + [JobId("vanilla", s) for s in seeds],
+            [JobId("teacher", teacher=largest)] + [j for t in smaller for j in students(t)], students(largest)]
 
 
-def make_job(profile: str, job_id: str, R: dict) -> Job:
-    """The job of ``job_id``, its inputs taken from the finished stages ``R`` (id -> StageResult)."""
+def v4_plan(seeds: list[int], teachers: list[str], degrees: list[str], ckpt: int) -> list[list[JobId]]:
+    """Evidence v4's waves: the teachers (checkpoint ``ckpt``) and the vanilla students; KD from every teacher, KD
+    once more from the largest (the replicated control, through the L_CS + L_IC path), and the published AID's
+    adaptation of every teacher towards the vanilla student of the seed (the largest at every degree, the others
+    at the middle one); then the AID + KD students."""
+    largest = teachers[-1]
+    default = degrees[len(degrees) // 2]
+
+    def degrees_of(t: str) -> list[str]:
+        return degrees if t == largest else [default]
+
+    w1 = [JobId("teacher", teacher=t, ckpt=ckpt) for t in teachers] + [JobId("vanilla", s) for s in seeds]
+    w2 = [JobId("kd", s, t, ckpt) for s in seeds for t in teachers] + [JobId("kd-aa", s, largest, ckpt) for s in seeds]
+    w2 += [JobId(f"adapt-{v}", s, t, ckpt) for s in seeds for t in teachers for v in degrees_of(t)]
+    w3 = [JobId(f"aid-{v}+kd", s, t, ckpt) for s in seeds for t in teachers for v in degrees_of(t)]
+    return [w1, w2, w3]
+
+
+SHIPPED = Path(__file__).with_name("teachers")
+
+
+def shipped_teacher(job: JobId, cfg: dict) -> dict | None:
+    """The study's shipped checkpoint of teacher ``job`` (``teachers/manifest.json``: safetensors, sha256, the
+    fingerprint of the train stage that made it, recipe, accuracy) when it was trained with exactly the config
+    ``cfg`` (the same train-stage fingerprint), as the arguments of a ``shipped`` job; else None (it is trained)."""
+    from aidkd.config import config_from_dict
+    from aidkd.files.checkpoint import read_json_object
+    from aidkd.stages import StageStore
+    from aidkd.stages.train import stage_config
+
+    entry = (read_json_object(SHIPPED / "manifest.json") or {}).get(str(job)[len("teacher_"):])
+    if entry is None:
+        return None
+    config, files = stage_config(config_from_dict(cfg, "fmnist-gap"))
+    if StageStore.fingerprint("train", config, files) != entry["stage_fingerprint"]:
+        return None
+    summary = {"arch": job.teacher, "seed": job.ckpt, "epochs": entry["epochs"], "selection": "val",
+               "best_acc": entry["val_top1_selected"], "best_test_acc": entry["test_top1_selected"],
+               "last_test_acc": entry["test_top1_last"], "wall_time_s": entry["wall_time_s"],
+               "precision": entry["precision"]}
+    return {"file": str(SHIPPED / entry["file"]), "sha256": entry["sha256"], "summary": summary}
+
+
+def make_job(profile: str, job: JobId, R: dict) -> Job:
+    """The job of ``job``, its inputs taken from the finished stages ``R`` (JobId -> StageResult)."""
     p = PROFILES[profile]
     data = data_config(profile)
-    if job_id.startswith("logits_"):
+    if job.logits:
         views = data | {"augment": False} if live_teachers(profile) else data
-        return Job(job_id, "logits", {"checkpoint": str(R[job_id[len("logits_"):]].checkpoint), "data": views,
-                                      "device": device(profile)})
-    if job_id.startswith("teacher_"):
-        cfg = run_config(profile, job_id[len("teacher_"):], "vanilla", 0, p["teacher_epochs"], None,
+        return Job(str(job), "logits", {"checkpoint": str(R[job.trained].checkpoint), "data": views,
+                                        "device": device(profile)})
+    if job.what == "teacher":
+        cfg = run_config(profile, job.teacher, "vanilla", job.ckpt, p["teacher_epochs"], None,
                          data=data_config(profile, teacher=True))
-        return Job(job_id, "train", {"config": cfg})
-    j = parse_id(job_id)
-    s, what, t = j["seed"], j["what"], j["teacher"]
+        shipped = shipped_teacher(job, cfg)
+        if shipped is not None:
+            return Job(str(job), "shipped", shipped)
+        return Job(str(job), "train", {"config": cfg})
+    s, what, t = job.seed, job.what, job.teacher
+    teacher_job = JobId("teacher", teacher=t, ckpt=job.ckpt)
 
     def student(method: str, teacher: dict | None, model: str | None = None, params: dict | None = None) -> Job:
         cfg = run_config(profile, model or p["student"], method, s, p["student_epochs"], teacher, params)
-        return Job(job_id, "train", {"config": cfg})
+        return Job(str(job), "train", {"config": cfg})
 
-    def teacher_section(src: str) -> dict:
+    def teacher_section(src: JobId) -> dict:
         """The teacher section of a student of the model that stage ``src`` trained or adapted: its stored
         outputs, or in a live profile the model itself."""
         if not live_teachers(profile):
-            return {"kind": "logits", "checkpoint": str(R[logits_id(src)].checkpoint)}
-        if src.startswith("teacher_"):
-            arch = src[len("teacher_"):]
+            return {"kind": "logits", "checkpoint": str(R[src.outputs].checkpoint)}
+        if src.what == "teacher":
+            arch = src.teacher
         else:  # a KD student (born-again), TAKD's assistant, or an adapted teacher of ``t``
-            what = parse_id(src)["what"]
-            arch = p["student"] if what == "kd" else assistant(profile) if what == "takd-assistant" else t
+            arch = p["student"] if src.what == "kd" else assistant(profile) if src.what == "takd-assistant" else t
         return {"kind": "model", "name": arch, "checkpoint": str(R[src].checkpoint)}
 
     if what == "vanilla":
         return student("vanilla", None)
     if what.startswith("adapt-"):
         var = VARIANTS[what[len("adapt-"):]]
-        ref = f"s{s}_kd_{t}" if var.reference == "distilled" else f"s{s}_vanilla"
-        return Job(job_id, "adapt", {"teacher": str(R[f"teacher_{t}"].checkpoint), "teacher_arch": t,
-                                     "reference": str(R[ref].checkpoint), "reference_arch": p["student"],
-                                     "data": data, "params": var.params, "seed": s,
-                                     "distill_epochs": p["student_epochs"], "device": device(profile)})
+        ref = job.of("kd") if var.reference == "distilled" else JobId("vanilla", s)
+        return Job(str(job), "adapt", {"teacher": str(R[teacher_job].checkpoint), "teacher_arch": t,
+                                       "reference": str(R[ref].checkpoint), "reference_arch": p["student"],
+                                       "data": data, "params": var.params, "seed": s,
+                                       "distill_epochs": p["student_epochs"], "device": device(profile)})
     if what.startswith("aid-"):
         var_name, method = what[len("aid-"):].split("+")
-        ad = R[f"s{s}_adapt-{var_name}_{t}"]
+        ad = R[job.of(f"adapt-{var_name}")]
         if ad.result["teacher_kind"] == "targets":
             return student(method, {"kind": "targets", "checkpoint": str(ad.checkpoint)})
-        return student(method, teacher_section(ad.name))
+        return student(method, teacher_section(job.of(f"adapt-{var_name}")))
     if what == "takd-assistant":
-        return student("kd", teacher_section(f"teacher_{t}"), model=assistant(profile))
+        return student("kd", teacher_section(teacher_job), model=assistant(profile))
     if what == "takd":
-        return student("kd", teacher_section(f"s{s}_takd-assistant_{t}"))
+        return student("kd", teacher_section(job.of("takd-assistant")))
     if what == "ban":  # born-again: a fresh student distilled from the KD student
-        return student("kd", teacher_section(f"s{s}_kd_{t}"))
+        return student("kd", teacher_section(job.of("kd")))
     if what in KD_PARTS:
-        return student("kd", teacher_section(f"teacher_{t}"), params=KD_PARTS[what])
-    return student(what, teacher_section(f"teacher_{t}"))
+        return student("kd", teacher_section(teacher_job), params=KD_PARTS[what])
+    return student(what, teacher_section(teacher_job))
 
 
-def teaching(wave: list[str]) -> list[str]:
+def teaching(wave: list[JobId]) -> list[JobId]:
     """The stages of ``wave`` whose outputs later stages distil from or are compared with: each gets a logits
     stage (teachers, the vanilla and KD students, TAKD's assistant, the fine-tuned teachers)."""
     out = []
-    for job_id in wave:
-        if job_id.startswith("teacher_"):
-            out.append(job_id)
-            continue
-        what = parse_id(job_id)["what"]
-        if what in ("vanilla", "kd", "takd-assistant") or (  # the fine-tuned teachers (finetune, mcmi)
+    for job in wave:
+        what = job.what
+        if what in ("teacher", "vanilla", "kd", "takd-assistant") or (  # the fine-tuned teachers (finetune, mcmi)
                 what.startswith("adapt-") and VARIANTS[what[len("adapt-"):]].objective != "projection"):
-            out.append(job_id)
+            out.append(job)
     return out
 
 
 def run_study(profile: str, out: str | Path, executor=None, log=print) -> dict:
-    """Run every stage of the profile (reusing the finished ones) under ``out``; return id -> StageResult."""
+    """Run every stage of the profile (reusing the finished ones) under ``out``; return JobId -> StageResult."""
     from aidkd.stages import InProcessExecutor
 
     check_profile(profile)
@@ -396,24 +519,24 @@ def run_study(profile: str, out: str | Path, executor=None, log=print) -> dict:
     job_fn = functools.partial(run_job, str(root))
     R: dict = {}
     for i, wave in enumerate(plan(profile), 1):
-        for ids in (wave, [logits_id(j) for j in teaching(wave)]):
-            jobs = [make_job(profile, j, R) for j in ids]
+        for ids in (wave, [j.outputs for j in teaching(wave)]):
             # the longest first, so that a pool is not left waiting on one long job at the end
-            jobs.sort(key=lambda j: (not j.id.startswith("teacher_"), j.kind != "adapt"))
-            for job, res in zip(jobs, executor.map(job_fn, jobs)):
-                R[job.id] = res
+            ids = sorted(ids, key=lambda j: (j.what != "teacher", not j.what.startswith("adapt-")))
+            jobs = [make_job(profile, j, R) for j in ids]
+            for job_id, res in zip(ids, executor.map(job_fn, jobs), strict=True):
+                R[job_id] = res
             ran = sum(r.status in ("ran", "resumed") for r in R.values())
             log(f"fmnist-gap ({profile}): wave {i}: {len(jobs)} stages done; {len(R)} in all, {ran} run this time")
     return R
 
 
 def collect(profile: str, out: str | Path) -> dict:
-    """The finished stages of the profile under ``out`` (id -> StageResult), running nothing."""
+    """The finished stages of the profile under ``out`` (JobId -> StageResult), running nothing."""
     check_profile(profile)
     root = str(Path(out).expanduser() / "stages")
     R: dict = {}
     for wave in plan(profile):
-        for ids in (wave, [logits_id(j) for j in teaching(wave)]):
+        for ids in (wave, [j.outputs for j in teaching(wave)]):
             for job_id in ids:
                 try:
                     job = make_job(profile, job_id, R)

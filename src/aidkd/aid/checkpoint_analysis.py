@@ -1,12 +1,12 @@
 """``aidkd analyze`` as Python functions: the L_CS / L_IC decomposition of checkpoints on a data split.
 
-    from aidkd.aid.report import analyze_checkpoints, analyze_ladder_checkpoints
+    from aidkd.aid.checkpoint_analysis import analyze_checkpoints, analyze_ladder_checkpoints
     res = analyze_checkpoints("runs/t/checkpoints/best.pt", "runs/s/checkpoints/best.pt", out_dir="runs/analysis")
     rows = analyze_ladder_checkpoints([("cnn_small", "a.pt"), ("cnn_large", "b.pt")], student="s.pt",
                                       out_dir="runs/ladder")
 
 They load the models (:func:`aidkd.stages.artifacts.load_model`), build the split of the checkpoints' own data
-config (:func:`aidkd.evaluation.build_split`), call
+config (:func:`aidkd.checkpoint_eval.build_split`), call
 :func:`aidkd.aid.analysis.analyze` / :func:`~aidkd.aid.analysis.analyze_ladder` and write ``analysis.json``
 (or ``ladder.json``) and the PNG plots.
 """
@@ -16,16 +16,17 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from ..engine.checkpoint import atomic_write_json, checkpoint_config
-from ..engine.rundir import ANALYSIS_FILES, own_folder
+from ..files.checkpoint import atomic_write_json, checkpoint_config
+from ..files.rundir import ANALYSIS_FILES, own_folder
 from ..errors import UserError
-from ..evaluation import build_split
+from ..teachers import runs_images
+from ..checkpoint_eval import build_split
 from ..stages import json_safe
 from ..stages.artifacts import load_model
 
 
 def _check_indexed(model, split: str, what: str) -> None:
-    if getattr(model, "indexed", False) and split != "train":
+    if not runs_images(model) and split != "train":
         raise UserError(f"{what} is a projection teacher (per-sample targets of the training split): use --split train")
 
 
