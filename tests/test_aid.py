@@ -946,3 +946,26 @@ def test_inner_class_agreement_matches_the_float64_loop(seed, tau):
     assert same.agreement == pytest.approx(1.0, abs=1e-9)
     one = split_decomposition_from_logits(teacher_logits=zt, student_logits=zs, labels=y, temperature=tau)
     assert one.agreement == pytest.approx(d.agreement, abs=1e-12)
+
+
+def test_nontarget_class_mean_target_keeps_each_label_probability_and_the_class_mean_elsewhere():
+    """The mechanism test's target (ic_target nontarget_mean), against a loop over samples in float64: each sample
+    keeps p_i(y_i); its other classes take (1 - p_i(y_i)) times its class's mean normalised non-target distribution;
+    a fine-tuning objective refuses it in one line; through the projection it needs no reference."""
+    from aidkd.aid.project import nontarget_class_mean
+
+    zt, _, y = _proj_inputs(seed=11)
+    p = torch.softmax(zt.double() / 4.0, 1)
+    got = nontarget_class_mean(torch.log_softmax(zt.double() / 4.0, 1), y, zt.shape[1]).exp()
+    for i in range(len(y)):
+        k = int(y[i])
+        same = [j for j in range(len(y)) if int(y[j]) == k]
+        mean_nt = sum(p[j] / (1 - p[j, k]) for j in same) / len(same)
+        want = (1 - p[i, k]) * mean_nt
+        want[k] = p[i, k]
+        assert torch.allclose(got[i], want, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(got.sum(1), torch.ones(len(y), dtype=torch.float64))
+    res = projection_targets(zt, None, y, None, 4.0, ic_target="nontarget_mean")
+    assert torch.allclose(res.log_targets.exp(), got)
+    with pytest.raises(ValueError, match="nontarget_mean.*objective projection"):
+        AIDParams(objective="inner_class", ic_target="nontarget_mean")

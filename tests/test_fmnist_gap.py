@@ -51,6 +51,8 @@ def test_every_stage_reads_only_earlier_waves(profile):
     assert len(ids) == len(set(ids))
     if PROFILES[profile].get("plan") == "v4":
         return _check_v4(profile, ids, R)
+    if PROFILES[profile].get("plan") == "v4-arms":
+        return _check_v4_arms(profile, ids, R)
     small, medium, large = ladder(profile)
     for s in PROFILES[profile]["seeds"]:  # every claim's comparison is planned for every seed
         wanted = [f"s{s}_vanilla", f"s{s}_kd-aa_{small}", f"s{s}_kd-aa_{large}"]
@@ -119,6 +121,23 @@ def _check_v4(profile: str, ids: list[str], R: dict) -> None:
                              "checkpoint": str(R[JobId("teacher", teacher=largest, ckpt=c, logits=True)].checkpoint)}
 
 
+def _check_v4_arms(profile: str, ids: list[str], R: dict) -> None:
+    """The other arms: each for every seed, with what it reads (the adaptation, a proxy student, TAKD's assistant, the
+    KD student of born-again KD); a proxy's adaptation is towards the vanilla student of the proxy's architecture."""
+    p = PROFILES[profile]
+    t, c = ladder(profile)[-1], p["ckpt"]
+    for s in p["seeds"]:
+        for arm in p["arms"]:
+            assert str(JobId(arm, s, t, c)) in ids, arm
+        assert str(JobId("takd-assistant", s, t, c)) in ids and str(JobId("kd", s, t, c)) in ids
+    proxy = make_job(profile, JobId("adapt-pub_proxy-cnn_tiny", 0, t, c), R)
+    assert proxy.args["reference_arch"] == "cnn_tiny"
+    assert proxy.args["reference"] == str(R[JobId("proxy-cnn_tiny", 0)].checkpoint)
+    assert make_job(profile, JobId("proxy-cnn_tiny", 0), R).args["config"]["model"] == {"name": "cnn_tiny"}
+    assert make_job(profile, JobId("takd-assistant", 0, t, c), R).args["config"]["model"] == {"name": p["assistant"]}
+    assert make_job(profile, JobId("dkd", 0, t, c), R).args["config"]["method"]["params"]["warmup_epochs"] == 7
+
+
 def test_v4_uses_the_shipped_teachers_verified_by_checksum(tmp_path, monkeypatch):
     """The v4 profile takes the study's shipped teachers when they were trained with its teacher config (the train
     stage's fingerprint in the manifest), checks their sha256 before any use, and trains what is not shipped."""
@@ -130,7 +149,7 @@ def test_v4_uses_the_shipped_teachers_verified_by_checksum(tmp_path, monkeypatch
     manifest = json.loads((P.SHIPPED / "manifest.json").read_text())
     medium = P.make_job("v4", JobId("teacher", teacher="cnn_medium"), {})
     assert medium.kind == "shipped" and Path(medium.args["file"]) == P.SHIPPED / "cnn_medium.safetensors"
-    assert P.make_job("v4", JobId("teacher", teacher="cnn_small"), {}).kind == "train"  # not shipped
+    assert P.make_job("v4-test", JobId("teacher", teacher="cnn_tiny"), {}).kind == "train"  # not shipped
     res = P.run_job(str(tmp_path / "stages"), medium)
     assert res.kind == "given" and res.checkpoint == P.SHIPPED / "cnn_medium.safetensors"
     assert res.result["summary"]["last_test_acc"] == manifest["cnn_medium"]["test_top1_last"]
@@ -238,8 +257,9 @@ def test_unknown_profile_and_missing_report(tmp_path, capsys):
         run("huge", tmp_path / "r.md")
     assert main(["--profile", "huge", "--report", str(tmp_path / "r.md")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
-    with pytest.raises(SystemExit):  # the report path is required
-        main(["--profile", "test"])
+    assert main(["--profile", "test"]) == 2  # the report path is needed, said in one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--report is needed" in err[0]
 
 
 def _fake(kd_acc, aa_acc, drops, betas, parts=None):
@@ -417,7 +437,7 @@ def test_gpu_plan_with_its_own_ladder_and_live_teachers_on_digits(tmp_path):
     assert "`resnet8`, `resnet14`, `resnet20`" in text and "run on the view it sees" in text
 
 
-def test_v4_runs_on_digits_and_a_rerun_finds_every_stage(tmp_path):
+def test_v4_runs_on_digits_and_a_rerun_finds_every_stage(tmp_path, monkeypatch):
     """Evidence v4's plan (the ``v4-test`` profile on digits) runs: every student and adaptation finishes, the
     published AID adapts each teacher towards the vanilla student of the same seed, the AID + KD students distil
     from the adapted teacher's stored outputs, and collecting the finished profile runs nothing."""
@@ -449,3 +469,16 @@ def test_v4_runs_on_digits_and_a_rerun_finds_every_stage(tmp_path):
     assert all(r["label"][0] != "A" for r in data["holm"])  # the A/A control is no claim
     text = report.read_text()
     assert "| cnn_small | pub |" in text and (tmp_path / "v4" / "student_acc_vs_teacher_size.png").is_file()
+    # the teachers shipped once (safetensors + manifest) are what a later run of the profile takes, verified
+    from studies.fmnist_gap import plan as P
+    from studies.fmnist_gap.ship import ship_teachers
+
+    shipped = tmp_path / "teachers"
+    shipped.mkdir()
+    assert ship_teachers("v4-test", tmp_path, folder=shipped, log=lambda *a: None) == ["cnn_tiny", "cnn_small"]
+    assert ship_teachers("v4-test", tmp_path, folder=shipped, log=lambda *a: None) == []  # kept as they are
+    monkeypatch.setattr(P, "SHIPPED", shipped)
+    job = P.make_job("v4-test", JobId("teacher", teacher="cnn_small"), {})
+    assert job.kind == "shipped"
+    res = P.run_job(str(tmp_path / "stages"), job)
+    assert res.kind == "given" and res.result["summary"]["last_test_acc"] == R[JobId("teacher", teacher="cnn_small")].result["summary"]["last_test_acc"]

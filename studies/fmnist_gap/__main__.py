@@ -14,13 +14,22 @@ def main(argv: list[str] | None = None) -> int:
                     "teacher-side axis and the causal rows, about 2 h on 2 cores), quick (about 20 min), short (the "
                     "5-epoch setting of docs/results/fmnist_gap_short.md), v4 (evidence v4), probe-* (the noise-floor probes) or test (digits, for "
                     "the tests)")
-    ap.add_argument("--report", required=True, help="where the Markdown report goes (its .json and plots beside it)")
+    ap.add_argument("--report", help="where the Markdown report goes (its .json and plots beside it)")
     ap.add_argument("--out", help="where the stages go (default ~/aidkd-runs/fmnist-gap-<profile>)")
     ap.add_argument("--executor", default="pool", help="pool (default), inprocess, submitit-local or slurm")
     ap.add_argument("--workers", type=int, default=2, help="pool: worker processes (one thread each)")
     ap.add_argument("--report-only", action="store_true", help="only write the report from the finished stages")
+    ap.add_argument("--ship-teachers", action="store_true", help="export the profile's finished teachers into "
+                    "studies/fmnist_gap/teachers/ (safetensors + manifest.json), where later runs verify and use them")
     args = ap.parse_args(argv)
     try:
+        if args.ship_teachers:
+            from .ship import ship_teachers
+
+            ship_teachers(args.profile, Path(args.out or f"~/aidkd-runs/fmnist-gap-{args.profile}").expanduser())
+            return 0
+        if not args.report:
+            raise UserError("--report is needed: where the Markdown report goes (e.g. --report R.md)")
         path = run(args.profile, args.report, out=args.out, executor=args.executor, workers=args.workers,
                    report_only=args.report_only)
     except UserError as e:

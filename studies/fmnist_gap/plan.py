@@ -97,6 +97,14 @@ _V4 = {"teachers": ["cnn_small", "cnn_medium", "cnn_large", "cnn_xl"], "teacher_
 PROFILES |= {
     "v4": _V4 | {"seeds": list(range(20)), "ckpt": 0},
     "v4-ckpt": _V4 | {"seeds": list(range(10)), "ckpt": 1, "degrees": ["pub_lr1e-3"]},
+    # the other arms from the largest teacher, 10 seeds: DKD and DIST alone and after AID, TAKD (via cnn_large,
+    # the ladder's geometric middle), born-again KD, the inner-class objective and MCMI as variants, the proxies;
+    # the methods' warm-ups scaled to 80 of their published 240 epochs
+    "v4-arms": _V4 | {"seeds": list(range(10)), "ckpt": 0, "plan": "v4-arms", "assistant": "cnn_large",
+                      "degrees": ["pub_lr1e-3"], "method_params": {"dkd": {"beta": 8.0, "warmup_epochs": 7}},
+                      "arms": ["dkd", "dist", "aid-pub_lr1e-3+dkd", "aid-pub_lr1e-3+dist", "takd", "ban", "aid-ft+kd",
+                               "aid-mcmi+kd", "aid-pub_proxy-cnn_tiny+kd", "aid-pub_proxy-cnn_small+kd",
+                               "aid-pub_proxy-cnn_medium+kd", "aid-proj_b0.01+kd", "aid-proj_ntmean+kd"]},
     "v4-test": _V4 | {"seeds": [0, 1], "ckpt": 0, "teachers": ["cnn_tiny", "cnn_small"], "teacher_epochs": 1,
                       "student": "cnn_tiny", "train_subset": None, "student_epochs": 2, "eval_every": 1,
                       "dataset": "digits", "degrees": ["pub_lr1e-3", "pub"]},
@@ -110,8 +118,8 @@ def ladder(profile: str) -> list[str]:
 
 
 def assistant(profile: str) -> str:
-    """TAKD's assistant: the profile's smallest teacher."""
-    return ladder(profile)[0]
+    """TAKD's assistant: the profile's own, else its smallest teacher."""
+    return PROFILES[profile].get("assistant", ladder(profile)[0])
 
 
 def _teacher_names() -> set[str]:
@@ -122,7 +130,7 @@ def _teacher_names() -> set[str]:
 class Variant:
     """An AID setting: which student is the reference, and the AIDParams fields."""
 
-    reference: str  # distilled (the KD student of that teacher) | vanilla
+    reference: str  # distilled (the KD student of that teacher) | vanilla | proxy-<arch> (a vanilla <arch> student)
     params: dict = field(default_factory=dict)
 
     @property
@@ -166,7 +174,17 @@ VARIANTS = {
     "pub": Variant("vanilla", {"objective": "kd", "lr": 0.01}),
     "pub_lr1e-3": Variant("vanilla", {"objective": "kd", "lr": 0.001}),
     "pub_lr1e-4": Variant("vanilla", {"objective": "kd", "lr": 0.0001}),
+    # the decomposition's mechanism, tested with targets at KD's loss form: the inner-class information removed from
+    # every column (class-mean soft labels: the tempered target at beta -> 0) or from the non-target columns only
+    "proj_b0.01": Variant("vanilla", _proj(ic_target="tempered", beta=0.01)),
+    "proj_ntmean": Variant("vanilla", _proj(ic_target="nontarget_mean")),
+    # the proxy-student ablation (the paper's Tables 8-9): the published AID towards a pretrained student of another
+    # size than the student's (cnn_tiny about half of cnn_mini, cnn_small 1.7x, cnn_medium 6.7x)
+    **{f"pub_proxy-{m}": Variant(f"proxy-{m}", {"objective": "kd", "lr": 0.001})
+       for m in ("cnn_tiny", "cnn_small", "cnn_medium")},
 }
+#: the variants evidence v4 brought (the published AID, its proxies, the mechanism's targets): not in ``all``
+V4_VARIANTS = {n for n in VARIANTS if n.startswith("pub") or n in ("proj_b0.01", "proj_ntmean")}
 QUICK_VARIANTS = ["ft", "ft_lam4", "proj", "proj_tempered", "proj_b1.6", "mcmi"]
 BETA_SWEEP = [(0.5, "proj_b0.5"), (0.8, "proj_b0.8"), (1.25, "proj_b1.25"), (1.6, "proj_b1.6")]  # beta 1: KD
 LAMBDA_SWEEP = [(0.25, "ft_lam0.25"), (1.0, "ft"), (4.0, "ft_lam4"), (16.0, "ft_lam16")]  # lambda_ic -> variant
@@ -186,7 +204,8 @@ METHOD_PARAMS = {  # published settings, with warm-ups/curricula scaled to the s
 def variants(profile: str) -> list[str]:
     """The AID variants a profile runs on the largest teacher: ``all``, ``quick`` or its own list."""
     v = PROFILES[profile]["variants"]
-    return list(VARIANTS) if v == "all" else QUICK_VARIANTS if v == "quick" else list(v)
+    every = [n for n in VARIANTS if n not in V4_VARIANTS]
+    return every if v == "all" else QUICK_VARIANTS if v == "quick" else list(v)
 
 
 def check_profile(profile: str) -> dict:
@@ -226,7 +245,8 @@ def run_config(profile: str, model: str, method: str, seed: int, epochs: int, te
         train |= {k: PROFILES[profile][k] for k in ("ema_decay", "eval_every") if PROFILES[profile].get(k)}
     base = {"optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
             "sched": {"name": "cosine", "warmup_epochs": 0.3}, "train": train}
-    method_section = {"name": method, "params": METHOD_PARAMS.get(method, {}) if params is None else params}
+    defaults = METHOD_PARAMS | PROFILES[profile].get("method_params", {})
+    method_section = {"name": method, "params": defaults.get(method, {}) if params is None else params}
     return run_dict(base, model=model, method=method_section, teacher=teacher or {}, data=data or data_config(profile))
 
 
@@ -350,6 +370,8 @@ def plan(profile: str) -> list[list[JobId]]:
         return probe_plan(seeds, ladder(profile))
     if p.get("plan") == "v4":
         return v4_plan(seeds, ladder(profile), p["degrees"], p["ckpt"])
+    if p.get("plan") == "v4-arms":
+        return arms_plan(seeds, ladder(profile)[-1], p["arms"], p["ckpt"])
     baselines = p.get("baselines", True)  # DKD, DIST, CTKD, TAKD, born-again KD, AID+DKD, AID+DIST
     teachers = ladder(profile)
     largest, smaller = teachers[-1], teachers[:-1]
@@ -437,6 +459,24 @@ def shipped_teacher(job: JobId, cfg: dict) -> dict | None:
     return {"file": str(SHIPPED / entry["file"]), "sha256": entry["sha256"], "summary": summary}
 
 
+def arms_plan(seeds: list[int], teacher: str, arms: list[str], ckpt: int) -> list[list[JobId]]:
+    """The other arms of evidence v4, from one teacher: each ``aid-<variant>+<method>`` arm with its adaptation
+    (and a proxy student, where the variant's reference is one), TAKD with its assistant, born-again KD with the KD
+    student it learns from, and any method alone; every stage only after what it reads."""
+    t = teacher
+    w1 = [JobId("teacher", teacher=t, ckpt=ckpt)] + [JobId("vanilla", s) for s in seeds]
+    w1 += sorted({JobId(VARIANTS[a[4:].split("+")[0]].reference, s) for s in seeds for a in arms
+                  if a.startswith("aid-") and VARIANTS[a[4:].split("+")[0]].reference.startswith("proxy-")},
+                 key=str)
+    w2 = [JobId("kd", s, t, ckpt) for s in seeds] + [JobId("takd-assistant", s, t, ckpt) for s in seeds if "takd" in arms]
+    w2 += [JobId(a, s, t, ckpt) for s in seeds for a in arms if not a.startswith("aid-") and a not in ("takd", "ban")]
+    adapts = sorted({a[4:].split("+")[0] for a in arms if a.startswith("aid-")})
+    w3 = [JobId(f"adapt-{v}", s, t, ckpt) for s in seeds for v in adapts]
+    w3 += [JobId(a, s, t, ckpt) for s in seeds for a in ("takd", "ban") if a in arms]
+    w4 = [JobId(a, s, t, ckpt) for s in seeds for a in arms if a.startswith("aid-")]
+    return [w1, w2, w3, w4]
+
+
 def make_job(profile: str, job: JobId, R: dict) -> Job:
     """The job of ``job``, its inputs taken from the finished stages ``R`` (JobId -> StageResult)."""
     p = PROFILES[profile]
@@ -472,11 +512,14 @@ def make_job(profile: str, job: JobId, R: dict) -> Job:
 
     if what == "vanilla":
         return student("vanilla", None)
+    if what.startswith("proxy-"):  # a vanilla student of another architecture: a proxy for the adaptation
+        return student("vanilla", None, model=what[len("proxy-"):])
     if what.startswith("adapt-"):
         var = VARIANTS[what[len("adapt-"):]]
-        ref = job.of("kd") if var.reference == "distilled" else JobId("vanilla", s)
+        ref = {"distilled": job.of("kd"), "vanilla": JobId("vanilla", s)}.get(var.reference, JobId(var.reference, s))
+        ref_arch = var.reference[len("proxy-"):] if var.reference.startswith("proxy-") else p["student"]
         return Job(str(job), "adapt", {"teacher": str(R[teacher_job].checkpoint), "teacher_arch": t,
-                                       "reference": str(R[ref].checkpoint), "reference_arch": p["student"],
+                                       "reference": str(R[ref].checkpoint), "reference_arch": ref_arch,
                                        "data": data, "params": var.params, "seed": s,
                                        "distill_epochs": p["student_epochs"], "device": device(profile)})
     if what.startswith("aid-"):

@@ -152,7 +152,7 @@ def adapt_teacher(
         params = AIDParams(**params)
     device = torch.device(device)
     if params.objective == "projection":
-        needs_ref = params.ic_target == "reference" or params.beta is None
+        needs_ref = params.ic_target == "reference" or (params.ic_target == "tempered" and params.beta is None)
     else:
         needs_ref = params.needs_reference
     if needs_ref and reference is None:

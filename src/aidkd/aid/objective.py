@@ -65,7 +65,9 @@ class AIDParams(BaseModel):
     lambda_ic: float = Field(0.0, ge=0)  # weight of L_IC(T -> S_p or tempered target)
     lambda_cs: float = Field(0.0, ge=0)  # weight of L_CS(T0 -> T): keeps T0's class-wise similarity
     detach_class_weights: bool = True  # detach m_k(c) inside L_IC: move mass among samples, not class means
-    ic_target: Literal["reference", "tempered"] = "reference"
+    # the target of L_IC: the reference's inner-class distribution, the teacher's own tempered one, or (projection
+    # only) every sample's non-target columns replaced by its class's mean non-target distribution
+    ic_target: Literal["reference", "tempered", "nontarget_mean"] = "reference"
     beta: Optional[float] = Field(None, gt=0)  # tempered target: given (< 1 smooths, > 1 sharpens), or None = bisection
     entropy_weights: Literal["teacher", "own"] = "teacher"  # weights of the reference's entropy in the bisection
     sinkhorn_iters: int = Field(50, ge=1)  # IPF iterations (projection and tempered targets)
@@ -114,7 +116,10 @@ class AIDParams(BaseModel):
             now = LEGACY_MODES.get(data["mode"], data["mode"])
             raise ValueError(f"aid.mode is now aid.objective (mode {data['mode']!r} is objective {now!r}; the "
                              "default, kd, is the published AID)")
-        return {**OBJECTIVE_DEFAULTS.get(data.get("objective", "kd"), {}), **data}
+        out = {**OBJECTIVE_DEFAULTS.get(data.get("objective", "kd"), {}), **data}
+        if out.get("ic_target") == "nontarget_mean" and out.get("objective", "kd") != "projection":
+            raise ValueError("ic_target nontarget_mean is a target in closed form: use it with objective projection")
+        return out
 
     def num_epochs(self, distill_epochs: int | None = None) -> int:
         """E_a: ``epochs`` when set, else ``epochs_fraction`` of the distillation epochs (at least 1)."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import Tensor, nn
 
@@ -226,7 +227,7 @@ def projection_targets(
     tau: float = 4.0,
     *,
     alpha: float = 1.0,
-    ic_target: Literal["reference", "tempered"] = "reference",
+    ic_target: Literal["reference", "tempered", "nontarget_mean"] = "reference",
     beta: float | None = None,
     sinkhorn_iters: int = 50,
     entropy_weights: Literal["teacher", "own"] = "teacher",
@@ -237,15 +238,16 @@ def projection_targets(
 
     ``teacher_logits``, ``reference_logits``: (N, C) logits of the teacher and the reference student on the same
     samples (the groups are the classes of ``labels`` over these N samples). ``reference_logits`` may be None for
-    ``ic_target="tempered"`` with a given ``beta``. ``alpha`` mixes log p (0) and log p* (1), renormalised.
+    ``ic_target="tempered"`` with a given ``beta``, and for ``"nontarget_mean"`` (:func:`nontarget_class_mean`, no
+    fit). ``alpha`` mixes log p (0) and log p* (1), renormalised.
     """
     if not 0.0 <= alpha <= 1.0:
         raise UserError(f"alpha must lie in [0, 1], got {alpha}")
-    if ic_target not in ("reference", "tempered"):
-        raise UserError(f"ic_target must be 'reference' or 'tempered', got {ic_target!r}")
+    if ic_target not in ("reference", "tempered", "nontarget_mean"):
+        raise UserError(f"ic_target must be 'reference', 'tempered' or 'nontarget_mean', got {ic_target!r}")
     if beta is not None and not beta > 0.0:
         raise UserError(f"beta must be positive (below 1 smooths, above 1 sharpens), got {beta}")
-    needs_ref = ic_target == "reference" or beta is None
+    needs_ref = ic_target == "reference" or (ic_target == "tempered" and beta is None)
     if needs_ref and reference_logits is None:
         raise UserError("the reference student's logits are needed for ic_target 'reference' or a beta to be found")
     labels = labels.long().to(teacher_logits.device)
@@ -258,15 +260,18 @@ def projection_targets(
     )
     log_m = group_log_means(log_p, labels, g)
     beta_info: dict = {}
-    if ic_target == "reference":
-        log_rho = inner_class_log_dist(log_q, labels, g)
-        used_beta = None
+    used_beta = None
+    if ic_target == "nontarget_mean":
+        log_star, info = nontarget_class_mean(log_p, labels, g), FitInfo(0, 0.0, 0.0)
     else:
-        if beta is None:
-            beta, beta_info = find_beta(log_p, log_q, labels, g, entropy_weights)
-        log_rho = tempered_inner_log_dist(log_p, labels, g, beta)
-        used_beta = float(beta)
-    log_star, info = ipf_fit(log_m, log_rho, labels, sinkhorn_iters)
+        if ic_target == "reference":
+            log_rho = inner_class_log_dist(log_q, labels, g)
+        else:
+            if beta is None:
+                beta, beta_info = find_beta(log_p, log_q, labels, g, entropy_weights)
+            log_rho = tempered_inner_log_dist(log_p, labels, g, beta)
+            used_beta = float(beta)
+        log_star, info = ipf_fit(log_m, log_rho, labels, sinkhorn_iters)
     if alpha == 0.0:
         log_t = log_p
     elif alpha == 1.0:
@@ -274,6 +279,21 @@ def projection_targets(
     else:
         log_t = torch.log_softmax((1.0 - alpha) * log_p + alpha * log_star, dim=1)
     return ProjectionResult(log_t, float(tau), float(alpha), ic_target, used_beta, info, beta_info)
+
+
+def nontarget_class_mean(log_p: Tensor, labels: Tensor, num_groups: int) -> Tensor:
+    """log p* (N, C): every sample keeps its own probability of its label, and its non-target classes share the rest
+    as the mean non-target distribution of its class does: p*_i(c) = (1 - p_i(y_i)) mean_{j: y_j = y_i}
+    p_j(c) / (1 - p_j(y_j)) for c != y_i. The inner-class information of the non-target columns is removed (the
+    paper's "smoothing over non-target classes"), the per-sample confidence in the label is not."""
+    n, c = log_p.shape
+    target = F.one_hot(labels, c).bool()
+    log_rest = torch.log1p(-log_p[target].exp().clamp(max=1 - 1e-12))  # log(1 - p_i(y_i))
+    nontarget = (log_p - log_rest.unsqueeze(1)).exp().masked_fill(target, 0.0)  # each row sums to 1 off the label
+    sums = torch.zeros(num_groups, c, dtype=log_p.dtype, device=log_p.device).index_add_(0, labels, nontarget)
+    counts = torch.bincount(labels, minlength=num_groups).to(log_p.dtype).clamp_min(1).unsqueeze(1)
+    out = (sums / counts)[labels].clamp_min(torch.finfo(log_p.dtype).tiny).log() + log_rest.unsqueeze(1)
+    return torch.where(target, log_p, out)
 
 
 @torch.no_grad()
@@ -354,6 +374,7 @@ __all__ = [
     "group_log_means",
     "inner_entropy",
     "ipf_fit",
+    "nontarget_class_mean",
     "project_teacher",
     "projection_targets",
     "tempered_inner_log_dist",
