@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..teachers import runs_images
 from ..progress import progress_enabled, track_images
 from .objective import AIDParams, TeacherAdapter, class_centroids
-from .project import project_teacher
+from .project import project_teacher, target_needs_reference
 from .split import SplitDecomposition, eval_mode, split_decomposition, split_decomposition_from_logits, unpack_batch
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def adapt_teacher(
         params = AIDParams(**params)
     device = torch.device(device)
     if params.objective == "projection":
-        needs_ref = params.ic_target == "reference" or (params.ic_target == "tempered" and params.beta is None)
+        needs_ref = target_needs_reference(params.ic_target, params.beta)
     else:
         needs_ref = params.needs_reference
     if needs_ref and reference is None:

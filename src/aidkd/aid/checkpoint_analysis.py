@@ -25,7 +25,8 @@ from ..stages import json_safe
 from ..stages.artifacts import load_model
 
 
-def _check_indexed(model, split: str, what: str) -> None:
+def _check_split_served(model, split: str, what: str) -> None:
+    """A teacher of stored per-sample targets serves the training split only."""
     if not runs_images(model) and split != "train":
         raise UserError(f"{what} is a projection teacher (per-sample targets of the training split): use --split train")
 
@@ -58,8 +59,8 @@ def analyze_checkpoints(
         raise UserError(f"--inner-classes {bad[0]} is out of range: {spec.name} has classes 0..{spec.num_classes - 1}")
     t = load_model(teacher, spec, teacher_name)
     s = load_model(student, spec, student_name) if student is not None else t
-    _check_indexed(t, split, "the teacher")
-    _check_indexed(s, split, "the student")
+    _check_split_served(t, split, "the teacher")
+    _check_split_served(s, split, "the student")
     res = analyze(t, s, loader, tau, spec.num_classes, dev, out_dir, inner_classes, spec.classes)
     if out_dir is not None and not inner_classes and student is not None:
         pc = res["per_class"]["ic"]
@@ -113,7 +114,7 @@ def analyze_ladder_checkpoints(
     for label, path in teachers:
         arch = None if checkpoint_config(path) is not None else label
         m = load_model(path, spec, arch)
-        _check_indexed(m, split, f"teacher {label!r}")
+        _check_split_served(m, split, f"teacher {label!r}")
         models.append((label, m))
     out: dict = {"dataset": spec.name, "split": split, "temperature": tau,
                  "teachers": {lab: str(p) for lab, p in teachers}}

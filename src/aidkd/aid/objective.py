@@ -45,7 +45,7 @@ from ..engine.schedule import cosine_decay
 from ..errors import UserError
 from ..losses.decomposition import kd_decomposition
 from ..losses.kd import kd_loss
-from .project import PROJECTION_OPTIONS, projection_targets
+from .project import PROJECTION_OPTIONS, projection_targets, target_needs_reference
 from .split import eval_mode, unpack_batch
 
 
@@ -104,7 +104,7 @@ class AIDParams(BaseModel):
     def needs_reference(self) -> bool:
         """Whether the objective uses the pretrained student's logits (the KD term, L_IC towards it, or a beta
         found from it)."""
-        return self.lambda_kd > 0 or (self.lambda_ic > 0 and (self.ic_target == "reference" or self.beta is None))
+        return self.lambda_kd > 0 or (self.lambda_ic > 0 and target_needs_reference(self.ic_target, self.beta))
 
     @model_validator(mode="before")
     @classmethod

@@ -247,8 +247,7 @@ def projection_targets(
         raise UserError(f"ic_target must be 'reference', 'tempered' or 'nontarget_mean', got {ic_target!r}")
     if beta is not None and not beta > 0.0:
         raise UserError(f"beta must be positive (below 1 smooths, above 1 sharpens), got {beta}")
-    needs_ref = ic_target == "reference" or (ic_target == "tempered" and beta is None)
-    if needs_ref and reference_logits is None:
+    if target_needs_reference(ic_target, beta) and reference_logits is None:
         raise UserError("the reference student's logits are needed for ic_target 'reference' or a beta to be found")
     labels = labels.long().to(teacher_logits.device)
     g = num_classes or teacher_logits.shape[1]
@@ -279,6 +278,12 @@ def projection_targets(
     else:
         log_t = torch.log_softmax((1.0 - alpha) * log_p + alpha * log_star, dim=1)
     return ProjectionResult(log_t, float(tau), float(alpha), ic_target, used_beta, info, beta_info)
+
+
+def target_needs_reference(ic_target: str, beta: float | None) -> bool:
+    """Whether the inner-class target reads the reference student: it is the reference's own (``reference``), or a
+    tempered one whose beta is found from it (``tempered`` without ``beta``)."""
+    return ic_target == "reference" or (ic_target == "tempered" and beta is None)
 
 
 def nontarget_class_mean(log_p: Tensor, labels: Tensor, num_groups: int) -> Tensor:
@@ -377,6 +382,7 @@ __all__ = [
     "nontarget_class_mean",
     "project_teacher",
     "projection_targets",
+    "target_needs_reference",
     "tempered_inner_log_dist",
     "weighted_inner_entropy",
 ]

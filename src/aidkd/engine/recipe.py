@@ -8,6 +8,7 @@ objective, offline and online) steps with too; the throughput benchmark times :f
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -188,8 +189,6 @@ def train_step(run: TrainingRun, batch: Batch, epoch: int, step: int = 0, monito
 def train_epoch(run: TrainingRun, epoch: int, monitor: NonFiniteMonitor, bar) -> dict:
     """One epoch of :func:`train_step`; returns the epoch's record of training numbers (the loss terms and the
     training accuracy averaged over every process's samples, the speed)."""
-    import time
-
     t0 = time.perf_counter()
     run.data.train.set_epoch(epoch)
     run.method.train()

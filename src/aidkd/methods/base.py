@@ -66,8 +66,9 @@ class Method(nn.Module):
         if self.needs_teacher and teacher is None:
             raise UserError(f"method {name!r} needs a teacher: set teacher.name and teacher.checkpoint")
         teacher = None if teacher is None else as_teacher(teacher)
-        if teacher is not None and self.teacher_needs() - teacher.serves:
-            raise UserError(f"method {name!r} {self.teacher_model_needed()}, but this teacher serves fixed per-sample "
+        missing = self.teacher_needs() - teacher.serves if teacher is not None else frozenset()
+        if missing:
+            raise UserError(f"method {name!r} {_why(missing)}, but this teacher serves fixed per-sample "
                             f"logits ({teacher.source}; a teacher-output cache: set teacher.cache=off; an AID "
                             "projection: use a logit method)")
         self.student = student
@@ -103,14 +104,8 @@ class Method(nn.Module):
     @classmethod
     def teacher_model_needed(cls) -> str | None:
         """Why the method needs the teacher model itself rather than fixed per-sample logits (its features, its
-        weights, its outputs on other views), or None: the one answer the engine and the pipeline's checks use."""
-        if cls.teacher_use == "features":
-            return "needs the teacher's features"
-        if cls.teacher_use == "training":
-            return "adapts the teacher model itself"
-        if cls.teacher_other_views:
-            return "needs the teacher's outputs on views it augments itself"
-        return None
+        weights, its outputs on other views), from :meth:`teacher_needs`; None when the logits suffice."""
+        return _why(cls.teacher_needs())
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -142,6 +137,16 @@ def freeze(model: nn.Module) -> None:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+
+
+#: what a method needs of its teacher beyond the logits of its training batches, in words, in the order asked
+_NEED_WORDS = {FEATURES: "needs the teacher's features", WEIGHTS: "adapts the teacher model itself",
+               IMAGES: "needs the teacher's outputs on views it augments itself"}
+
+
+def _why(needs: frozenset[str]) -> str | None:
+    """The first of ``needs`` beyond the training batches' logits, in words (None: nothing beyond them)."""
+    return next((words for need, words in _NEED_WORDS.items() if need in needs), None)
 
 
 def as_teacher(model: nn.Module) -> Teacher:

@@ -177,14 +177,6 @@ class ViewsTeacher(Teacher):
         self.source = source
         self.serves = frozenset({SPLIT, IMAGES} if model is not None else {SPLIT})
 
-    @property
-    def num_samples(self) -> int:
-        return next(iter(self.store.tensors.values())).shape[0]
-
-    @property
-    def num_classes(self) -> int:
-        return self.store.num_classes
-
     def forward(self, images: Tensor) -> Tensor:
         if self.model is None:
             return super().forward(images)
